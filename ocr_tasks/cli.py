@@ -1,0 +1,182 @@
+"""`ocr-retrain`: every pipeline step by hand, through the same functions the DAG calls.
+
+Exit codes: 0 success, 1 the data failed (report printed), 2 usage error or unreadable
+input. Data problems never produce a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .storage import StorageError
+
+    try:
+        return args.handler(args)
+    except (UsageError, StorageError) as exc:
+        print(f"ocr-retrain: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocr-retrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="pipeline config YAML (default: configs/pipeline.yaml or $OCR_RETRAIN_CONFIG)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set split.train=0.7 (repeatable)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="validate one PPOCRLabel export (folder or s3:// prefix)")
+    validate.add_argument("source", metavar="SRC")
+    validate.add_argument("--dict", dest="dict_file", help="PaddleOCR dict file: characters outside it fail")
+    validate.add_argument("--docs", type=Path, help="also write GX Data Docs HTML into this folder")
+    validate.set_defaults(handler=cmd_validate)
+
+    prepare = commands.add_parser("prepare", help="validate exports and write the passing ones as a split dataset")
+    prepare.add_argument("sources", nargs="+", metavar="SRC")
+    prepare.add_argument("--out", type=Path, required=True)
+    prepare.add_argument("--dict", dest="dict_file")
+    prepare.set_defaults(handler=cmd_prepare)
+
+    ingest = commands.add_parser("ingest", help="storage: discover new exports, validate, quarantine, merge a new dataset version")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    discover = commands.add_parser("discover", help="storage: list new, waiting and already ingested exports")
+    discover.set_defaults(handler=cmd_discover)
+
+    pull = commands.add_parser("pull-dataset", help="storage: materialise a dataset version as a PaddleOCR data_dir")
+    pull.add_argument("version", nargs="?", default="latest")
+    pull.add_argument("--dest", type=Path, required=True)
+    pull.set_defaults(handler=cmd_pull_dataset)
+
+    storage = commands.add_parser("storage", help="the embedded local S3 server")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    serve = storage_commands.add_parser("serve", help="serve a local folder as S3 on 127.0.0.1 (rclone serve s3)")
+    serve.add_argument("--root", type=Path, default=Path("work/s3"), help="folder to serve; each subfolder is a bucket")
+    serve.add_argument("--port", type=int, default=9000)
+    serve.set_defaults(handler=cmd_storage_serve)
+    return parser
+
+
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "dict_file", None):
+        overrides.append(f"validation.dict_file={json.dumps(str(Path(args.dict_file).resolve()))}")
+    return load_config(args.config, overrides)
+
+
+def _storage_for_uri(config):
+    def open_uri(uri: str):
+        from .storage import parse_s3_uri, storage_from_config
+
+        try:
+            bucket, prefix = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return storage_from_config(config, bucket=bucket, prefix=""), (prefix.rstrip("/") + "/" if prefix else "")
+
+    return open_uri
+
+
+def cmd_validate(args) -> int:
+    import tempfile
+
+    from .ingest import check_local_export, resolve_source
+
+    config = _config(args)
+    with tempfile.TemporaryDirectory(prefix="ocr-retrain-") as scratch:
+        folder = resolve_source(args.source, Path(scratch), _storage_for_uri(config))
+        _, report = check_local_export(folder, config, args.docs.resolve() if args.docs else None)
+    print(report.summary())
+    return EXIT_OK if report.success else EXIT_DATA
+
+
+def cmd_prepare(args) -> int:
+    from .ingest import prepare
+
+    config = _config(args)
+    result = prepare(args.sources, args.out, config, _storage_for_uri(config))
+    for report in result.reports:
+        print(report.summary())
+    if result.info:
+        counts = ", ".join(f"{split} {c['images']} images/{c['crops']} crops" for split, c in result.info["counts"].items())
+        print(f"dataset {result.info['version']} written to {args.out.resolve()} ({counts})")
+    if result.excluded:
+        print(f"excluded (failed validation): {', '.join(result.excluded)}")
+        return EXIT_DATA
+    return EXIT_OK
+
+
+def cmd_ingest(args) -> int:
+    from .ingest import ingest
+    from .storage import storage_from_config
+
+    config = _config(args)
+    result = ingest(storage_from_config(config), config)
+    for name, why in result.discovery.waiting.items():
+        print(f"waiting  {name}: {why}")
+    for check in result.checks:
+        print(check.summary)
+        if check.report_uri:
+            print(f"  quarantined: {check.report_uri}")
+    if result.dataset:
+        print(f"dataset {result.dataset.version}: {result.dataset.uri}")
+    elif not result.checks:
+        print("nothing new to ingest")
+    return EXIT_DATA if any(not c.passed for c in result.checks) else EXIT_OK
+
+
+def cmd_discover(args) -> int:
+    from .exports import discover_exports
+    from .ingest import load_ledger
+    from .storage import storage_from_config
+
+    storage = storage_from_config(_config(args))
+    found = discover_exports(storage, load_ledger(storage))
+    for ref in found.new:
+        print(f"new      {ref.name} ({ref.objects} objects, fingerprint {ref.fingerprint[:12]})")
+    for name, why in found.waiting.items():
+        print(f"waiting  {name}: {why}")
+    for name in found.already_ingested:
+        print(f"done     {name}")
+    return EXIT_OK
+
+
+def cmd_pull_dataset(args) -> int:
+    from .ingest import load_ledger, pull_dataset
+    from .storage import storage_from_config
+
+    storage = storage_from_config(_config(args))
+    version = load_ledger(storage).get("dataset_version") if args.version == "latest" else args.version
+    if not version:
+        raise UsageError("no dataset version has been published yet")
+    print(pull_dataset(storage, version, args.dest.resolve()))
+    return EXIT_OK
+
+
+def cmd_storage_serve(args) -> int:
+    from .s3server import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, serve
+
+    serve(args.root.resolve(), "127.0.0.1", args.port, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

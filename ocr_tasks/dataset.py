@@ -1,0 +1,228 @@
+"""Merge validated exports into a cumulative, deduplicated, 6:2:2-split dataset version.
+
+In memory a dataset is only its index (one small record per image and per crop);
+image bytes stream from the export folder to the staging folder one file at a time,
+so memory stays flat however many images accumulate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from .config import SplitConfig
+from .crops import crop_text_region, encode_jpeg
+from .images import decode_image
+from .ppocrlabel import Box
+from .split import SPLITS, assign_split
+from .tables import IMAGE_WORKERS, ExportTables
+
+DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
+    f"{task}/{split}.txt" for task in ("det", "rec") for split in SPLITS)
+
+
+@dataclass
+class ImageRecord:
+    sha256: str
+    ext: str
+    export: str
+    source: str                  # "<export>/<file>" as uploaded
+    split: str
+    boxes: list[dict]            # PPOCRLabel box JSON, unchanged
+
+    @property
+    def relpath(self) -> str:
+        return f"images/{self.sha256}{self.ext}"
+
+
+@dataclass
+class CropRecord:
+    sha256: str
+    text: str
+    image_sha256: str            # the crop follows its source image's split
+    box: int
+    export: str
+    source: str                  # "<export>/crop_img/..." or "<export>/<file>#box<i>" when cut here
+    split: str
+
+    @property
+    def relpath(self) -> str:
+        return f"crops/{self.sha256}.jpg"
+
+
+@dataclass
+class Dataset:
+    images: dict[str, ImageRecord] = field(default_factory=dict)
+    crops: dict[str, list[CropRecord]] = field(default_factory=dict)   # by source image sha256
+    parent: str | None = None
+
+    @classmethod
+    def from_index(cls, images_jsonl: str, crops_jsonl: str, parent: str | None) -> "Dataset":
+        dataset = cls(parent=parent)
+        for line in images_jsonl.splitlines():
+            record = ImageRecord(**json.loads(line))
+            dataset.images[record.sha256] = record
+        for line in crops_jsonl.splitlines():
+            crop = CropRecord(**json.loads(line))
+            dataset.crops.setdefault(crop.image_sha256, []).append(crop)
+        return dataset
+
+    def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig) -> int:
+        """Stage a validated export's images and crops; returns images added or relabelled.
+
+        The same image content in a later export replaces the earlier labels: a
+        re-upload is how labellers correct mistakes.
+        """
+        (stage / "images").mkdir(parents=True, exist_ok=True)
+        (stage / "crops").mkdir(parents=True, exist_ok=True)
+        given_crops = _given_crops(tables)
+        jobs = []
+        for line in tables.labels:
+            fact = tables.facts[line.relpath]
+            record = ImageRecord(
+                sha256=fact.sha256, ext=PurePosixPath(line.relpath).suffix.lower(), export=tables.name,
+                source=f"{tables.name}/{line.relpath}", split=assign_split(fact.sha256, ratios),
+                boxes=[box.to_json() for box in line.boxes])
+            self.images[record.sha256] = record
+            jobs.append((record, tables.folder / line.relpath, line.boxes, given_crops.get(PurePosixPath(line.relpath).stem)))
+
+        def stage_image(job) -> tuple[str, list[CropRecord]]:
+            record, source, boxes, given = job
+            _place(source, stage / record.relpath)
+            crops = _stage_given_crops(record, given, tables, stage) if given else _cut_crops(record, source, boxes, stage)
+            return record.sha256, crops
+
+        with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
+            for sha, crops in pool.map(stage_image, jobs):
+                self.crops[sha] = crops
+        return len(jobs)
+
+    def write(self, out: Path, *, dictionary: list[str] | None, ratios: SplitConfig,
+              exports_merged: list[str]) -> dict:
+        """Write the label lists, dict, index and dataset.json (last) into `out`."""
+        det = {split: [] for split in SPLITS}
+        rec = {split: [] for split in SPLITS}
+        for record in sorted(self.images.values(), key=lambda r: r.relpath):
+            det[record.split].append(f"{record.relpath}\t{json.dumps(record.boxes, ensure_ascii=False)}")
+        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))
+        for crop in all_crops:
+            rec[crop.split].append(f"{crop.relpath}\t{crop.text}")
+        chars = dictionary if dictionary is not None else dictionary_from_labels(self)
+        files = {"dict.txt": "".join(f"{c}\n" for c in chars)}
+        for split in SPLITS:
+            files[f"det/{split}.txt"] = "".join(f"{line}\n" for line in det[split])
+            files[f"rec/{split}.txt"] = "".join(f"{line}\n" for line in rec[split])
+        files["images.jsonl"] = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n"
+                                        for r in sorted(self.images.values(), key=lambda r: r.sha256))
+        files["crops.jsonl"] = "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in all_crops)
+
+        digest = hashlib.sha256()
+        for name in DATASET_FILES:
+            digest.update(name.encode() + b"\0" + files[name].encode("utf-8") + b"\0")
+        version = digest.hexdigest()[:16]
+        for name, text in files.items():
+            _write_text(out / name, text)
+        info = {
+            "version": version,
+            "parent": self.parent,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "split_ratios": asdict(ratios),
+            "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
+            "counts": {split: {"images": len(det[split]), "boxes": sum(len(r.boxes) for r in self.images.values() if r.split == split),
+                               "crops": len(rec[split])} for split in SPLITS},
+            "exports": _per_export_counts(self),
+            "merged_in_this_version": sorted(exports_merged),
+            "files": list(DATASET_FILES),
+        }
+        _write_text(out / "dataset.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        return info
+
+
+def dictionary_from_labels(dataset: Dataset) -> list[str]:
+    """Every character of the training texts, in code point order (deterministic).
+
+    Space is left out: PaddleOCR adds it with `use_space_char: true`.
+    """
+    chars: set[str] = set()
+    for crops in dataset.crops.values():
+        for crop in crops:
+            chars.update(crop.text)
+    for record in dataset.images.values():
+        for box in record.boxes:
+            if not Box(**box).is_ignore_region:
+                chars.update(box["transcription"])
+    chars.discard(" ")
+    return sorted(chars)
+
+
+def _per_export_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
+    images = Counter(r.export for r in dataset.images.values())
+    crops = Counter(c.export for cs in dataset.crops.values() for c in cs)
+    return {name: {"images": images[name], "crops": crops[name]} for name in sorted(images)}
+
+
+def _given_crops(tables: ExportTables) -> dict[str, list]:
+    by_stem = defaultdict(list)
+    for crop in tables.crops:
+        if not crop.is_ignore_region:
+            by_stem[crop.source_stem].append(crop)
+    return by_stem
+
+
+def _stage_given_crops(record: ImageRecord, given: list, tables: ExportTables, stage: Path) -> list[CropRecord]:
+    crops = []
+    for line in given:
+        sha = tables.facts[line.relpath].sha256
+        crop = CropRecord(sha, line.text, record.sha256, line.box_index, tables.name,
+                          f"{tables.name}/{line.relpath}", record.split)
+        _place(tables.folder / line.relpath, stage / crop.relpath)
+        crops.append(crop)
+    return crops
+
+
+def _cut_crops(record: ImageRecord, source: Path, boxes: list[Box], stage: Path) -> list[CropRecord]:
+    wanted = [(i, box) for i, box in enumerate(boxes) if not box.is_ignore_region]
+    if not wanted:
+        return []
+    image = decode_image(source.read_bytes())
+    crops = []
+    for index, box in wanted:
+        data = encode_jpeg(crop_text_region(image, box.points))
+        crop = CropRecord(hashlib.sha256(data).hexdigest(), box.transcription, record.sha256, index,
+                          record.export, f"{record.source}#box{index}", record.split)
+        target = stage / crop.relpath
+        if not target.exists():
+            _write_bytes(target, data)
+        crops.append(crop)
+    return crops
+
+
+def _place(source: Path, target: Path) -> None:
+    """Content-addressed: an existing target already has these bytes."""
+    if target.exists():
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        os.link(source, tmp)  # same filesystem: no copy
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))

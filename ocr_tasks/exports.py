@@ -1,0 +1,113 @@
+"""Finding new PPOCRLabel exports in `incoming/` and bringing them to local disk.
+
+"New" means the export's fingerprint (every object's key, size and ETag) is not in
+the ingest ledger. An export whose Label.txt names files that are not uploaded yet is
+still being uploaded: it waits for the next run instead of failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from . import layout
+from .ppocrlabel import FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file, parse_rec_gt
+from .storage import ObjectInfo, Storage
+
+LABEL_FILES = (LABEL_FILE, FILE_STATE, REC_GT)
+
+
+@dataclass(frozen=True)
+class ExportRef:
+    name: str
+    prefix: str          # "incoming/<name>/"
+    fingerprint: str
+    objects: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportRef":
+        return cls(**data)
+
+
+@dataclass
+class Discovery:
+    new: list[ExportRef] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)   # export -> why it is not ready
+    already_ingested: list[str] = field(default_factory=list)
+
+
+def fingerprint(objects: list[ObjectInfo]) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(objects, key=lambda o: o.key):
+        digest.update(f"{item.key}\t{item.size}\t{item.etag}\n".encode())
+    return digest.hexdigest()
+
+
+def discover_exports(storage: Storage, ledger: dict) -> Discovery:
+    found = Discovery()
+    known = ledger.get("exports", {})
+    for name in sorted(storage.list_dirs(layout.INCOMING)):
+        prefix = f"{layout.INCOMING}{name}/"
+        objects = list(storage.list(prefix))
+        fp = fingerprint(objects)
+        if known.get(name, {}).get("fingerprint") == fp:
+            found.already_ingested.append(name)
+            continue
+        present = {o.key[len(prefix):] for o in objects}
+        missing = _missing_files(storage, prefix, present)
+        if missing:
+            found.waiting[name] = missing
+        else:
+            found.new.append(ExportRef(name, prefix, fp, len(objects)))
+    return found
+
+
+def _missing_files(storage: Storage, prefix: str, present: set[str]) -> str | None:
+    if LABEL_FILE not in present:
+        return f"no {LABEL_FILE} yet"
+    wanted = _referenced_files(
+        storage.get_bytes(prefix + LABEL_FILE),
+        storage.get_bytes(prefix + FILE_STATE) if FILE_STATE in present else None,
+        storage.get_bytes(prefix + REC_GT) if REC_GT in present else None)
+    absent = sorted(wanted - present)
+    if absent:
+        return f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {absent[0]}"
+    return None
+
+
+def _referenced_files(label: bytes, file_state: bytes | None, rec_gt: bytes | None) -> set[str]:
+    """Files inside the export the confirmed labels point at (broken lines are validation's business)."""
+    confirmed = parse_file_state(file_state) if file_state is not None else None
+    wanted = {line.relpath for line in parse_label_file(label)
+              if not line.problem and (confirmed is None or line.file_name in confirmed)}
+    if rec_gt is not None:
+        wanted |= {line.relpath for line in parse_rec_gt(rec_gt) if not line.problem}
+    return wanted
+
+
+def fetch_export(storage: Storage, ref: ExportRef, work_dir: Path) -> Path:
+    """Download the label files and every file they reference to work_dir/exports/<name>/<fp>/<name>.
+
+    Unconfirmed images and Cache.cach stay in storage. A finished download is marked
+    and reused, so validate and merge tasks on one worker fetch once.
+    """
+    root = work_dir / "exports" / ref.name / ref.fingerprint[:12]
+    folder = root / ref.name
+    done = root / ".fetched"
+    if done.exists():
+        return folder
+    shutil.rmtree(root, ignore_errors=True)
+    folder.mkdir(parents=True)
+    present = {o.key[len(ref.prefix):] for o in storage.list(ref.prefix)}
+    labels = [name for name in LABEL_FILES if name in present]
+    storage.download_many((ref.prefix + name, folder / name) for name in labels)
+    read = lambda name: (folder / name).read_bytes() if (folder / name).exists() else None  # noqa: E731
+    wanted = _referenced_files(read(LABEL_FILE), read(FILE_STATE), read(REC_GT)) & present
+    storage.download_many((ref.prefix + rel, folder / PurePosixPath(rel)) for rel in sorted(wanted))
+    done.write_text(ref.fingerprint)
+    return folder

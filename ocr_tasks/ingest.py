@@ -1,0 +1,239 @@
+"""Ingest: new exports -> validated -> merged into a new immutable dataset version.
+
+Each step has one input and one output artifact, JSON-serialisable so Airflow can
+pass them between tasks:
+
+    discover_exports(storage, ledger)        -> Discovery (new ExportRefs)
+    check_export(storage, ref, config)       -> ExportCheck (passed, or quarantined with a report)
+    merge_exports(storage, refs, config)     -> DatasetVersion (and the ledger updated, last)
+
+Order of writes makes crashes harmless: blobs, then the version's files with
+dataset.json last, then the ledger. A crash before the ledger write leaves the
+exports "new"; the re-run produces the same content hash and merges nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import layout
+from .config import PipelineConfig
+from .dataset import DATASET_FILES, Dataset
+from .errors import UsageError
+from .exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
+from .storage import Storage
+from .tables import ExportTables, build_tables, read_dictionary
+from .validate import ValidationReport, validate_tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportCheck:
+    export: ExportRef
+    passed: bool
+    summary: str
+    report_uri: str | None = None    # quarantine folder when it failed
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "export": self.export.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportCheck":
+        return cls(**{**data, "export": ExportRef.from_json(data["export"])})
+
+
+@dataclass
+class DatasetVersion:
+    version: str
+    uri: str
+    counts: dict
+    merged: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_ledger(storage: Storage) -> dict:
+    return storage.get_json(layout.LEDGER, default={"dataset_version": None, "exports": {}})
+
+
+def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | None = None) -> tuple[ExportTables, ValidationReport]:
+    tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
+    return tables, validate_tables(tables, config.validation, docs_dir)
+
+
+def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
+    """Validate one export from storage; a failing one is quarantined with its report."""
+    folder = fetch_export(storage, ref, config.work_path)
+    docs_dir = folder.parent / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    _, report = check_local_export(folder, config, docs_dir)
+    if report.success:
+        log.info("%s", report.summary())
+        return ExportCheck(ref, True, report.summary())
+    target = layout.quarantine_prefix(ref.name, ref.fingerprint)
+    report.data_docs = storage.uri(target + "data_docs/index.html")
+    summary = report.summary()
+    storage.upload_dir(docs_dir, target + "data_docs")
+    storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
+    storage.put_json(target + "validation.json", report.to_json())
+    storage.put_text(target + "report.txt", summary + "\n")
+    _record(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "quarantined",
+                                 "quarantine": storage.uri(target), "at": _now()}})
+    log.warning("%s", summary)
+    return ExportCheck(ref, False, summary, storage.uri(target))
+
+
+def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
+    """Merge validated exports into the latest dataset and publish the new version."""
+    ledger = load_ledger(storage)
+    previous = ledger.get("dataset_version")
+    dataset = _load_dataset(storage, previous)
+    stage = config.work_path / "datasets" / f"stage-{uuid.uuid4().hex[:8]}"
+    try:
+        for ref in refs:
+            folder = fetch_export(storage, ref, config.work_path)
+            tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
+            dataset.add_export(tables, stage, config.split)
+        info = dataset.write(stage, dictionary=_configured_dictionary(config), ratios=config.split,
+                             exports_merged=[r.name for r in refs])
+        version = info["version"]
+        prefix = layout.dataset_prefix(version)
+        if not storage.exists(prefix + "dataset.json"):
+            blobs = [(path, layout.BLOBS + path.relative_to(stage).as_posix())
+                     for kind in ("images", "crops") for path in sorted((stage / kind).glob("*"))]
+            storage.upload_many(blobs)
+            storage.upload_many((stage / name, prefix + name) for name in DATASET_FILES)
+            storage.upload_file(stage / "dataset.json", prefix + "dataset.json")
+        merged_at = _now()
+        _record(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "merged",
+                                     "dataset_version": version, "at": merged_at} for ref in refs},
+                dataset_version=version)
+        log.info("dataset %s published (%s): %s", version, storage.uri(prefix), info["counts"])
+        return DatasetVersion(version, storage.uri(prefix), info["counts"], [r.name for r in refs])
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@dataclass
+class IngestResult:
+    discovery: Discovery
+    checks: list[ExportCheck]
+    dataset: DatasetVersion | None
+
+
+def ingest(storage: Storage, config: PipelineConfig) -> IngestResult:
+    """discover -> check each -> merge the ones that passed (others wait in quarantine)."""
+    discovery = discover_exports(storage, load_ledger(storage))
+    for name, why in discovery.waiting.items():
+        log.info("export %s is not complete, left for the next run: %s", name, why)
+    checks = [check_export(storage, ref, config) for ref in discovery.new]
+    passed = [check.export for check in checks if check.passed]
+    dataset = merge_exports(storage, passed, config) if passed else None
+    return IngestResult(discovery, checks, dataset)
+
+
+def _record(storage: Storage, entries: dict, dataset_version: str | None = None) -> None:
+    # Read-modify-write of one object; Airflow runs one DAG run at a time (max_active_runs=1).
+    ledger = load_ledger(storage)
+    ledger.setdefault("exports", {}).update(entries)
+    if dataset_version:
+        ledger["dataset_version"] = dataset_version
+    storage.put_json(layout.LEDGER, ledger)
+
+
+def _load_dataset(storage: Storage, version: str | None) -> Dataset:
+    if not version:
+        return Dataset()
+    prefix = layout.dataset_prefix(version)
+    return Dataset.from_index(storage.get_text(prefix + "images.jsonl"), storage.get_text(prefix + "crops.jsonl"), version)
+
+
+def _configured_dictionary(config: PipelineConfig) -> list[str] | None:
+    chars = read_dictionary(config.validation.dict_file)
+    if chars is None:
+        return None
+    # keep the configured file's order: model outputs index into it
+    text = Path(config.validation.dict_file).read_text(encoding="utf-8-sig")
+    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
+
+
+def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
+    """Materialise a dataset version locally as a PaddleOCR data_dir."""
+    prefix = layout.dataset_prefix(version)
+    if not storage.exists(prefix + "dataset.json"):
+        raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")
+    dest.mkdir(parents=True, exist_ok=True)
+    storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("dataset.json",))
+    wanted = set()
+    for name in DATASET_FILES:
+        if name.startswith(("det/", "rec/")):
+            for line in (dest / name).read_text(encoding="utf-8").splitlines():
+                wanted.add(line.split("\t", 1)[0])
+    storage.download_many((layout.BLOBS + rel, dest / rel) for rel in sorted(wanted) if not (dest / rel).exists())
+    return dest
+
+
+@dataclass
+class PrepareResult:
+    reports: list[ValidationReport]
+    info: dict | None
+
+    @property
+    def excluded(self) -> list[str]:
+        return [r.export for r in self.reports if not r.success]
+
+
+def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_uri=None) -> PrepareResult:
+    """Validate local folders or s3:// exports and write the passing ones as a dataset into `out`."""
+    out = out.resolve()
+    reports, passing = [], []
+    with tempfile.TemporaryDirectory(prefix="ocr-retrain-", dir=_scratch(config)) as scratch:
+        for source in sources:
+            folder = resolve_source(source, Path(scratch), storage_for_uri)
+            tables, report = check_local_export(folder, config)
+            reports.append(report)
+            if report.success:
+                passing.append(tables)
+        if not passing:
+            return PrepareResult(reports, None)
+        dataset = Dataset()
+        for tables in passing:
+            dataset.add_export(tables, out, config.split)
+        info = dataset.write(out, dictionary=_configured_dictionary(config), ratios=config.split,
+                             exports_merged=[t.name for t in passing])
+    return PrepareResult(reports, info)
+
+
+def _scratch(config: PipelineConfig) -> Path:
+    path = config.work_path / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_source(source: str, scratch: Path, storage_for_uri) -> Path:
+    """A local export folder as is, or an s3:// export downloaded into `scratch`."""
+    if source.startswith("s3://"):
+        storage, prefix = storage_for_uri(source)
+        objects = list(storage.list(prefix))
+        if not objects:
+            raise UsageError(f"{source}: no objects there")
+        name = prefix.rstrip("/").rsplit("/", 1)[-1]
+        ref = ExportRef(name, prefix, "local-" + uuid.uuid4().hex, len(objects))
+        return fetch_export(storage, ref, scratch)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UsageError(f"{source}: no such export folder")
+    return folder

@@ -1,0 +1,204 @@
+"""Reading PPOCRLabel exports: Label.txt, fileState.txt, rec_gt.txt, as PPOCRLabel writes them.
+
+Parsing never raises for bad data: every line comes back with its line number and,
+when it is broken, a `problem` saying why, so validation can report `file:line`.
+Real exports are tolerated as they are: UTF-8 BOM, CRLF, and Windows `\\` paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+LABEL_FILE = "Label.txt"
+FILE_STATE = "fileState.txt"
+REC_GT = "rec_gt.txt"
+CROP_DIR = "crop_img"
+IGNORE_TRANSCRIPTIONS = frozenset({"###", "*"})  # PaddleOCR's DetLabelEncode ignores these
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class Box:
+    transcription: str
+    points: list[list[float]]    # as labelled (ints from PPOCRLabel), written back unchanged
+    difficult: bool = False
+
+    @property
+    def is_ignore_region(self) -> bool:
+        return self.difficult or self.transcription in IGNORE_TRANSCRIPTIONS
+
+    def to_json(self) -> dict:
+        return {"transcription": self.transcription, "points": self.points, "difficult": self.difficult}
+
+
+@dataclass(frozen=True)
+class LabelLine:
+    line_no: int
+    raw_path: str            # as written, e.g. "batch_001/img_0001.jpg"
+    relpath: str             # inside the export folder, posix, e.g. "img_0001.jpg"
+    boxes: list[Box] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return PurePosixPath(self.relpath).name
+
+
+@dataclass(frozen=True)
+class CropLine:
+    line_no: int
+    relpath: str             # "crop_img/<stem>_crop_<i>.jpg"
+    text: str
+    source_stem: str | None  # "<stem>" of the image the crop was cut from
+    box_index: int | None
+    problem: str | None = None
+
+    @property
+    def is_ignore_region(self) -> bool:
+        # PPOCRLabel exports crops of "###" boxes too (it only skips difficult ones); not training data
+        return self.text in IGNORE_TRANSCRIPTIONS
+
+
+def decode_lines(data: bytes) -> list[tuple[int, str | None]]:
+    """Split a text file into (line_no, text) pairs; text is None for a line that is not UTF-8."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out: list[tuple[int, str | None]] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            out.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            out.append((number, None))
+    return out
+
+
+def normalize_path(raw: str) -> str:
+    return raw.strip().replace("\\", "/")
+
+
+def unsafe_path_reason(path: str) -> str | None:
+    """Why a path from a label file may not be used, or None when it stays inside the export."""
+    if path.startswith("/") or _DRIVE.match(path):
+        return f"absolute path {path!r}"
+    if ".." in path.split("/"):
+        return f"path {path!r} contains '..'"
+    if not path:
+        return "empty path"
+    return None
+
+
+def export_relpath(raw_path: str) -> str:
+    """Path of a Label.txt image inside the export folder.
+
+    PPOCRLabel always writes `<export folder name>/<file>`. The folder is often renamed
+    before upload, so the first segment is dropped whatever it says.
+    """
+    parts = normalize_path(raw_path).split("/")
+    return "/".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def parse_label_file(data: bytes) -> list[LabelLine]:
+    lines = []
+    for line_no, text in decode_lines(data):
+        if text is None:
+            lines.append(LabelLine(line_no, "", "", problem="line is not valid UTF-8"))
+            continue
+        lines.append(_parse_label_line(line_no, text))
+    return lines
+
+
+def _parse_label_line(line_no: int, text: str) -> LabelLine:
+    raw_path, tab, payload = text.partition("\t")
+    path = normalize_path(raw_path)
+    if not tab:
+        return LabelLine(line_no, path, "", problem="expected '<image path><TAB><json>', found no tab")
+    unsafe = unsafe_path_reason(path)
+    if unsafe:
+        return LabelLine(line_no, path, "", problem=unsafe)
+    relpath = export_relpath(path)
+    try:
+        items = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        return LabelLine(line_no, path, relpath, problem=f"label is not valid JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(items, list):
+        return LabelLine(line_no, path, relpath, problem="label JSON must be a list of boxes")
+    boxes = []
+    for index, item in enumerate(items):
+        box, problem = _parse_box(item)
+        if problem:
+            return LabelLine(line_no, path, relpath, problem=f"box {index}: {problem}")
+        boxes.append(box)
+    return LabelLine(line_no, path, relpath, boxes)
+
+
+def _parse_box(item: object) -> tuple[Box | None, str | None]:
+    if not isinstance(item, dict):
+        return None, "must be an object with transcription and points"
+    text = item.get("transcription")
+    if not isinstance(text, str):
+        return None, "transcription missing or not a string"
+    points = item.get("points")
+    if not isinstance(points, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in points
+    ):
+        return None, "points must be a list of [x, y] numbers"
+    difficult = item.get("difficult", False)
+    if not isinstance(difficult, bool):
+        return None, "difficult must be true or false"
+    return Box(text, points, difficult), None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_file_state(data: bytes) -> set[str]:
+    """File names of confirmed images (fileState holds the labeller's own absolute paths)."""
+    confirmed = set()
+    for _, text in decode_lines(data):
+        if text is None:
+            continue
+        path, _, state = text.rpartition("\t")
+        if state.strip() == "1" and path:
+            confirmed.add(normalize_path(path).rsplit("/", 1)[-1])
+    return confirmed
+
+
+_CROP_NAME = re.compile(r"^(?P<stem>.+)_crop_(?P<index>\d+)$")
+
+
+def parse_rec_gt(data: bytes) -> list[CropLine]:
+    lines = []
+    for line_no, text in decode_lines(data):
+        if text is None:
+            lines.append(CropLine(line_no, "", "", None, None, problem="line is not valid UTF-8"))
+            continue
+        raw_path, tab, label = text.partition("\t")
+        path = normalize_path(raw_path)
+        if not tab:
+            lines.append(CropLine(line_no, path, "", None, None, problem="expected '<crop path><TAB><text>', found no tab"))
+            continue
+        unsafe = unsafe_path_reason(path)
+        match = _CROP_NAME.match(PurePosixPath(path).stem)
+        stem, index = (match["stem"], int(match["index"])) if match else (None, None)
+        problem = unsafe or (None if match else f"crop name {path!r} is not '<image stem>_crop_<n>.<ext>'")
+        lines.append(CropLine(line_no, path, label, stem, index, problem))
+    return lines
+
+
+def polygon_area(points: list[list[float]]) -> float:
+    """Shoelace area; 0 for fewer than 3 points."""
+    if len(points) < 3:
+        return 0.0
+    total = 0.0
+    for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1]):
+        total += x1 * y2 - x2 * y1
+    return abs(total) / 2.0
