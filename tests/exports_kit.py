@@ -1,0 +1,28 @@
+"""Helpers for tests: synthetic exports and ways to break them, as labellers do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ocr_tasks.synthetic import ExportSpec, make_export
+
+
+def export(parent: Path, name: str = "batch_001", **kwargs) -> Path:
+    return make_export(parent, ExportSpec(name, **{"n_images": 12, **kwargs}))
+
+
+def label_lines(folder: Path) -> list[str]:
+    return (folder / "Label.txt").read_text(encoding="utf-8-sig").splitlines()
+
+
+def write_label_lines(folder: Path, lines: list[str]) -> None:
+    (folder / "Label.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def edit_boxes(folder: Path, line_index: int, edit) -> None:
+    """Apply `edit(boxes) -> boxes` to the JSON of one Label.txt line."""
+    lines = label_lines(folder)
+    path, payload = lines[line_index].split("\t", 1)
+    lines[line_index] = f"{path}\t{json.dumps(edit(json.loads(payload)), ensure_ascii=False)}"
+    write_label_lines(folder, lines)

@@ -1,0 +1,116 @@
+"""Each expectation catches the problem it names, pointing at file:line."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from ocr_tasks.config import ValidationConfig
+from ocr_tasks.ingest import check_local_export
+from ocr_tasks.config import load_config
+from tests.exports_kit import edit_boxes, export, label_lines, write_label_lines
+
+
+def check(folder, **overrides):
+    config = load_config(overrides=[f"validation.{k}={v}" for k, v in overrides.items()])
+    return check_local_export(folder, config)[1]
+
+
+def problems(report):
+    return {f.problem: f for f in report.failures}
+
+
+def test_a_clean_export_passes(tmp_path):
+    folder = export(tmp_path, unconfirmed=3, crlf=True, bom=True, with_rec_crops=True,
+                    difficult_ratio=0.2, ignore_ratio=0.2)
+    report = check(folder)
+    assert report.success, report.summary()
+    assert report.rows["images"] == 12 and report.unconfirmed_skipped == 0
+
+
+def test_unconfirmed_label_lines_are_skipped_not_failed(tmp_path):
+    folder = export(tmp_path)
+    state = (folder / "fileState.txt").read_text().splitlines()
+    (folder / "fileState.txt").write_text("\n".join(state[2:]) + "\n")
+    report = check(folder)
+    assert report.success and report.rows["images"] == 10 and report.unconfirmed_skipped == 2
+
+
+@pytest.mark.parametrize("breakage, problem, where", [
+    (lambda f: write_label_lines(f, label_lines(f)[:3] + ["batch_001/img_0003.jpg\t[{oops"] + label_lines(f)[4:]),
+     "label line does not parse or names an unsafe path", "Label.txt:4"),
+    (lambda f: write_label_lines(f, ["batch_001/../secret.jpg\t[]"] + label_lines(f)[1:]),
+     "label line does not parse or names an unsafe path", "Label.txt:1"),
+    (lambda f: (f / "img_0002.jpg").unlink(), "image missing, too large or does not decode", "Label.txt:3"),
+    (lambda f: (f / "img_0002.jpg").write_bytes(b"\xff\xd8\xff garbage"), "image missing, too large or does not decode", "Label.txt:3"),
+    (lambda f: shutil.copy(f / "img_0000.jpg", f / "img_0005.jpg"), "duplicate image content inside the export", "Label.txt:6"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": b[0]["points"][:3]}] + b[1:]),
+     "polygon has fewer than 4 points", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": [[5, 5]] * 4}] + b[1:]), "polygon has zero area", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": [[0, 0], [900, 0], [900, 20], [0, 20]]}] + b[1:]),
+     "polygon lies (partly) outside the image", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": " "}] + b[1:]),
+     "empty transcription on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": "9" * 40}] + b[1:]),
+     "transcription longer than max_text_length", "Label.txt:2 box 0"),
+])
+def test_each_problem_is_reported_with_its_line(tmp_path, breakage, problem, where):
+    folder = export(tmp_path)
+    breakage(folder)
+    report = check(folder)
+    assert not report.success
+    failure = problems(report)[problem]
+    assert any(example.startswith(where) for example in failure.examples), failure.examples
+
+
+def test_empty_text_is_fine_on_ignore_regions(tmp_path):
+    folder = export(tmp_path)
+    edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "###"}, *b[1:]])
+    edit_boxes(folder, 1, lambda b: [{**b[0], "transcription": "", "difficult": True}, *b[1:]])
+    assert check(folder).success
+
+
+def test_characters_outside_a_configured_dictionary(tmp_path):
+    folder = export(tmp_path)
+    (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "012345678"))  # no 9
+    edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "1299"}, *b[1:]])
+    failure = problems(check(folder, dict_file=tmp_path / "dict.txt"))["characters outside the dictionary"]
+    assert any(e.startswith("Label.txt:1 box 0") and "'9'" in e for e in failure.examples)
+
+
+def test_decompression_bomb_is_rejected_before_decoding(tmp_path):
+    folder = export(tmp_path)
+    # a tiny PNG whose header claims 30000 x 30000 pixels
+    big = np.zeros((30000, 30000), np.uint8)
+    ok, png = cv2.imencode(".png", big, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok and len(png) < 2_000_000
+    lines = label_lines(folder)
+    (folder / "bomb.png").write_bytes(png.tobytes())
+    (folder / "fileState.txt").write_text((folder / "fileState.txt").read_text() + "C:\\x\\bomb.png\t1\n")
+    write_label_lines(folder, lines + ["batch_001/bomb.png\t[]"])
+    failure = problems(check(folder))["image missing, too large or does not decode"]
+    assert any("too large: 30000x30000" in e for e in failure.examples)
+
+
+def test_rec_gt_crops_must_map_to_a_box_of_a_confirmed_image(tmp_path):
+    folder = export(tmp_path, with_rec_crops=True)
+    with open(folder / "rec_gt.txt", "a", encoding="utf-8") as f:
+        f.write("crop_img/img_0000_crop_9.jpg\t123\n")
+    shutil.copy(next((folder / "crop_img").iterdir()), folder / "crop_img" / "img_0000_crop_9.jpg")
+    failure = problems(check(folder))["crop does not map to a box of a confirmed image"]
+    assert failure.count == 1
+
+
+def test_data_docs_html_is_written(tmp_path):
+    folder = export(tmp_path)
+    (folder / "img_0001.jpg").unlink()
+    config = load_config()
+    _, report = check_local_export(folder, config, tmp_path / "docs")
+    assert not report.success
+    assert (tmp_path / "docs" / "index.html").exists()
+    assert list((tmp_path / "docs" / "validations").rglob("*.html"))
+
+
+def test_limits_come_from_config():
+    assert ValidationConfig().max_text_length == 25
