@@ -369,8 +369,8 @@ def make_text_line_image(text: str, *, height: int = 40, rng: np.random.Generato
 def get_rotate_crop_image(img: np.ndarray, points: np.ndarray) -> np.ndarray:
     """PPOCRLabel's ``libs/utils.get_rotate_crop_image``: perspective crop of a 4-point box.
 
-    Kept byte-for-byte in behaviour (orientation fix, INTER_CUBIC, BORDER_REPLICATE,
-    90° turn of tall crops) so rec crops equal what "Export Recognition Result" writes.
+    Same steps (orientation fix, INTER_CUBIC, BORDER_REPLICATE, 90° turn of crops at
+    least 1.5x taller than wide) so rec crops match what "Export Recognition Result" writes.
     """
     points = np.array(points, np.float32)
     # Green's formula: PPOCRLabel swaps points 1 and 3 of counter-clockwise boxes.
