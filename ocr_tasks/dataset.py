@@ -45,17 +45,18 @@ class ImageRecord:
 
 @dataclass
 class CropRecord:
-    sha256: str
+    name: str                    # file name under crops/
     text: str
     image_sha256: str            # the crop follows its source image's split
     box: int
     export: str
     source: str                  # "<export>/crop_img/..." or "<export>/<file>#box<i>" when cut here
     split: str
+    cut: bool                    # cut from the polygon here: derived data, re-cut when pulled, never stored
 
     @property
     def relpath(self) -> str:
-        return f"crops/{self.sha256}.jpg"
+        return f"crops/{self.name}"
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Dataset:
         rec = {split: [] for split in SPLITS}
         for record in sorted(self.images.values(), key=lambda r: r.relpath):
             det[record.split].append(f"{record.relpath}\t{json.dumps(record.boxes, ensure_ascii=False)}")
-        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))
+        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))  # noqa: E501
         for crop in all_crops:
             rec[crop.split].append(f"{crop.relpath}\t{crop.text}")
         chars = dictionary if dictionary is not None else dictionary_from_labels(self)
@@ -180,29 +181,54 @@ def _given_crops(tables: ExportTables) -> dict[str, list]:
 def _stage_given_crops(record: ImageRecord, given: list, tables: ExportTables, stage: Path) -> list[CropRecord]:
     crops = []
     for line in given:
-        sha = tables.facts[line.relpath].sha256
-        crop = CropRecord(sha, line.text, record.sha256, line.box_index, tables.name,
-                          f"{tables.name}/{line.relpath}", record.split)
+        crop = CropRecord(f"{tables.facts[line.relpath].sha256}.jpg", line.text, record.sha256, line.box_index,
+                          tables.name, f"{tables.name}/{line.relpath}", record.split, cut=False)
         _place(tables.folder / line.relpath, stage / crop.relpath)
         crops.append(crop)
     return crops
 
 
 def _cut_crops(record: ImageRecord, source: Path, boxes: list[Box], stage: Path) -> list[CropRecord]:
-    wanted = [(i, box) for i, box in enumerate(boxes) if not box.is_ignore_region]
-    if not wanted:
-        return []
-    image = decode_image(source.read_bytes())
-    crops = []
-    for index, box in wanted:
-        data = encode_jpeg(crop_text_region(image, box.points))
-        crop = CropRecord(hashlib.sha256(data).hexdigest(), box.transcription, record.sha256, index,
-                          record.export, f"{record.source}#box{index}", record.split)
-        target = stage / crop.relpath
-        if not target.exists():
-            _write_bytes(target, data)
-        crops.append(crop)
+    crops = [CropRecord(_cut_name(record.sha256, index, box.points), box.transcription, record.sha256, index,
+                        record.export, f"{record.source}#box{index}", record.split, cut=True)
+             for index, box in enumerate(boxes) if not box.is_ignore_region]
+    if crops:
+        write_cut_crops(decode_image(source.read_bytes()), [(c, boxes[c.box].points) for c in crops], stage)
     return crops
+
+
+def _cut_name(image_sha256: str, index: int, points: list) -> str:
+    # the polygon is part of the name: a relabelled box must not reuse a stale crop file
+    shape = hashlib.sha256(json.dumps(points).encode()).hexdigest()[:8]
+    return f"{image_sha256}_{index}_{shape}.jpg"
+
+
+def recut_crops(dataset: "Dataset", root: Path) -> int:
+    """Re-create the crops cut from polygons, under `root`, from the images already there."""
+    def cut(sha: str) -> int:
+        record = dataset.images[sha]
+        wanted = [(c, record.boxes[c.box]["points"]) for c in dataset.crops.get(sha, [])
+                  if c.cut and not (root / c.relpath).exists()]
+        if wanted:
+            write_cut_crops(decode_image((root / record.relpath).read_bytes()), wanted, root)
+        return len(wanted)
+
+    with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
+        return sum(pool.map(cut, list(dataset.images)))
+
+
+def stored_files(dataset: "Dataset") -> list[str]:
+    """Relative paths of the files a dataset keeps in storage: images and PPOCRLabel's own crops."""
+    return [r.relpath for r in dataset.images.values()] + [
+        c.relpath for crops in dataset.crops.values() for c in crops if not c.cut]
+
+
+def write_cut_crops(image, crops: list[tuple[CropRecord, list]], root: Path) -> None:
+    """Crops are named by (image hash, box index), so re-cutting them anywhere gives the same paths."""
+    for crop, points in crops:
+        target = root / crop.relpath
+        if not target.exists():
+            _write_bytes(target, encode_jpeg(crop_text_region(image, points)))
 
 
 def _place(source: Path, target: Path) -> None:

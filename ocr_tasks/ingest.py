@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import layout
 from .config import PipelineConfig
-from .dataset import DATASET_FILES, Dataset
+from .dataset import DATASET_FILES, Dataset, recut_crops, stored_files
 from .errors import UsageError
 from .exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
 from .storage import Storage
@@ -76,13 +76,17 @@ def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | No
 
 def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
     """Validate one export from storage; a failing one is quarantined with its report."""
+    return _check_export(storage, ref, config)[0]
+
+
+def _check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> tuple[ExportCheck, ExportTables]:
     folder = fetch_export(storage, ref, config.work_path)
     docs_dir = folder.parent / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    _, report = check_local_export(folder, config, docs_dir)
+    tables, report = check_local_export(folder, config, docs_dir)
     if report.success:
         log.info("%s", report.summary())
-        return ExportCheck(ref, True, report.summary())
+        return ExportCheck(ref, True, report.summary()), tables
     target = layout.quarantine_prefix(ref.name, ref.fingerprint)
     report.data_docs = storage.uri(target + "data_docs/index.html")
     summary = report.summary()
@@ -93,28 +97,33 @@ def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> Ex
     _record(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "quarantined",
                                  "quarantine": storage.uri(target), "at": _now()}})
     log.warning("%s", summary)
-    return ExportCheck(ref, False, summary, storage.uri(target))
+    return ExportCheck(ref, False, summary, storage.uri(target)), tables
 
 
-def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
-    """Merge validated exports into the latest dataset and publish the new version."""
+def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig,
+                  checked: dict[str, ExportTables] | None = None) -> DatasetVersion:
+    """Merge validated exports into the latest dataset and publish the new version.
+
+    `checked` holds tables already built by validation in this process (saves re-reading
+    every image); a separate merge task (Airflow) rebuilds them from the fetched export.
+    """
     ledger = load_ledger(storage)
     previous = ledger.get("dataset_version")
     dataset = _load_dataset(storage, previous)
     stage = config.work_path / "datasets" / f"stage-{uuid.uuid4().hex[:8]}"
     try:
         for ref in refs:
-            folder = fetch_export(storage, ref, config.work_path)
-            tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
+            tables = (checked or {}).get(ref.name) or build_tables(
+                fetch_export(storage, ref, config.work_path), config.validation,
+                read_dictionary(config.validation.dict_file))
             dataset.add_export(tables, stage, config.split)
         info = dataset.write(stage, dictionary=_configured_dictionary(config), ratios=config.split,
                              exports_merged=[r.name for r in refs])
         version = info["version"]
         prefix = layout.dataset_prefix(version)
         if not storage.exists(prefix + "dataset.json"):
-            blobs = [(path, layout.BLOBS + path.relative_to(stage).as_posix())
-                     for kind in ("images", "crops") for path in sorted((stage / kind).glob("*"))]
-            storage.upload_many(blobs)
+            # only what this merge staged; earlier versions' blobs are already stored
+            storage.upload_many((stage / rel, layout.BLOBS + rel) for rel in stored_files(dataset) if (stage / rel).exists())
             storage.upload_many((stage / name, prefix + name) for name in DATASET_FILES)
             storage.upload_file(stage / "dataset.json", prefix + "dataset.json")
         merged_at = _now()
@@ -139,9 +148,11 @@ def ingest(storage: Storage, config: PipelineConfig) -> IngestResult:
     discovery = discover_exports(storage, load_ledger(storage))
     for name, why in discovery.waiting.items():
         log.info("export %s is not complete, left for the next run: %s", name, why)
-    checks = [check_export(storage, ref, config) for ref in discovery.new]
-    passed = [check.export for check in checks if check.passed]
-    dataset = merge_exports(storage, passed, config) if passed else None
+    results = [_check_export(storage, ref, config) for ref in discovery.new]
+    checks = [check for check, _ in results]
+    passed = {check.export.name: tables for check, tables in results if check.passed}
+    refs = [check.export for check in checks if check.passed]
+    dataset = merge_exports(storage, refs, config, passed) if refs else None
     return IngestResult(discovery, checks, dataset)
 
 
@@ -171,18 +182,16 @@ def _configured_dictionary(config: PipelineConfig) -> list[str] | None:
 
 
 def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
-    """Materialise a dataset version locally as a PaddleOCR data_dir."""
+    """Materialise a dataset version locally as a PaddleOCR data_dir (crops cut from polygons re-cut here)."""
     prefix = layout.dataset_prefix(version)
     if not storage.exists(prefix + "dataset.json"):
         raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")
     dest.mkdir(parents=True, exist_ok=True)
     storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("dataset.json",))
-    wanted = set()
-    for name in DATASET_FILES:
-        if name.startswith(("det/", "rec/")):
-            for line in (dest / name).read_text(encoding="utf-8").splitlines():
-                wanted.add(line.split("\t", 1)[0])
-    storage.download_many((layout.BLOBS + rel, dest / rel) for rel in sorted(wanted) if not (dest / rel).exists())
+    dataset = Dataset.from_index((dest / "images.jsonl").read_text(encoding="utf-8"),
+                                 (dest / "crops.jsonl").read_text(encoding="utf-8"), version)
+    storage.download_many((layout.BLOBS + rel, dest / rel) for rel in stored_files(dataset) if not (dest / rel).exists())
+    recut_crops(dataset, dest)
     return dest
 
 

@@ -192,9 +192,12 @@ class LocalS3Server:
         return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
     def _wait_ready(self, timeout: float, log_start: int) -> None:
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        listening = False
+
+        def check_alive() -> None:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
@@ -202,17 +205,27 @@ class LocalS3Server:
                     f"rclone serve s3 on {self.host}:{self.port or 0} exited (code {code}) while starting; "
                     f"log {self.log_file}:\n{self._log_tail(log_start)}"
                 )
-            if not self.port:
+
+        while time.monotonic() < deadline:
+            check_alive()
+            if not listening:
+                # Probe only once rclone says it is listening: before that, a fixed port may
+                # be held by some other program (which would answer, or hang, our probe).
                 m = _STARTED_RE.search(self._log_tail(log_start, lines=50))
                 if m:
-                    self.port = urlparse(m.group(1).split()[0]).port or 0
-            if self.port:
+                    listening = True
+                    if not self.port:
+                        self.port = urlparse(m.group(1).split()[0]).port or 0
+                elif self.port and time.monotonic() - t0 > 3:
+                    listening = True  # a future rclone may word its log differently
+            if listening and self.port:
                 try:
                     self._probe()
                     return
                 except Exception as exc:  # not up yet
                     last_error = exc
             time.sleep(0.05)
+        check_alive()
         raise StorageError(
             f"rclone serve s3 did not answer on {self.host}:{self.port or '?'} within {timeout:.0f}s "
             f"(last error: {last_error}); log {self.log_file}:\n{self._log_tail(log_start)}"
@@ -229,7 +242,7 @@ class LocalS3Server:
                 s3={"addressing_style": "path"},
                 retries={"mode": "standard", "max_attempts": 1},
                 connect_timeout=1,
-                read_timeout=5,
+                read_timeout=2,
             ),
         )
         client.list_buckets()

@@ -279,11 +279,16 @@ class Storage:
         s = settings
         self._transfer_config = TransferConfig(
             multipart_threshold=s.multipart_threshold_mb * MiB,
-            multipart_chunksize=max(8 * MiB, min(64 * MiB, s.multipart_threshold_mb * MiB)),
-            # Few threads per file: *_many already runs `concurrency` files at once, and
-            # rclone serialises parts anyway (out-of-order parts are buffered in its memory).
+            # Small parts and few threads per file: each in-flight part is held in memory
+            # by the client, *_many runs `concurrency` files at once, and rclone streams
+            # parts in order, buffering early arrivals in its own memory (capped, then
+            # SlowDown). 8 MiB x 10,000 parts still allows 80 GB objects.
+            multipart_chunksize=8 * MiB,
             max_concurrency=4,
             use_threads=True,
+            # Never the CRT transfer client (picked automatically when awscrt is installed):
+            # it bypasses this client's retry and endpoint configuration.
+            preferred_transfer_client="classic",
         )
 
     def __repr__(self) -> str:
@@ -521,8 +526,9 @@ class Storage:
         """Parsed JSON at `key`; `default` if the key is absent (else ObjectNotFoundError)."""
         try:
             data = self.get_bytes(key)
-        except ObjectNotFoundError:
-            if default is MISSING:
+        except ObjectNotFoundError as exc:
+            # A missing *bucket* is misconfiguration, not "no document yet".
+            if default is MISSING or exc.code == "NoSuchBucket":
                 raise
             return default
         try:
@@ -554,6 +560,15 @@ class Storage:
         local = Path(local)
         if not local.is_file():
             raise StorageError(f"cannot upload {local} to {self._uri_full(full)}: not a file")
+        if local.stat().st_size < self.settings.multipart_threshold_mb * MiB:
+            # One PutObject: boto3's managed transfer starts a thread pool per call,
+            # which made many small files (dataset images) 3x slower than plain puts.
+            self._call(
+                "PutObject",
+                self._uri_full(full),
+                lambda: self._client.put_object(Bucket=self.settings.bucket, Key=full, Body=local.read_bytes()),
+            )
+            return
         self._call(
             "Upload",
             self._uri_full(full),
@@ -572,16 +587,23 @@ class Storage:
         # Same folder as the target so the final rename cannot cross filesystems.
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:12]}.part")
         try:
-            self._call(
-                "Download",
-                self._uri_full(full),
-                lambda: self._client.download_file(
-                    self.settings.bucket, full, str(tmp), Config=self._transfer_config
-                ),
-            )
+            self._call("Download", self._uri_full(full), lambda: self._fetch_to(full, tmp))
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _fetch_to(self, full: str, tmp: Path) -> None:
+        # A plain streamed GET for small objects (see upload_file); ranged parallel
+        # GETs through the managed transfer only pay off for big ones.
+        response = self._client.get_object(Bucket=self.settings.bucket, Key=full)
+        if response["ContentLength"] >= self.settings.multipart_threshold_mb * MiB:
+            response["Body"].close()
+            self._client.download_file(self.settings.bucket, full, str(tmp), Config=self._transfer_config)
+            return
+        body = response["Body"]
+        with open(tmp, "wb") as out:
+            while chunk := body.read(MiB):
+                out.write(chunk)
 
     def _run_many(self, op: str, jobs: Iterable[T], fn: Callable[[T], None]) -> int:
         """Run fn(job) for each job on `concurrency` threads; returns the count done.

@@ -1,0 +1,73 @@
+"""Ingest throughput: N synthetic labeled images in a local S3 server -> discover + validate + merge + split.
+
+    .venv/bin/python bench/ingest.py                 # N = 5,000
+    .venv/bin/python bench/ingest.py --n 5000 20000  # memory should stay flat as N grows
+
+Each N runs in a fresh child process so its peak RSS is its own. Generation and upload
+of the exports are set-up, not timed. Target: >= 300 images/s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run_one(n: int, per_export: int) -> dict:
+    from ocr_tasks.config import load_config
+    from ocr_tasks.ingest import ingest
+    from ocr_tasks.s3server import LocalS3Server
+    from ocr_tasks.storage import Storage
+    from ocr_tasks.synthetic import ExportSpec, make_export
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        tmp = Path(tmp)
+        with LocalS3Server(tmp / "s3").start() as server:
+            storage = Storage(server.settings("bench"))
+            storage.ensure_bucket()
+            exports = (n + per_export - 1) // per_export
+            for index in range(exports):
+                count = min(per_export, n - index * per_export)
+                folder = make_export(tmp / "exports", ExportSpec(f"batch_{index:03d}", n_images=count, seed=index))
+                storage.upload_dir(folder, f"incoming/{folder.name}")
+            config = load_config(overrides=[f"work_dir={tmp / 'work'}"])
+            baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            start = time.perf_counter()
+            result = ingest(storage, config)
+            seconds = time.perf_counter() - start
+    assert result.dataset is not None and all(check.passed for check in result.checks)
+    images = sum(c["images"] for c in result.dataset.counts.values())
+    assert images == n, (images, n)
+    return {"images": n, "exports": exports, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_ingest_mb": round(baseline_rss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[5000])
+    parser.add_argument("--per-export", type=int, default=1000, help="images per export folder")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.n[0], args.per_export)))
+        return
+    print(f"{'images':>8} {'exports':>7} {'seconds':>8} {'images/s':>9} {'peak RSS MB':>12}")
+    for n in args.n:
+        out = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--per-export", str(args.per_export)],
+                             check=True, capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        print(f"{row['images']:>8} {row['exports']:>7} {row['seconds']:>8} {row['images_per_s']:>9} {row['peak_rss_mb']:>12}")
+
+
+if __name__ == "__main__":
+    main()
