@@ -742,3 +742,22 @@ class Storage:
                 )
             deleted += len(batch)
         return deleted
+
+
+def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str | None = None) -> Storage:
+    """The Storage a pipeline config names; endpoint and keys fall back to the environment.
+
+    The config's endpoint wins over OCR_RETRAIN_S3_ENDPOINT only when set, so one config
+    file serves every environment and credentials never live in it.
+    """
+    section = config.storage
+    overrides: dict[str, Any] = {"addressing_style": section.addressing_style, "concurrency": section.concurrency}
+    if section.endpoint_url:
+        overrides["endpoint_url"] = section.endpoint_url
+    if section.region and not (_env("OCR_RETRAIN_S3_REGION") or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")):
+        overrides["region"] = section.region
+    try:
+        settings = StorageSettings.from_env(bucket or section.bucket, section.prefix if prefix is None else prefix, **overrides)
+    except ValueError as exc:
+        raise StorageError(f"storage settings in {config.source}: {exc}") from None
+    return Storage(settings)

@@ -1,0 +1,149 @@
+"""Ingest from a real local S3 server: discover -> validate (quarantine) -> merge -> dataset version."""
+
+import json
+
+import pytest
+
+from ocr_tasks import ingest as ingest_module
+from ocr_tasks.cli import main
+from ocr_tasks.config import load_config
+from ocr_tasks.ingest import ingest, load_ledger, pull_dataset
+from tests.exports_kit import export, label_lines
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
+
+
+def upload(storage, folder, skip=()):
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel not in skip:
+            storage.upload_file(path, f"incoming/{folder.name}/{rel}")
+
+
+def lists(root):
+    return {f"{task}/{split}": (root / task / f"{split}.txt").read_text() for task in ("det", "rec")
+            for split in ("train", "val", "test")}
+
+
+def test_new_exports_become_a_dataset_version_once(storage, config, tmp_path):
+    upload(storage, export(tmp_path / "a", "batch_001", n_images=20, seed=1, unconfirmed=4))
+    upload(storage, export(tmp_path / "b", "batch_002", n_images=15, seed=2, with_rec_crops=True, ignore_ratio=0.2))
+    result = ingest(storage, config)
+    assert [c.passed for c in result.checks] == [True, True]
+    version = result.dataset.version
+    ledger = load_ledger(storage)
+    assert ledger["dataset_version"] == version
+    assert {name: e["status"] for name, e in ledger["exports"].items()} == {"batch_001": "merged", "batch_002": "merged"}
+    info = storage.get_json(f"datasets/{version}/dataset.json")
+    assert sum(c["images"] for c in info["counts"].values()) == 35
+
+    # a consumer materialises exactly what prepare would have written
+    pulled = pull_dataset(storage, version, tmp_path / "pulled")
+    for rel_list in lists(pulled).values():
+        for line in rel_list.splitlines():
+            assert (pulled / line.split("\t")[0]).is_file()
+    # unconfirmed images and the auto-label cache never left storage
+    fetched = list((config.work_path / "exports").rglob("*"))
+    assert not any(p.name == "Cache.cach" for p in fetched)
+    assert sum(p.suffix == ".jpg" and p.parent.name == "batch_001" for p in fetched) == 20
+
+    # a quiet night: nothing new, no new version
+    again = ingest(storage, config)
+    assert again.checks == [] and again.dataset is None
+    assert sorted(again.discovery.already_ingested) == ["batch_001", "batch_002"]
+
+
+def test_dataset_is_cumulative_and_splits_are_stable(storage, config, tmp_path):
+    upload(storage, export(tmp_path / "a", "batch_001", n_images=20, seed=1))
+    first = ingest(storage, config).dataset
+    upload(storage, export(tmp_path / "b", "batch_002", n_images=20, seed=2))
+    second = ingest(storage, config).dataset
+    assert second.merged == ["batch_002"]
+    info = storage.get_json(f"datasets/{second.version}/dataset.json")
+    assert info["parent"] == first.version and set(info["exports"]) == {"batch_001", "batch_002"}
+    old = pull_dataset(storage, first.version, tmp_path / "v1")
+    new = pull_dataset(storage, second.version, tmp_path / "v2")
+    for key, text in lists(old).items():
+        assert set(text.splitlines()) <= set(lists(new)[key].splitlines()), key
+
+
+def test_export_still_uploading_waits_for_the_next_run(storage, config, tmp_path):
+    folder = export(tmp_path / "a", "batch_001", n_images=6)
+    upload(storage, folder, skip={"img_0004.jpg"})
+    result = ingest(storage, config)
+    assert result.checks == [] and "not uploaded yet" in result.discovery.waiting["batch_001"]
+    assert load_ledger(storage)["exports"] == {}
+    storage.upload_file(folder / "img_0004.jpg", "incoming/batch_001/img_0004.jpg")
+    assert ingest(storage, config).dataset is not None
+
+
+def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage, config, tmp_path):
+    bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
+    lines = label_lines(bad)
+    lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
+    (bad / "Label.txt").write_text("\n".join(lines) + "\n")
+    upload(storage, bad)
+    upload(storage, export(tmp_path / "b", "good_batch", n_images=6, seed=4))
+    result = ingest(storage, config)
+    checks = {c.export.name: c for c in result.checks}
+    assert checks["good_batch"].passed and not checks["bad_batch"].passed
+    assert result.dataset.merged == ["good_batch"]
+    prefix = checks["bad_batch"].report_uri.split(f"{storage.settings.bucket}/", 1)[1]
+    report = storage.get_text(prefix + "report.txt")
+    assert "polygon lies (partly) outside the image" in report and "Label.txt:3 box 0" in report
+    assert storage.exists(prefix + "data_docs/index.html") and storage.exists(prefix + "Label.txt")
+    assert storage.get_json(prefix + "validation.json")["success"] is False
+    assert load_ledger(storage)["exports"]["bad_batch"]["status"] == "quarantined"
+    # not re-checked every night; a fixed re-upload is new again
+    assert ingest(storage, config).checks == []
+    fixed = export(tmp_path / "c", "bad_batch", n_images=6, seed=3)
+    storage.upload_file(fixed / "Label.txt", "incoming/bad_batch/Label.txt")
+    again = ingest(storage, config)
+    assert [c.passed for c in again.checks] == [True]
+
+
+def test_crash_before_the_ledger_write_merges_nothing_twice(storage, config, tmp_path, monkeypatch):
+    upload(storage, export(tmp_path / "a", "batch_001", n_images=8))
+    real_record = ingest_module._record
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(ingest_module, "_record", crash)
+    with pytest.raises(RuntimeError):
+        ingest(storage, config)
+    assert load_ledger(storage)["exports"] == {}
+    monkeypatch.setattr(ingest_module, "_record", real_record)
+    result = ingest(storage, config)
+    versions = [d for d in storage.list_dirs("datasets") if d != "blobs"]
+    assert versions == [result.dataset.version]          # the re-run produced the same version
+    assert load_ledger(storage)["exports"]["batch_001"]["status"] == "merged"
+
+
+def test_cli_against_storage(storage, s3_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    bucket = storage.settings.bucket
+    base = ["--set", f"storage.bucket={bucket}", "--set", f"work_dir={tmp_path / 'work'}"]
+    folder = export(tmp_path / "a", "batch_001", n_images=5)
+    upload(storage, folder)
+    assert main(base + ["validate", f"s3://{bucket}/incoming/batch_001"]) == 0
+    assert main(base + ["discover"]) == 0
+    assert "new      batch_001" in capsys.readouterr().out
+    assert main(base + ["ingest"]) == 0
+    assert "dataset " in capsys.readouterr().out
+    assert main(base + ["ingest"]) == 0
+    assert "nothing new to ingest" in capsys.readouterr().out
+    assert main(base + ["pull-dataset", "--dest", str(tmp_path / "ds")]) == 0
+    pulled = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert list(pulled["exports"]) == ["batch_001"] and pulled["exports"]["batch_001"]["images"] == 5
+    assert main(base + ["validate", f"s3://{bucket}/incoming/nothing_here"]) == 2
+    assert "no objects there" in capsys.readouterr().err
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    assert main(base + ["discover"]) == 2
+    err = capsys.readouterr().err
+    assert "wrong-secret" not in err and "Traceback" not in err
