@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all lock bench
+.PHONY: install demo test test-all lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -16,6 +16,10 @@ $(BIN)/ocr-retrain: requirements.lock pyproject.toml
 	uv pip install --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import cv2, numpy, paddle; assert numpy.__version__ < '2.4', numpy.__version__"
 	touch $@
+
+# The main job on the embedded default: local S3 server, synthetic exports, CPU.
+demo: install
+	$(BIN)/ocr-retrain demo --work-dir work/demo
 
 # Fast suite: unit tests, real local S3 server, GX validation (no model training).
 test: install

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--dest", type=Path, required=True)
     pull.set_defaults(handler=cmd_pull_dataset)
 
+    demo = commands.add_parser("demo", help="the main job on the embedded default (local S3, synthetic exports)")
+    demo.add_argument("--work-dir", type=Path, default=Path("work/demo"))
+    demo.set_defaults(handler=cmd_demo)
+
     storage = commands.add_parser("storage", help="the embedded local S3 server")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
     serve = storage_commands.add_parser("serve", help="serve a local folder as S3 on 127.0.0.1 (rclone serve s3)")
@@ -169,6 +173,12 @@ def cmd_pull_dataset(args) -> int:
         raise UsageError("no dataset version has been published yet")
     print(pull_dataset(storage, version, args.dest.resolve()))
     return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.work_dir)
 
 
 def cmd_storage_serve(args) -> int:
