@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="validate one PPOCRLabel export (folder or s3:// prefix)")
     validate.add_argument("source", metavar="SRC")
     validate.add_argument("--dict", dest="dict_file", help="PaddleOCR dict file: characters outside it fail")
-    validate.add_argument("--docs", type=Path, help="also write GX Data Docs HTML into this folder")
+    validate.add_argument("--docs", type=Path, help="write GX Data Docs HTML into this folder when it fails")
     validate.set_defaults(handler=cmd_validate)
 
     prepare = commands.add_parser("prepare", help="validate exports and write the passing ones as a split dataset")

@@ -70,8 +70,12 @@ def load_ledger(storage: Storage) -> dict:
 
 
 def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | None = None) -> tuple[ExportTables, ValidationReport]:
+    """Validate a local export; GX Data Docs are rendered into `docs_dir` only when it fails."""
     tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
-    return tables, validate_tables(tables, config.validation, docs_dir)
+    report = validate_tables(tables, config.validation)
+    if not report.success and docs_dir is not None:
+        report = validate_tables(tables, config.validation, docs_dir)
+    return tables, report
 
 
 def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
