@@ -130,7 +130,7 @@ class Dataset:
             digest.update(name.encode() + b"\0" + files[name].encode("utf-8") + b"\0")
         version = digest.hexdigest()[:16]
         for name, text in files.items():
-            _write_text(out / name, text)
+            write_text_atomic(out / name, text)
         info = {
             "version": version,
             "parent": self.parent,
@@ -143,7 +143,7 @@ class Dataset:
             "merged_in_this_version": sorted(exports_merged),
             "files": list(DATASET_FILES),
         }
-        _write_text(out / "dataset.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(out / "dataset.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         return info
 
 
@@ -228,7 +228,7 @@ def write_cut_crops(image, crops: list[tuple[CropRecord, list]], root: Path) -> 
     for crop, points in crops:
         target = root / crop.relpath
         if not target.exists():
-            _write_bytes(target, encode_jpeg(crop_text_region(image, points)))
+            write_bytes_atomic(target, encode_jpeg(crop_text_region(image, points)))
 
 
 def _place(source: Path, target: Path) -> None:
@@ -243,12 +243,12 @@ def _place(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))

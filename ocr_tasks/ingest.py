@@ -7,7 +7,7 @@ pass them between tasks:
     check_export(storage, ref, config)       -> ExportCheck (passed, or quarantined with a report)
     merge_exports(storage, refs, config)     -> DatasetVersion (and the ledger updated, last)
 
-Order of writes makes crashes harmless: blobs, then the version's files with
+Order of writes makes crashes harmless: the pack of new images, then the version's files with
 dataset.json last, then the ledger. A crash before the ledger write leaves the
 exports "new"; the re-run produces the same content hash and merges nothing twice.
 """
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from . import layout
 from .config import PipelineConfig
-from .dataset import DATASET_FILES, Dataset, recut_crops, stored_files
+from .dataset import DATASET_FILES, Dataset, recut_crops, stored_files, write_text_atomic
+from .packs import extract_pack, write_pack
 from .errors import UsageError
 from .exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
 from .storage import Storage
@@ -126,9 +127,9 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
         version = info["version"]
         prefix = layout.dataset_prefix(version)
         if not storage.exists(prefix + "dataset.json"):
-            # only what this merge staged; earlier versions' blobs are already stored
-            storage.upload_many((stage / rel, layout.BLOBS + rel) for rel in stored_files(dataset) if (stage / rel).exists())
-            storage.upload_many((stage / name, prefix + name) for name in DATASET_FILES)
+            packs = _pack_new_files(storage, dataset, stage, _load_packs(storage, previous))
+            write_text_atomic(stage / "packs.json", json.dumps(packs, indent=1) + "\n")
+            storage.upload_many((stage / name, prefix + name) for name in DATASET_FILES + ("packs.json",))
             storage.upload_file(stage / "dataset.json", prefix + "dataset.json")
         merged_at = _now()
         _record(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "merged",
@@ -169,6 +170,28 @@ def _record(storage: Storage, entries: dict, dataset_version: str | None = None)
     storage.put_json(layout.LEDGER, ledger)
 
 
+def _load_packs(storage: Storage, version: str | None) -> dict[str, list[str]]:
+    return storage.get_json(layout.dataset_prefix(version) + "packs.json") if version else {}
+
+
+def _pack_new_files(storage: Storage, dataset: Dataset, stage: Path, packs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Store the files this merge added as one pack; returns pack id -> files for the new version."""
+    known = {rel for members in packs.values() for rel in members}
+    needed = set(stored_files(dataset))
+    new = sorted(needed - known)
+    missing = [rel for rel in new if not (stage / rel).exists()]
+    if missing:
+        raise RuntimeError(f"dataset staging lost {len(missing)} file(s), e.g. {missing[0]}")
+    kept = {pack: [rel for rel in members if rel in needed] for pack, members in packs.items()}
+    kept = {pack: members for pack, members in kept.items() if members}
+    if new:
+        tar = stage / "pack.tar"
+        pack_id = write_pack(stage, new, tar)
+        storage.upload_file(tar, layout.pack_key(pack_id))
+        kept[pack_id] = new
+    return kept
+
+
 def _load_dataset(storage: Storage, version: str | None) -> Dataset:
     if not version:
         return Dataset()
@@ -186,15 +209,31 @@ def _configured_dictionary(config: PipelineConfig) -> list[str] | None:
 
 
 def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
-    """Materialise a dataset version locally as a PaddleOCR data_dir (crops cut from polygons re-cut here)."""
+    """Materialise a dataset version locally as a PaddleOCR data_dir.
+
+    Only packs holding files not already in `dest` are fetched, so pulling the next
+    version into the same folder downloads just what is new. Crops cut from polygons
+    are re-cut here.
+    """
     prefix = layout.dataset_prefix(version)
     if not storage.exists(prefix + "dataset.json"):
         raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")
     dest.mkdir(parents=True, exist_ok=True)
-    storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("dataset.json",))
+    storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("packs.json", "dataset.json"))
     dataset = Dataset.from_index((dest / "images.jsonl").read_text(encoding="utf-8"),
                                  (dest / "crops.jsonl").read_text(encoding="utf-8"), version)
-    storage.download_many((layout.BLOBS + rel, dest / rel) for rel in stored_files(dataset) if not (dest / rel).exists())
+    packs = json.loads((dest / "packs.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix=".packs-", dir=dest) as scratch:
+        for pack_id, members in packs.items():
+            wanted = {rel for rel in members if not (dest / rel).exists()}
+            if wanted:
+                tar = Path(scratch) / f"{pack_id}.tar"
+                storage.download_file(layout.pack_key(pack_id), tar)
+                extract_pack(tar, wanted, dest)
+                tar.unlink()
+    absent = [rel for rel in stored_files(dataset) if not (dest / rel).exists()]
+    if absent:
+        raise UsageError(f"dataset {version}: {len(absent)} file(s) missing from its packs, e.g. {absent[0]}")
     recut_crops(dataset, dest)
     return dest
 

@@ -3,9 +3,9 @@
     incoming/<export>/            what labellers upload (PPOCRLabel export folders); never modified
     ledger/ingest.json            which exports were merged or quarantined, and the latest dataset
     quarantine/<export>/<fp>/     report.txt, validation.json, data_docs/, the export's label files
-    datasets/blobs/images/<sha256><ext>   content-addressed images, shared by all versions
-    datasets/blobs/crops/<sha256>.jpg     content-addressed recognition crops
-    datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, dataset.json (written last)
+    datasets/packs/<pack>.tar     the images (and PPOCRLabel crops) each merge added, one tar per merge
+    datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, packs.json,
+                                  dataset.json (written last)
 
 Label lists reference `images/...` and `crops/...` relative to the dataset root, so a
 dataset materialised locally (`ocr-retrain pull-dataset`) is `data_dir` for PaddleOCR.
@@ -15,7 +15,7 @@ INCOMING = "incoming/"
 LEDGER = "ledger/ingest.json"
 QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
-BLOBS = "datasets/blobs/"
+PACKS = "datasets/packs/"
 
 
 def dataset_prefix(version: str) -> str:
@@ -24,3 +24,7 @@ def dataset_prefix(version: str) -> str:
 
 def quarantine_prefix(export: str, fingerprint: str) -> str:
     return f"{QUARANTINE}{export}/{fingerprint[:12]}/"
+
+
+def pack_key(pack_id: str) -> str:
+    return f"{PACKS}{pack_id}.tar"

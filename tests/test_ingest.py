@@ -64,10 +64,19 @@ def test_dataset_is_cumulative_and_splits_are_stable(storage, config, tmp_path):
     assert second.merged == ["batch_002"]
     info = storage.get_json(f"datasets/{second.version}/dataset.json")
     assert info["parent"] == first.version and set(info["exports"]) == {"batch_001", "batch_002"}
-    old = pull_dataset(storage, first.version, tmp_path / "v1")
-    new = pull_dataset(storage, second.version, tmp_path / "v2")
-    for key, text in lists(old).items():
-        assert set(text.splitlines()) <= set(lists(new)[key].splitlines()), key
+    old_lists = lists(pull_dataset(storage, first.version, tmp_path / "ds"))
+    # the next version pulled into the same folder fetches only the new pack
+    packs = storage.get_json(f"datasets/{second.version}/packs.json")
+    assert len(packs) == 2
+    fetched = []
+    real_download = storage.download_file
+    storage.download_file = lambda key, local: (fetched.append(key), real_download(key, local))
+    new_lists = lists(pull_dataset(storage, second.version, tmp_path / "ds"))
+    assert [key for key in fetched if key.startswith("datasets/packs/")] == [f"datasets/packs/{list(packs)[1]}.tar"]
+    for key, text in old_lists.items():
+        assert set(text.splitlines()) <= set(new_lists[key].splitlines()), key
+    for text in new_lists.values():
+        assert all((tmp_path / "ds" / line.split("\t")[0]).is_file() for line in text.splitlines())
 
 
 def test_export_still_uploading_waits_for_the_next_run(storage, config, tmp_path):
@@ -118,7 +127,7 @@ def test_crash_before_the_ledger_write_merges_nothing_twice(storage, config, tmp
     assert load_ledger(storage)["exports"] == {}
     monkeypatch.setattr(ingest_module, "_record", real_record)
     result = ingest(storage, config)
-    versions = [d for d in storage.list_dirs("datasets") if d != "blobs"]
+    versions = [d for d in storage.list_dirs("datasets") if d != "packs"]
     assert versions == [result.dataset.version]          # the re-run produced the same version
     assert load_ledger(storage)["exports"]["batch_001"]["status"] == "merged"
 

@@ -1,0 +1,49 @@
+"""Dataset files travel in packs: one uncompressed tar per merge, content-addressed.
+
+Object stores charge per request, and a nightly run used to spend two requests per
+image (store it, fetch it back on every training worker). A pack turns the thousands
+of small images a merge adds into one object, and a pull into a few large GETs.
+Packs are deterministic (sorted members, zeroed metadata), so a re-run after a crash
+writes the same pack id again instead of a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+
+def write_pack(root: Path, relpaths: list[str], out: Path) -> str:
+    """Tar `root/<relpath>` files into `out`; returns the pack id (sha256 of the tar)."""
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        for rel in sorted(relpaths):
+            info = tarfile.TarInfo(rel)
+            path = root / rel
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with open(path, "rb") as data:
+                tar.addfile(info, data)
+    digest = hashlib.sha256()
+    with open(out, "rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:24]
+
+
+def extract_pack(pack: Path, wanted: set[str], dest: Path) -> int:
+    """Extract the members named in `wanted` (paths from our own label lists) into `dest`."""
+    count = 0
+    with tarfile.open(pack, "r") as tar:
+        for member in tar:
+            if member.name not in wanted or not member.isfile():
+                continue  # only regular files we asked for: no links, no paths of the pack's choosing
+            target = dest / member.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            with tar.extractfile(member) as source, open(tmp, "wb") as out:
+                out.write(source.read())
+            os.replace(tmp, target)
+            count += 1
+    return count
