@@ -31,9 +31,16 @@ class ExportTables:
     crops: list[CropLine]            # rec_gt.txt lines (empty when the export has none)
     facts: dict[str, ImageFacts]     # by Label.txt relpath
     unconfirmed: int                 # Label.txt lines not confirmed in fileState.txt (skipped)
-    image_table: pd.DataFrame
-    box_table: pd.DataFrame
-    crop_table: pd.DataFrame
+    limits: ValidationConfig
+    dictionary: set[str] | None
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The tables GX validates, built on demand: merge keeps only the parsed labels."""
+        return {
+            "images": _image_table(self.labels, self.facts),
+            "boxes": _box_table(self.labels, self.facts, self.limits, self.dictionary),
+            "crops": _crop_table(self.crops, self.labels, self.facts, self.limits, self.dictionary),
+        }
 
 
 def read_dictionary(path: str | Path | None) -> set[str] | None:
@@ -70,10 +77,7 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: set[str] | 
 
     return ExportTables(
         name=folder.name, folder=folder, labels=labels, crops=crops, facts=facts,
-        unconfirmed=len(all_labels) - len(labels),
-        image_table=_image_table(labels, facts),
-        box_table=_box_table(labels, facts, limits, dictionary),
-        crop_table=_crop_table(crops, labels, facts, limits, dictionary),
+        unconfirmed=len(all_labels) - len(labels), limits=limits, dictionary=dictionary,
     )
 
 

@@ -69,7 +69,7 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
     source = context.data_sources.add_pandas(f"export_{tables.name}")
-    frames = {"images": tables.image_table, "boxes": tables.box_table, "crops": tables.crop_table}
+    frames = tables.frames()
     parameters = {"max_text_length": limits.max_text_length}
     failures: list[Failure] = []
     for table, frame in frames.items():
