@@ -76,8 +76,11 @@ class Dataset:
             dataset.crops.setdefault(crop.image_sha256, []).append(crop)
         return dataset
 
-    def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig) -> int:
+    def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig, *, cut_crops: bool = True) -> int:
         """Stage a validated export's images and crops; returns images added or relabelled.
+
+        `cut_crops=False` records the crops cut from polygons without writing them:
+        storage never keeps them (they are re-cut on pull), so a merge need not cut them.
 
         The same image content in a later export replaces the earlier labels: a
         re-upload is how labellers correct mistakes.
@@ -98,7 +101,8 @@ class Dataset:
         def stage_image(job) -> tuple[str, list[CropRecord]]:
             record, source, boxes, given = job
             _place(source, stage / record.relpath)
-            crops = _stage_given_crops(record, given, tables, stage) if given else _cut_crops(record, source, boxes, stage)
+            crops = (_stage_given_crops(record, given, tables, stage) if given
+                     else _cut_crops(record, source, boxes, stage if cut_crops else None))
             return record.sha256, crops
 
         with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
@@ -188,11 +192,11 @@ def _stage_given_crops(record: ImageRecord, given: list, tables: ExportTables, s
     return crops
 
 
-def _cut_crops(record: ImageRecord, source: Path, boxes: list[Box], stage: Path) -> list[CropRecord]:
+def _cut_crops(record: ImageRecord, source: Path, boxes: list[Box], stage: Path | None) -> list[CropRecord]:
     crops = [CropRecord(_cut_name(record.sha256, index, box.points), box.transcription, record.sha256, index,
                         record.export, f"{record.source}#box{index}", record.split, cut=True)
              for index, box in enumerate(boxes) if not box.is_ignore_region]
-    if crops:
+    if crops and stage is not None:
         write_cut_crops(decode_image(source.read_bytes()), [(c, boxes[c.box].points) for c in crops], stage)
     return crops
 

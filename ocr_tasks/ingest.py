@@ -121,7 +121,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
             tables = (checked or {}).get(ref.name) or build_tables(
                 fetch_export(storage, ref, config.work_path), config.validation,
                 read_dictionary(config.validation.dict_file))
-            dataset.add_export(tables, stage, config.split)
+            dataset.add_export(tables, stage, config.split, cut_crops=False)
         info = dataset.write(stage, dictionary=_configured_dictionary(config), ratios=config.split,
                              exports_merged=[r.name for r in refs])
         version = info["version"]
