@@ -50,11 +50,19 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    rec_min_acc: float = 0.9        # rec acc on the test split must be strictly greater
+    det_min_hmean: float = 0.5      # det hmean on the test split must be at least this
+    max_regression: float = 0.01    # allowed drop (absolute) against production on the same test split
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     work_dir: str = "./work"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
 
     @property
@@ -114,4 +122,4 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig)}
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig)}
