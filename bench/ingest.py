@@ -63,9 +63,11 @@ def main() -> None:
         return
     print(f"{'images':>8} {'exports':>7} {'seconds':>8} {'images/s':>9} {'peak RSS MB':>12}")
     for n in args.n:
-        out = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--per-export", str(args.per_export)],
-                             check=True, capture_output=True, text=True).stdout
-        row = json.loads(out.strip().splitlines()[-1])
+        child = subprocess.run([sys.executable, __file__, "--child", "--n", str(n), "--per-export", str(args.per_export)],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            sys.exit(f"bench for N={n} failed:\n{child.stderr[-3000:]}")
+        row = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"{row['images']:>8} {row['exports']:>7} {row['seconds']:>8} {row['images_per_s']:>9} {row['peak_rss_mb']:>12}")
 
 
