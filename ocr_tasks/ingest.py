@@ -122,7 +122,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
                 fetch_export(storage, ref, config.work_path), config.validation,
                 read_dictionary(config.validation.dict_file))
             dataset.add_export(tables, stage, config.split, cut_crops=False)
-        info = dataset.write(stage, dictionary=_configured_dictionary(config), ratios=config.split,
+        info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
                              exports_merged=[r.name for r in refs])
         version = info["version"]
         prefix = layout.dataset_prefix(version)
@@ -199,15 +199,6 @@ def _load_dataset(storage: Storage, version: str | None) -> Dataset:
     return Dataset.from_index(storage.get_text(prefix + "images.jsonl"), storage.get_text(prefix + "crops.jsonl"), version)
 
 
-def _configured_dictionary(config: PipelineConfig) -> list[str] | None:
-    chars = read_dictionary(config.validation.dict_file)
-    if chars is None:
-        return None
-    # keep the configured file's order: model outputs index into it
-    text = Path(config.validation.dict_file).read_text(encoding="utf-8-sig")
-    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
-
-
 def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
     """Materialise a dataset version locally as a PaddleOCR data_dir.
 
@@ -264,7 +255,7 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
         dataset = Dataset()
         for tables in passing:
             dataset.add_export(tables, out, config.split)
-        info = dataset.write(out, dictionary=_configured_dictionary(config), ratios=config.split,
+        info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
                              exports_merged=[t.name for t in passing])
     return PrepareResult(reports, info)
 

@@ -6,6 +6,11 @@
     datasets/packs/<pack>.tar     the images (and PPOCRLabel crops) each merge added, one tar per merge
     datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, packs.json,
                                   dataset.json (written last)
+    models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
+                                  (training checkpoints: the next run's baseline), report/,
+                                  manifest.json (sha256 and size of every file; written last)
+    models/<name>/production.json {"version", "updated_at", "previous"}: the pointer consumers
+                                  follow, one PUT after the version is complete
 
 Label lists reference `images/...` and `crops/...` relative to the dataset root, so a
 dataset materialised locally (`ocr-retrain pull-dataset`) is `data_dir` for PaddleOCR.
@@ -16,6 +21,7 @@ LEDGER = "ledger/ingest.json"
 QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
 PACKS = "datasets/packs/"
+MODELS = "models/"
 
 
 def dataset_prefix(version: str) -> str:
@@ -28,3 +34,19 @@ def quarantine_prefix(export: str, fingerprint: str) -> str:
 
 def pack_key(pack_id: str) -> str:
     return f"{PACKS}{pack_id}.tar"
+
+
+def models_prefix(name: str) -> str:
+    return f"{MODELS}{name}/"
+
+
+def model_version_prefix(name: str, version: str) -> str:
+    return f"{MODELS}{name}/{version}/"
+
+
+def model_manifest_key(name: str, version: str) -> str:
+    return f"{model_version_prefix(name, version)}manifest.json"
+
+
+def production_key(name: str) -> str:
+    return f"{MODELS}{name}/production.json"

@@ -43,17 +43,18 @@ class ExportTables:
         }
 
 
-def read_dictionary(path: str | Path | None) -> set[str] | None:
+def read_dictionary(path: str | Path | None) -> list[str] | None:
+    """A PaddleOCR dict file, one character per line, in file order (model outputs index into it)."""
     if not path:
         return None
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise UsageError(f"dictionary file {path}: {exc.strerror}") from None
-    return {line.rstrip("\r\n") for line in text.split("\n") if line.rstrip("\r\n")}
+    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
 
 
-def build_tables(folder: Path, limits: ValidationConfig, dictionary: set[str] | None = None) -> ExportTables:
+def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] | None = None) -> ExportTables:
     label_path = folder / LABEL_FILE
     if not label_path.is_file():
         raise UsageError(f"{folder}: not a PPOCRLabel export (no {LABEL_FILE})")
@@ -77,7 +78,8 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: set[str] | 
 
     return ExportTables(
         name=folder.name, folder=folder, labels=labels, crops=crops, facts=facts,
-        unconfirmed=len(all_labels) - len(labels), limits=limits, dictionary=dictionary,
+        unconfirmed=len(all_labels) - len(labels), limits=limits,
+        dictionary=None if dictionary is None else set(dictionary),
     )
 
 
