@@ -1,0 +1,128 @@
+"""The export gate: may a freshly trained model replace production?
+
+A pure function over metrics measured on the held-out *test* split. The baseline is
+the current production model evaluated on that same split in the same run, so a
+regression check compares like with like even as the test split grows night by night.
+A failed gate is an ordinary outcome (`passed=False` with reasons), never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import GateConfig
+
+__all__ = ["KEY_METRICS", "GateDecision", "decide"]
+
+# The one metric per model that thresholds and regressions are judged on.
+KEY_METRICS: dict[str, str] = {"det": "hmean", "rec": "acc"}
+
+# Metrics arrive as floats computed from counts; without a little slack a drop of exactly
+# `max_regression` (0.93 -> 0.92 with 0.01 allowed) would fail on float rounding.
+_EPSILON = 1e-9
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reasons: list[str] = field(default_factory=list)  # one sentence per failed check
+    checks: list[dict[str, Any]] = field(default_factory=list)  # every check, passed or not
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": list(self.reasons), "checks": [dict(c) for c in self.checks]}
+
+
+def decide(
+    new: dict[str, dict[str, float]],
+    baseline: dict[str, dict[str, float]] | None,
+    gate: GateConfig,
+    models: Sequence[str] = ("det", "rec"),
+) -> GateDecision:
+    """Check `new` test metrics against the thresholds in `gate` and against `baseline`.
+
+    Only the models in `models` are judged (a run may retrain det or rec alone). For a
+    model the baseline has no entry for, there is nothing to regress from, so only
+    the absolute threshold applies.
+    """
+    models = list(dict.fromkeys(models))
+    if not models:
+        # A gate that checks nothing would pass anything.
+        raise ValueError("the gate needs at least one model to check")
+    unknown = [m for m in models if m not in KEY_METRICS]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r} for the gate (known: {', '.join(KEY_METRICS)})")
+
+    checks: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for model in models:
+        metric = KEY_METRICS[model]
+        value, problem = _metric(new, model, metric)
+
+        if model == "rec":
+            op, threshold = ">", gate.rec_min_acc
+        else:
+            op, threshold = ">=", gate.det_min_hmean
+        passed = problem is None and _compare(value, op, threshold)
+        checks.append(_check(model, metric, value, threshold, op, passed, kind="threshold"))
+        if problem is not None:
+            reasons.append(f"{model} {metric} {problem} in the new model's test metrics")
+        elif not passed:
+            reasons.append(f"{model} {metric} {_fmt(value)} is not {op} {_fmt(threshold)}")
+
+        if baseline is None or model not in baseline:
+            continue
+        base_value, base_problem = _metric(baseline, model, metric)
+        # Rounded only for the record: 0.95 - 0.01 would otherwise read 0.9400000000000001.
+        threshold = None if base_problem is not None else round(base_value - gate.max_regression, 12)
+        passed = problem is None and base_problem is None and value >= base_value - gate.max_regression - _EPSILON
+        check = _check(model, metric, value, threshold, ">=", passed, kind="regression")
+        check["baseline"] = base_value
+        check["max_regression"] = gate.max_regression
+        checks.append(check)
+        if base_problem is not None:
+            # Production exists for this model but could not be measured: refusing is the
+            # safe answer, since nobody can tell whether the new model is worse.
+            reasons.append(f"{model} {metric} {base_problem} in the production model's test metrics, "
+                           "so the regression check cannot be made")
+        elif problem is not None:
+            reasons.append(f"{model} {metric} regression against production {_fmt(base_value)} "
+                           "cannot be checked: the new value is missing")
+        elif not passed:
+            reasons.append(
+                f"{model} {metric} {_fmt(value)} dropped {_fmt(base_value - value)} below production "
+                f"{_fmt(base_value)} (at most {_fmt(gate.max_regression)} allowed)"
+            )
+
+    return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks)
+
+
+def _metric(metrics: dict[str, dict[str, float]], model: str, metric: str) -> tuple[float | None, str | None]:
+    """(value, None) for a usable number, else (raw value or None, why it is unusable)."""
+    section = metrics.get(model) if isinstance(metrics, dict) else None
+    if not isinstance(section, dict) or metric not in section or section[metric] is None:
+        return None, "is missing"
+    raw = section[metric]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None, f"is not a number ({raw!r})"
+    if not math.isfinite(raw):
+        return None, f"is not a finite number ({raw})"
+    return float(raw), None
+
+
+def _compare(value: float | None, op: str, threshold: float) -> bool:
+    if value is None:
+        return False
+    return value > threshold if op == ">" else value >= threshold - _EPSILON
+
+
+def _check(model: str, metric: str, value: float | None, threshold: float | None, op: str, passed: bool,
+           *, kind: str) -> dict[str, Any]:
+    return {"model": model, "metric": metric, "value": value, "threshold": threshold, "op": op,
+            "passed": bool(passed), "kind": kind}
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.6g}"

@@ -1,0 +1,119 @@
+"""The export gate: thresholds, regressions against production, partial runs, missing metrics."""
+
+import json
+import math
+
+import pytest
+
+from ocr_tasks.config import GateConfig
+from ocr_tasks.gate import decide
+
+GATE = GateConfig(rec_min_acc=0.9, det_min_hmean=0.5, max_regression=0.01)
+
+
+def metrics(acc=0.95, hmean=0.8):
+    return {"rec": {"acc": acc, "norm_edit_dis": 0.98}, "det": {"precision": 0.8, "recall": 0.8, "hmean": hmean}}
+
+
+def failed(decision):
+    return [(c["model"], c["kind"]) for c in decision.checks if not c["passed"]]
+
+
+def test_good_models_pass_without_baseline():
+    decision = decide(metrics(), None, GATE)
+    assert decision.passed and decision.reasons == []
+    assert [(c["model"], c["metric"], c["op"], c["threshold"]) for c in decision.checks] == [
+        ("det", "hmean", ">=", 0.5), ("rec", "acc", ">", 0.9)]
+    assert json.loads(json.dumps(decision.to_json())) == decision.to_json()
+
+
+def test_rec_acc_must_be_strictly_greater_than_threshold():
+    decision = decide(metrics(acc=0.9), None, GATE)
+    assert not decision.passed
+    assert failed(decision) == [("rec", "threshold")]
+    assert decision.reasons == ["rec acc 0.9 is not > 0.9"]
+    assert decide(metrics(acc=0.874), None, GATE).reasons == ["rec acc 0.874 is not > 0.9"]
+    assert decide(metrics(acc=0.9001), None, GATE).passed
+
+
+def test_det_hmean_threshold_is_inclusive():
+    assert decide(metrics(hmean=0.5), None, GATE).passed
+    decision = decide(metrics(hmean=0.42), None, GATE)
+    assert not decision.passed
+    assert failed(decision) == [("det", "threshold")]
+    assert decision.reasons == ["det hmean 0.42 is not >= 0.5"]
+
+
+def test_regression_beyond_tolerance_fails_and_within_passes():
+    baseline = metrics(acc=0.96, hmean=0.85)
+    worse = decide(metrics(acc=0.945, hmean=0.85), baseline, GATE)
+    assert not worse.passed
+    assert failed(worse) == [("rec", "regression")]
+    regression = [c for c in worse.checks if c["kind"] == "regression" and c["model"] == "rec"][0]
+    assert regression["baseline"] == 0.96 and regression["threshold"] == 0.95 and regression["value"] == 0.945
+    assert worse.reasons == ["rec acc 0.945 dropped 0.015 below production 0.96 (at most 0.01 allowed)"]
+
+    # a drop of exactly the tolerance is allowed (no float rounding surprises)
+    assert decide(metrics(acc=0.92, hmean=0.84), metrics(acc=0.93, hmean=0.85), GATE).passed
+    assert decide(metrics(acc=0.955, hmean=0.90), baseline, GATE).passed
+
+    det_worse = decide(metrics(acc=0.97, hmean=0.80), baseline, GATE)
+    assert failed(det_worse) == [("det", "regression")]
+
+
+def test_regression_check_does_not_hide_the_threshold():
+    # better than a weak production model is still not good enough
+    decision = decide(metrics(acc=0.88), metrics(acc=0.85), GATE)
+    assert failed(decision) == [("rec", "threshold")]
+
+
+def test_only_the_retrained_model_is_checked():
+    terrible_det = {"rec": {"acc": 0.95}, "det": {"hmean": 0.01}}
+    decision = decide(terrible_det, metrics(), GATE, models=["rec"])
+    assert decision.passed
+    assert {c["model"] for c in decision.checks} == {"rec"}
+    # and a rec-only run does not even need det metrics
+    assert decide({"rec": {"acc": 0.95}}, None, GATE, models=("rec",)).passed
+
+
+def test_model_absent_from_baseline_has_no_regression_check():
+    decision = decide(metrics(), {"rec": {"acc": 0.95}}, GATE)
+    assert decision.passed
+    assert [(c["model"], c["kind"]) for c in decision.checks] == [
+        ("det", "threshold"), ("rec", "threshold"), ("rec", "regression")]
+
+
+@pytest.mark.parametrize("new", [
+    {"det": {"hmean": 0.8}},
+    {"det": {"hmean": 0.8}, "rec": {}},
+    {"det": {"hmean": 0.8}, "rec": {"acc": None}},
+    {"det": {"hmean": 0.8}, "rec": {"acc": math.nan}},
+    {"det": {"hmean": 0.8}, "rec": {"acc": "0.95"}},
+])
+def test_missing_or_unusable_metric_is_a_failed_check(new):
+    decision = decide(new, None, GATE)
+    assert not decision.passed
+    assert failed(decision) == [("rec", "threshold")]
+    assert len(decision.reasons) == 1 and decision.reasons[0].startswith("rec acc is ")
+    assert "new model" in decision.reasons[0]
+
+
+def test_missing_baseline_metric_fails_the_regression_check():
+    decision = decide(metrics(), {"rec": {"norm_edit_dis": 0.9}}, GATE, models=["rec"])
+    assert not decision.passed
+    assert failed(decision) == [("rec", "regression")]
+    assert "production model" in decision.reasons[0]
+
+
+def test_every_failure_gets_a_reason():
+    decision = decide({"det": {"hmean": 0.3}}, metrics(acc=0.99, hmean=0.9), GATE)
+    assert not decision.passed
+    assert len(decision.reasons) == len(failed(decision)) == 4
+    assert all(isinstance(r, str) and r[:3] in ("det", "rec") for r in decision.reasons)
+
+
+def test_asking_for_nothing_or_an_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="at least one model"):
+        decide(metrics(), None, GATE, models=())
+    with pytest.raises(ValueError, match="unknown model 'cls'"):
+        decide(metrics(), None, GATE, models=("cls",))
