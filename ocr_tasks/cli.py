@@ -64,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--dest", type=Path, required=True)
     pull.set_defaults(handler=cmd_pull_dataset)
 
+    models = commands.add_parser("models", help="storage: published model versions and which is production")
+    models.add_argument("--name", help="model name (default: config model_name)")
+    models.set_defaults(handler=cmd_models)
+
+    pull_model = commands.add_parser("pull-model", help="storage: download a published model (production by default), sha256-verified")
+    pull_model.add_argument("--name", help="model name (default: config model_name)")
+    pull_model.add_argument("--version", help="a published version (default: production)")
+    pull_model.add_argument("--dest", type=Path, required=True)
+    pull_model.set_defaults(handler=cmd_pull_model)
+
+    rollback = commands.add_parser("rollback", help="storage: point production back to an earlier published version")
+    rollback.add_argument("version")
+    rollback.add_argument("--name", help="model name (default: config model_name)")
+    rollback.set_defaults(handler=cmd_rollback)
+
     demo = commands.add_parser("demo", help="the main job on the embedded default (local S3, synthetic exports)")
     demo.add_argument("--work-dir", type=Path, default=Path("work/demo"))
     demo.set_defaults(handler=cmd_demo)
@@ -172,6 +187,40 @@ def cmd_pull_dataset(args) -> int:
     if not version:
         raise UsageError("no dataset version has been published yet")
     print(pull_dataset(storage, version, args.dest.resolve()))
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from .publish import list_versions
+    from .storage import storage_from_config
+
+    config = _config(args)
+    name = args.name or config.model_name
+    versions = list_versions(storage_from_config(config), name)
+    if not versions:
+        print(f"no published versions of {name}")
+    for item in versions:
+        marker = "*" if item["production"] else " "
+        print(f"{marker} {item['version']}  {item['published_at']}  gate={'passed' if item['gate_passed'] else 'failed'}  {item['metrics']}")
+    return EXIT_OK
+
+
+def cmd_pull_model(args) -> int:
+    from .publish import pull_model
+    from .storage import storage_from_config
+
+    config = _config(args)
+    print(pull_model(storage_from_config(config), args.name or config.model_name, args.dest.resolve(), args.version))
+    return EXIT_OK
+
+
+def cmd_rollback(args) -> int:
+    from .publish import rollback
+    from .storage import storage_from_config
+
+    config = _config(args)
+    pointer = rollback(storage_from_config(config), args.name or config.model_name, args.version)
+    print(f"production is now {pointer['version']} (was {pointer.get('previous')})")
     return EXIT_OK
 
 

@@ -59,6 +59,7 @@ class GateConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
+    model_name: str = "ocr"          # models/<model_name>/ in storage
     work_dir: str = "./work"
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

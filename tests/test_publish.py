@@ -242,3 +242,23 @@ def test_next_model_version_is_a_unique_utc_timestamp(storage, tmp_path):
     storage.put_bytes(layout.model_version_prefix(NAME, "20261121T023000Z-2") + "det/inference.json", b"{}")
     assert next_model_version(storage, NAME, now) == "20261121T023000Z-3"
     assert next_model_version(storage, "other-model", now) == "20261121T023000Z"
+
+
+def test_cli_models_pull_model_and_rollback(storage, s3_server, tmp_path, monkeypatch, capsys):
+    from ocr_tasks.cli import main
+
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    base = ["--set", f"storage.bucket={storage.settings.bucket}", "--set", "model_name=shop-ocr"]
+    publish_model(storage, "shop-ocr", "v1", make_bundle(tmp_path / "b1"), manifest_for(acc=0.93))
+    publish_model(storage, "shop-ocr", "v2", make_bundle(tmp_path / "b2"), manifest_for(acc=0.95))
+    assert main(base + ["models"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].startswith("  v1") and listing[1].startswith("* v2")
+    assert main(base + ["pull-model", "--dest", str(tmp_path / "pulled")]) == 0
+    assert (tmp_path / "pulled" / "v2" / "rec" / "inference.pdiparams").is_file()
+    assert main(base + ["rollback", "v1"]) == 0
+    assert "production is now v1" in capsys.readouterr().out
+    assert main(base + ["rollback", "v9"]) == 2
+    assert "v9" in capsys.readouterr().err
