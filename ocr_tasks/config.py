@@ -57,6 +57,39 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class TrainStage:
+    """One step of staged fine-tuning; each stage starts from the previous stage's best."""
+    name: str = "finetune"
+    epochs: int = 20
+    learning_rate: float | None = None          # None -> the template's
+    freeze_backbone: bool = False
+    augment: bool = True                        # False drops the template's augmentation ops
+    exports: list[str] | None = None            # train only on images from these exports (None -> all)
+    overrides: dict[str, Any] = field(default_factory=dict)   # any other dotted PaddleOCR key
+
+
+@dataclass(frozen=True)
+class ModelTraining:
+    template: str                               # PaddleOCR config (repo-relative or absolute)
+    pdx_model_name: str                         # written into inference.yml so PaddleOCR 3.x loads it
+    pretrained: str | None = None               # *.pdparams key in storage (never a hub download); None -> from scratch
+    stages: list[TrainStage] = field(default_factory=lambda: [TrainStage()])
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    models: list[str] = field(default_factory=lambda: ["det", "rec"])
+    engine_checkout: str | None = None          # a PaddleOCR checkout/fork; None -> the unstructured.paddleocr package
+    det: ModelTraining = field(default_factory=lambda: ModelTraining(
+        "configs/profiles/det_cpu_small.yml", "PP-OCRv5_mobile_det"))
+    rec: ModelTraining = field(default_factory=lambda: ModelTraining(
+        "configs/profiles/rec_cpu_small.yml", "PP-OCRv5_mobile_rec"))
+
+    def for_model(self, task: str) -> ModelTraining:
+        return {"det": self.det, "rec": self.rec}[task]
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     model_name: str = "ocr"          # models/<model_name>/ in storage
@@ -64,6 +97,7 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
 
     @property
@@ -111,11 +145,17 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
     kwargs = {}
     for name, value in raw.items():
         ftype = fields[name].type
-        nested = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        ftype = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
+        nested = _DATACLASSES.get(ftype)
         if nested is not None:
             if not isinstance(value, dict):
                 raise UsageError(f"{source}: {prefix}{name} must be a mapping")
             value = _build(nested, value, source, f"{prefix}{name}.")
+        elif ftype.startswith("list[") and ftype[5:-1] in _DATACLASSES:
+            item_class = _DATACLASSES[ftype[5:-1]]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise UsageError(f"{source}: {prefix}{name} must be a list of mappings")
+            value = [_build(item_class, v, source, f"{prefix}{name}[{i}].") for i, v in enumerate(value)]
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -123,4 +163,5 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig)}
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig,
+                                         TrainStage, ModelTraining, TrainingConfig)}
