@@ -1,0 +1,85 @@
+"""The run report people open first: training curves per model and one summary page."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+CURVE_METRICS = {
+    "det": ("loss", "loss_shrink_maps", "loss_threshold_maps", "loss_binary_maps", "hmean", "precision", "recall"),
+    "rec": ("loss", "loss_ctc", "loss_nrtr", "acc", "norm_edit_dis"),
+}
+
+
+def plot_curves(task: str, history: list[dict], out: Path) -> Path | None:
+    """Loss terms (train) and quality metrics (train and eval) against the global step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    train = [e for e in history if e.get("kind") == "train" and "global_step" in e]
+    evals = [e for e in history if e.get("kind") == "eval" and "global_step" in e]
+    if not train and not evals:
+        return None
+    losses = [m for m in CURVE_METRICS[task] if m.startswith("loss") and any(m in e for e in train)]
+    quality = [m for m in CURVE_METRICS[task] if not m.startswith("loss")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for metric in losses:
+        left.plot([e["global_step"] for e in train if metric in e], [e[metric] for e in train if metric in e], label=metric)
+    left.set(title=f"{task} training loss", xlabel="step")
+    for metric in quality:
+        points = [(e["global_step"], e[metric]) for e in train if metric in e]
+        if points:
+            right.plot(*zip(*points), label=f"train {metric}", alpha=0.6)
+        points = [(e["global_step"], e[metric]) for e in evals if metric in e]
+        if points:
+            right.plot(*zip(*points), marker="o", label=f"val {metric}")
+    right.set(title=f"{task} accuracy", xlabel="step", ylim=(0, 1.02))
+    for axis in (left, right):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: dict, baseline: dict | None,
+                  gate: dict, curves: list[str]) -> Path:
+    """A self-contained HTML page: facts, test metrics vs production, gate checks, curves."""
+    rows = []
+    for task, values in sorted(metrics.items()):
+        for metric, value in sorted(values.items()):
+            before = (baseline or {}).get(task, {}).get(metric)
+            rows.append(f"<tr><td>{task}</td><td>{metric}</td><td>{_fmt(value)}</td><td>{_fmt(before)}</td></tr>")
+    checks = "".join(
+        f"<tr class={'ok' if c.get('passed') else 'bad'}><td>{html.escape(str(c.get('model')))}</td>"
+        f"<td>{html.escape(str(c.get('metric')))}</td><td>{_fmt(c.get('value'))} {html.escape(str(c.get('op')))} "
+        f"{_fmt(c.get('threshold'))}</td><td>{'pass' if c.get('passed') else 'FAIL'}</td></tr>"
+        for c in gate.get("checks", []))
+    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    images = "".join(f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}"></p>' for name in curves)
+    verdict = "PASSED: published" if gate.get("passed") else "FAILED: not published"
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.get("reasons", []))
+    page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}.ok{{color:#070}}.bad{{color:#b00}}</style>
+<h1>{html.escape(title)}</h1>
+<table>{fact_rows}</table>
+<h2>Gate: {verdict}</h2><ul>{reasons}</ul>
+<table><tr><th>model</th><th>metric</th><th>check</th><th></th></tr>{checks}</table>
+<h2>Test split metrics</h2>
+<table><tr><th>model</th><th>metric</th><th>new</th><th>production</th></tr>{''.join(rows)}</table>
+<h2>Training curves</h2>{images}
+<details><summary>gate JSON</summary><pre>{html.escape(json.dumps(gate, indent=2))}</pre></details>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else html.escape(str(value)))
