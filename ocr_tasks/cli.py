@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--dest", type=Path, required=True)
     pull.set_defaults(handler=cmd_pull_dataset)
 
+    run = commands.add_parser("run", help="storage: ingest -> train -> evaluate -> gate -> export -> publish")
+    run.add_argument("--force", action="store_true", help="retrain even when no new export arrived")
+    run.add_argument("--models", help="comma-separated subset of det,rec (default: training.models)")
+    run.add_argument("--epochs", type=int, help="override every stage's epochs")
+    run.add_argument("--dry-run", action="store_true", help="stop before export and publish")
+    run.add_argument("--run-id", help="reuse a run id to resume its checkpoints")
+    run.set_defaults(handler=cmd_run)
+
     models = commands.add_parser("models", help="storage: published model versions and which is production")
     models.add_argument("--name", help="model name (default: config model_name)")
     models.set_defaults(handler=cmd_models)
@@ -187,6 +195,28 @@ def cmd_pull_dataset(args) -> int:
     if not version:
         raise UsageError("no dataset version has been published yet")
     print(pull_dataset(storage, version, args.dest.resolve()))
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+    from .storage import storage_from_config
+
+    config = _config(args)
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    if models and not set(models) <= {"det", "rec"}:
+        raise UsageError(f"--models takes det, rec or det,rec, got {args.models}")
+    outcome = run_pipeline(storage_from_config(config), config, run_id=args.run_id, force=args.force,
+                           models=models, epochs=args.epochs, dry_run=args.dry_run)
+    print(f"run {outcome.run_id}: {outcome.status}")
+    for task, values in outcome.metrics.items():
+        print(f"  {task} test: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    for reason in (outcome.gate or {}).get("reasons", []):
+        print(f"  gate: {reason}")
+    if outcome.model_version:
+        print(f"  published {config.model_name} {outcome.model_version}")
+    if outcome.report:
+        print(f"  report: {outcome.report} ({outcome.report_uri})")
     return EXIT_OK
 
 

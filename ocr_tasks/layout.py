@@ -6,6 +6,8 @@
     datasets/packs/<pack>.tar     the images (and PPOCRLabel crops) each merge added, one tar per merge
     datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, packs.json,
                                   dataset.json (written last)
+    runs/<run_id>/<det|rec>/<stage>/   config.yml (replayable), train.log, latest.* and best_accuracy.*
+                                  checkpoints as they are saved, done.json when the stage finished
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
                                   (training checkpoints: the next run's baseline), report/,
                                   manifest.json (sha256 and size of every file; written last)
@@ -21,6 +23,7 @@ LEDGER = "ledger/ingest.json"
 QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
 PACKS = "datasets/packs/"
+RUNS = "runs/"
 MODELS = "models/"
 
 
