@@ -175,11 +175,11 @@ def evaluate(task: str, config_path: Path, checkpoint: Path, data_dir: Path, log
 
     `dict_path` is the model's own dict (production's, for the baseline); by default the dataset's.
     """
-    overrides = {**eval_overrides(task, data_dir, "test"), **checkpoint_overrides(checkpoint),
-                 "Global.use_gpu": bool(visible_gpus())}
+    overrides = {**eval_overrides(task, data_dir, "test"), **checkpoint_overrides(checkpoint)}
     if task == "rec":
         overrides["Global.character_dict_path"] = str(dict_path or Path(data_dir) / "dict.txt")
-    run = run_tool(engine, "eval", config_path, overrides, log_file=log_file, cwd=log_file.parent, log=log)
+    run = run_tool(engine, "eval", config_path, overrides, log_file=log_file, cwd=log_file.parent,
+                   gpus=visible_gpus()[:1], log=log)
     keys = ("acc", "norm_edit_dis") if task == "rec" else ("precision", "recall", "hmean")
     missing = [k for k in keys if k not in run.final_metrics]
     if missing:
@@ -193,7 +193,7 @@ def export_inference(task: str, config_path: Path, checkpoint: Path, out_dir: Pa
     shutil.rmtree(out_dir, ignore_errors=True)
     overrides = {"Global.pretrained_model": str(checkpoint), "Global.checkpoints": None,
                  "Global.save_inference_dir": str(out_dir), "Global.export_with_pir": True,
-                 "Global.pdx_model_name": pdx_model_name, "Global.use_gpu": False}
+                 "Global.pdx_model_name": pdx_model_name}
     run_tool(engine, "export_model", config_path, overrides, log_file=log_file, cwd=log_file.parent, log=log)
     student = out_dir / "Student"
     if student.is_dir():  # distillation configs export every sub-model; consumers get the Student
