@@ -15,6 +15,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from . import layout
 from .config import PipelineConfig, TrainStage
 from .engine import Engine, run_tool, visible_gpus
@@ -201,4 +203,20 @@ def export_inference(task: str, config_path: Path, checkpoint: Path, out_dir: Pa
             shutil.move(str(item), out_dir / item.name)
         shutil.rmtree(out_dir / "Student")
         shutil.rmtree(out_dir / "Teacher", ignore_errors=True)
+    _drop_label_encoders(out_dir / "inference.yml")
     return out_dir
+
+
+def _drop_label_encoders(inference_yml: Path) -> None:
+    """Remove training-only label encoders from the inference preprocessing.
+
+    export_model copies the Eval transforms, label encoder included; PaddleOCR 3.x
+    (PaddleX) refuses a rec model whose preprocessing names CTCLabelEncode (it knows
+    only MultiLabelEncode), and no consumer has labels to encode anyway.
+    """
+    data = yaml.safe_load(inference_yml.read_text(encoding="utf-8"))
+    ops = (data.get("PreProcess") or {}).get("transform_ops") or []
+    kept = [op for op in ops if not any(str(name).endswith("LabelEncode") for name in (op or {}))]
+    if len(kept) != len(ops):
+        data["PreProcess"]["transform_ops"] = kept
+        inference_yml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
