@@ -70,7 +70,8 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
         remote = run_prefix(run_id, task) + f"{stage.name}/"
         if storage.exists(remote + "done.json"):
             log.info("%s stage %s already finished in an earlier try: reusing its best weights", task, stage.name)
-            _download_checkpoint(storage, remote, "best_accuracy", stage_dir)
+            _download_checkpoint(storage, remote, "best_accuracy", stage_dir) or \
+                _download_checkpoint(storage, remote, "latest", stage_dir)
             trained.stages.append(storage.get_json(remote + "done.json"))
         else:
             resume = _download_checkpoint(storage, remote, "latest", stage_dir)
