@@ -125,10 +125,10 @@ def _storage_for_uri(config):
 def cmd_validate(args) -> int:
     import tempfile
 
-    from .ingest import check_local_export, resolve_source
+    from .ingest import check_local_export, resolve_source, scratch_dir
 
     config = _config(args)
-    with tempfile.TemporaryDirectory(prefix="ocr-retrain-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="validate-", dir=scratch_dir(config)) as scratch:
         folder = resolve_source(args.source, Path(scratch), _storage_for_uri(config))
         _, report = check_local_export(folder, config, args.docs.resolve() if args.docs else None)
     print(report.summary())

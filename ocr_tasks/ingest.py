@@ -243,7 +243,7 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
     """Validate local folders or s3:// exports and write the passing ones as a dataset into `out`."""
     out = out.resolve()
     reports, passing = [], []
-    with tempfile.TemporaryDirectory(prefix="ocr-retrain-", dir=_scratch(config)) as scratch:
+    with tempfile.TemporaryDirectory(prefix="ocr-retrain-", dir=scratch_dir(config)) as scratch:
         for source in sources:
             folder = resolve_source(source, Path(scratch), storage_for_uri)
             tables, report = check_local_export(folder, config)
@@ -260,7 +260,8 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
     return PrepareResult(reports, info)
 
 
-def _scratch(config: PipelineConfig) -> Path:
+def scratch_dir(config: PipelineConfig) -> Path:
+    """Temporary files go under the configured work_dir, never the system temp."""
     path = config.work_path / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -24,3 +25,9 @@ def storage(s3_server: LocalS3Server) -> Storage:
     st = Storage(s3_server.settings(f"test-{uuid.uuid4().hex[:16]}"))
     st.ensure_bucket()
     return st
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default work_dir is ./work: keep every test's scratch files out of the checkout."""
+    monkeypatch.chdir(tmp_path)
