@@ -68,10 +68,11 @@ class Dataset:
     @classmethod
     def from_index(cls, images_jsonl: str, crops_jsonl: str, parent: str | None) -> "Dataset":
         dataset = cls(parent=parent)
-        for line in images_jsonl.splitlines():
+        # split on "\n" only: str.splitlines() also breaks at U+2028 and friends inside labels
+        for line in filter(None, images_jsonl.split("\n")):
             record = ImageRecord(**json.loads(line))
             dataset.images[record.sha256] = record
-        for line in crops_jsonl.splitlines():
+        for line in filter(None, crops_jsonl.split("\n")):
             crop = CropRecord(**json.loads(line))
             dataset.crops.setdefault(crop.image_sha256, []).append(crop)
         return dataset
@@ -185,7 +186,9 @@ def _given_crops(tables: ExportTables) -> dict[str, list]:
 def _stage_given_crops(record: ImageRecord, given: list, tables: ExportTables, stage: Path) -> list[CropRecord]:
     crops = []
     for line in given:
-        crop = CropRecord(f"{tables.facts[line.relpath].sha256}.jpg", line.text, record.sha256, line.box_index,
+        # named by image and box too: identical crop bytes from images in two splits stay two files
+        name = f"{record.sha256}_{line.box_index}_{tables.facts[line.relpath].sha256[:8]}.jpg"
+        crop = CropRecord(name, line.text, record.sha256, line.box_index,
                           tables.name, f"{tables.name}/{line.relpath}", record.split, cut=False)
         _place(tables.folder / line.relpath, stage / crop.relpath)
         crops.append(crop)
@@ -228,7 +231,7 @@ def stored_files(dataset: "Dataset") -> list[str]:
 
 
 def write_cut_crops(image, crops: list[tuple[CropRecord, list]], root: Path) -> None:
-    """Crops are named by (image hash, box index), so re-cutting them anywhere gives the same paths."""
+    """Crops are named by (image hash, box index, polygon hash): re-cutting them anywhere gives the same paths."""
     for crop, points in crops:
         target = root / crop.relpath
         if not target.exists():

@@ -6,6 +6,7 @@ failed expectation can point a labeller at the exact line.
 
 from __future__ import annotations
 
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -38,8 +39,8 @@ class ExportTables:
         """The tables GX validates, built on demand: merge keeps only the parsed labels."""
         return {
             "images": _image_table(self.labels, self.facts),
-            "boxes": _box_table(self.labels, self.facts, self.limits, self.dictionary),
-            "crops": _crop_table(self.crops, self.labels, self.facts, self.limits, self.dictionary),
+            "boxes": _box_table(self.labels, self.facts, self.dictionary),
+            "crops": _crop_table(self.crops, self.labels, self.facts, self.dictionary),
         }
 
 
@@ -101,14 +102,16 @@ def _image_table(labels: list[LabelLine], facts: dict[str, ImageFacts]) -> pd.Da
     return _frame(rows, ["where", "image", "file", "line_problem", "image_problem", "sha256", "width", "height", "boxes"])
 
 
-def _text_checks(text: str, ignore: bool, limits: ValidationConfig, dictionary: set[str] | None) -> dict:
+def _text_checks(text: str, ignore: bool, dictionary: set[str] | None) -> dict:
     if ignore:
         return {"text_ok": True, "text_length": None, "chars_outside_dict": None}
     outside = None if dictionary is None else "".join(sorted(set(text) - dictionary - {" "}))
-    return {"text_ok": bool(text.strip()), "text_length": len(text), "chars_outside_dict": outside}
+    # tabs and line breaks would split PaddleOCR's "path<TAB>label" lines and the dict
+    printable = not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+    return {"text_ok": bool(text.strip()) and printable, "text_length": len(text), "chars_outside_dict": outside}
 
 
-def _box_table(labels, facts, limits, dictionary) -> pd.DataFrame:
+def _box_table(labels, facts, dictionary) -> pd.DataFrame:
     rows = []
     for line in labels:
         if line.problem:
@@ -124,13 +127,13 @@ def _box_table(labels, facts, limits, dictionary) -> pd.DataFrame:
                 "points": len(box.points),
                 "area": polygon_area(box.points),
                 "inside_image": inside,
-                **_text_checks(box.transcription, box.is_ignore_region, limits, dictionary),
+                **_text_checks(box.transcription, box.is_ignore_region, dictionary),
             })
     return _frame(rows, ["where", "transcription", "points", "area", "inside_image",
                          "text_ok", "text_length", "chars_outside_dict"])
 
 
-def _crop_table(crops, labels, facts, limits, dictionary) -> pd.DataFrame:
+def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
     boxes_by_stem = {PurePosixPath(line.relpath).stem: line.boxes for line in labels if not line.problem}
     rows = []
     for crop in crops:
@@ -145,7 +148,7 @@ def _crop_table(crops, labels, facts, limits, dictionary) -> pd.DataFrame:
             "line_problem": crop.problem,
             "image_problem": None if crop.problem else fact.problem,
             "maps_to_box": maps,
-            **_text_checks(crop.text, crop.is_ignore_region, limits, dictionary),
+            **_text_checks(crop.text, crop.is_ignore_region, dictionary),
         })
     return _frame(rows, ["where", "crop", "line_problem", "image_problem", "maps_to_box",
                          "text_ok", "text_length", "chars_outside_dict"])

@@ -107,3 +107,12 @@ def test_validate_exit_codes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["validate", str(tmp_path / "empty")]) == 2
     assert "no Label.txt" in capsys.readouterr().err
+
+
+def test_index_survives_unicode_line_separators_in_labels():
+    from ocr_tasks.dataset import Dataset
+
+    image = {"sha256": "a" * 64, "ext": ".jpg", "export": "e", "source": "e/x.jpg", "split": "train",
+             "boxes": [{"transcription": "A\u2028B", "points": [[0, 0], [1, 0], [1, 1], [0, 1]], "difficult": False}]}
+    dataset = Dataset.from_index(json.dumps(image, ensure_ascii=False) + "\n", "", None)
+    assert dataset.images["a" * 64].boxes[0]["transcription"] == "A\u2028B"

@@ -51,7 +51,9 @@ def test_unconfirmed_label_lines_are_skipped_not_failed(tmp_path):
     (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": [[0, 0], [900, 0], [900, 20], [0, 20]]}] + b[1:]),
      "polygon lies (partly) outside the image", "Label.txt:2 box 0"),
     (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": " "}] + b[1:]),
-     "empty transcription on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
+     "empty transcription or one with tabs/line breaks on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": "12\t34"}] + b[1:]),
+     "empty transcription or one with tabs/line breaks on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
     (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": "9" * 40}] + b[1:]),
      "transcription longer than max_text_length", "Label.txt:2 box 0"),
 ])
