@@ -22,13 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .engine import EngineError
     from .storage import StorageError
 
     try:
         return args.handler(args)
-    except (UsageError, StorageError) as exc:
+    except (UsageError, StorageError, ValueError) as exc:
         print(f"ocr-retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except EngineError as exc:  # the training engine failed: its log tail says why
+        print(f"ocr-retrain: engine error: {exc}", file=sys.stderr)
+        return EXIT_DATA
     except KeyboardInterrupt:
         return 130
 

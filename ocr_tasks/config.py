@@ -85,6 +85,10 @@ class TrainingConfig:
     rec: ModelTraining = field(default_factory=lambda: ModelTraining(
         "configs/profiles/rec_cpu_small.yml", "PP-OCRv5_mobile_rec"))
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.models, list) or not self.models or not set(self.models) <= {"det", "rec"}:
+            raise UsageError(f"training.models must be a list of det and/or rec, got {self.models!r}")
+
     def for_model(self, task: str) -> ModelTraining:
         return {"det": self.det, "rec": self.rec}[task]
 
@@ -112,6 +116,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -134,7 +140,10 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise UsageError(f"override {item!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"override {item!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
 def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
@@ -156,6 +165,8 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise UsageError(f"{source}: {prefix}{name} must be a list of mappings")
             value = [_build(item_class, v, source, f"{prefix}{name}[{i}].") for i, v in enumerate(value)]
+        elif ftype in _SCALARS and value is not None and not _SCALARS[ftype](value):
+            raise UsageError(f"{source}: {prefix}{name} must be {ftype.split(' |')[0]}, got {value!r}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -163,5 +174,13 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
 
 
+_SCALARS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "float | None": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
 _DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig,
                                          TrainStage, ModelTraining, TrainingConfig)}

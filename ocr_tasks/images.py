@@ -43,8 +43,11 @@ def inspect_image(path: Path, *, max_pixels: int, max_side: int) -> ImageFacts:
     if width * height > max_pixels or max(width, height) > max_side:
         return ImageFacts(sha, width, height,
                           problem=f"image too large: {width}x{height} (limits {max_pixels} pixels, side {max_side})")
-    if decode_image(data) is None:
+    decoded = decode_image(data)
+    if decoded is None:
         return ImageFacts(sha, width, height, problem="image does not decode")
+    # cv2 (like PaddleOCR's DecodeImage) applies EXIF orientation: polygons live in that frame
+    height, width = decoded.shape[:2]
     return ImageFacts(sha, width, height)
 
 

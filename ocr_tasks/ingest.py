@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import uuid
@@ -34,6 +35,9 @@ from .tables import ExportTables, build_tables, read_dictionary
 from .validate import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
+
+# every file a dataset version names; anything else in its index is not followed
+_DATASET_FILE = re.compile(r"(images|crops)/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -214,6 +218,9 @@ def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
     dataset = Dataset.from_index((dest / "images.jsonl").read_text(encoding="utf-8"),
                                  (dest / "crops.jsonl").read_text(encoding="utf-8"), version)
     packs = json.loads((dest / "packs.json").read_text(encoding="utf-8"))
+    for rel in [*stored_files(dataset), *(rel for members in packs.values() for rel in members)]:
+        if not _DATASET_FILE.fullmatch(rel):
+            raise UsageError(f"dataset {version}: refusing file path {rel!r} (not images/<name> or crops/<name>)")
     with tempfile.TemporaryDirectory(prefix=".packs-", dir=dest) as scratch:
         for pack_id, members in packs.items():
             wanted = {rel for rel in members if not (dest / rel).exists()}

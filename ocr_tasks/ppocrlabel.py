@@ -88,10 +88,14 @@ def unsafe_path_reason(path: str) -> str | None:
     """Why a path from a label file may not be used, or None when it stays inside the export."""
     if path.startswith("/") or _DRIVE.match(path):
         return f"absolute path {path!r}"
-    if ".." in path.split("/"):
-        return f"path {path!r} contains '..'"
     if not path:
         return "empty path"
+    if ".." in path.split("/"):
+        return f"path {path!r} contains '..'"
+    if any(part in ("", ".") for part in path.split("/")):
+        return f"path {path!r} has an empty or '.' segment"
+    if any(ord(c) < 32 for c in path):
+        return f"path {path!r} contains control characters"
     return None
 
 

@@ -72,9 +72,12 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
             log.info("%s stage %s already finished in an earlier try: reusing its best weights", task, stage.name)
             _download_checkpoint(storage, remote, "best_accuracy", stage_dir) or \
                 _download_checkpoint(storage, remote, "latest", stage_dir)
+            storage.download_file(remote + "config.yml", stage_dir / "config.yml")  # evaluate/export need it
             trained.stages.append(storage.get_json(remote + "done.json"))
         else:
             resume = _download_checkpoint(storage, remote, "latest", stage_dir)
+            # the resumed run rewrites best_accuracy only if it beats the best so far: keep that best
+            _download_checkpoint(storage, remote, "best_accuracy", stage_dir)
             cfg_path = stage_dir / "config.yml"
             write_config(_stage_config(settings.template, task, data_dir, stage_dir, stage, epochs, weights,
                                        resume, bool(gpus)), cfg_path)
@@ -151,11 +154,12 @@ def _checkpoint_sync(storage: Storage, remote: str, history: list[dict]):
 
 
 def _download_checkpoint(storage: Storage, remote: str, name: str, stage_dir: Path) -> Path | None:
-    keys = [remote + name + s for s in CHECKPOINT_SUFFIXES]
-    if not storage.exists(keys[0]):
+    present = {o.key for o in storage.list(remote + name + ".")}
+    keys = [remote + name + s for s in CHECKPOINT_SUFFIXES if remote + name + s in present]
+    if remote + name + ".pdparams" not in present:
         return None
     stage_dir.mkdir(parents=True, exist_ok=True)
-    storage.download_many((key, stage_dir / key.rsplit("/", 1)[1]) for key in keys if storage.exists(key))
+    storage.download_many((key, stage_dir / key.rsplit("/", 1)[1]) for key in keys)
     return stage_dir / name
 
 
@@ -165,10 +169,12 @@ def fetch_pretrained(storage: Storage, key: str | None, dest: Path) -> Path | No
         return None
     if "://" in key and not key.startswith("s3://"):
         raise UsageError(f"pretrained weights must be a key in storage, not {key}")
-    key = key.split("/", 3)[3] if key.startswith("s3://") else key
-    local = dest / Path(key).name
-    if not local.exists():
-        storage.download_file(key, local)
+    if key.startswith("s3://"):
+        bucket, _, key = key[len("s3://"):].partition("/")
+        if bucket != storage.settings.bucket or not key:
+            raise UsageError(f"pretrained weights must be a key in bucket {storage.settings.bucket}, got s3://{bucket}/{key}")
+    local = dest / key  # the whole key: det and rec weights often share a file name
+    storage.download_file(key, local)  # always: the key may point at newer weights under the same name
     return local.with_suffix("") if local.suffix == ".pdparams" else local
 
 

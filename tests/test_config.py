@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from ocr_tasks.config import load_config
@@ -39,3 +41,22 @@ def test_yaml_errors_name_file_and_line(tmp_path):
     path.write_text("storage:\n  bucket: [unclosed\n")
     with pytest.raises(UsageError, match=rf"{path}:\d+: not valid YAML"):
         load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("validation.max_image_pixels=abc", "validation.max_image_pixels must be int"),
+    ("training.models=det", "training.models must be a list"),
+    ("training.models=[det, ocr]", "training.models must be a list"),
+    ("split.train=[", "not valid YAML"),
+])
+def test_wrong_types_are_usage_errors(override, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_config(overrides=[override])
+
+
+def test_cli_exit_2_for_unreadable_config_and_bad_keys(tmp_path, capsys):
+    from ocr_tasks.cli import main
+
+    assert main(["--config", str(tmp_path), "discover"]) == 2
+    assert main(["--set", "storage.bucket=x", "pull-dataset", "../up", "--dest", str(tmp_path / "d")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

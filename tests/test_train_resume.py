@@ -49,3 +49,4 @@ def test_retry_on_another_worker_resumes_from_latest(storage, tmp_path, monkeypa
     third = train_module.train_model(storage, load_config(overrides=[f"work_dir={tmp_path / 'w3'}"]),
                                      "rec", data_dir, "retry-run", epochs=3)
     assert third.history == [] and third.checkpoint.endswith(("best_accuracy", "latest"))
+    assert (tmp_path / "w3" / "runs" / "retry-run" / "rec" / "finetune" / "config.yml").is_file()
