@@ -6,6 +6,7 @@
     datasets/packs/<pack>.tar     the images (and PPOCRLabel crops) each merge added, one tar per merge
     datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, packs.json,
                                   dataset.json (written last)
+    runs/last_trained.json        the dataset version the last finished (non-dry) run trained on
     runs/<run_id>/<det|rec>/<stage>/   config.yml (replayable), train.log, latest.* and best_accuracy.*
                                   checkpoints as they are saved, done.json when the stage finished
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
@@ -24,6 +25,7 @@ QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
 PACKS = "datasets/packs/"
 RUNS = "runs/"
+LAST_TRAINED = "runs/last_trained.json"
 MODELS = "models/"
 
 

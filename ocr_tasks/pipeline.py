@@ -10,7 +10,6 @@ seconds. A failed gate is a normal outcome: the report says why and production s
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -53,16 +52,20 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def prepare_dataset(storage: Storage, config: PipelineConfig, *, force: bool) -> tuple[IngestResult, str | None]:
-    """Ingest new exports; returns the dataset version to train on, or None when there is nothing to do."""
+    """Ingest new exports; returns the dataset version to train on, or None when there is nothing to do.
+
+    "Nothing to do" compares the latest dataset version with the one the last finished
+    run trained on, not whether this ingest merged something: a run that crashed after
+    ingest retrains next night, and a re-upload that changes no label trains nothing.
+    """
     result = ingest(storage, config)
-    if result.dataset is not None:
-        return result, result.dataset.version
     latest = load_ledger(storage).get("dataset_version")
-    if force and latest:
-        return result, latest
-    if force:
-        raise UsageError("forced run, but no dataset version exists yet: upload an export to incoming/ first")
-    return result, None
+    if latest is None:
+        if force:
+            raise UsageError("forced run, but no dataset version exists yet: upload an export to incoming/ first")
+        return result, None
+    trained_on = storage.get_json(layout.LAST_TRAINED, default={}).get("dataset_version")
+    return result, latest if force or latest != trained_on else None
 
 
 def evaluate_models(storage: Storage, config: PipelineConfig, run_id: str, data_dir: Path,
@@ -139,7 +142,8 @@ def run_pipeline(storage: Storage, config: PipelineConfig, *, run_id: str | None
     if version is None:
         log.info("no new exports and not forced: nothing to train")
         return RunOutcome(run_id, "nothing-new")
-    data_dir = pull_dataset(storage, version, config.work_path / "datasets" / version)
+    # one folder across runs: images are content-addressed, so a pull fetches only new packs
+    data_dir = pull_dataset(storage, version, config.work_path / "datasets" / "current")
     engine = Engine.locate(config.training.engine_checkout)
     trained = {task: train_model(storage, config, task, data_dir, run_id, epochs=epochs, engine=engine)
                for task in models}
@@ -164,6 +168,8 @@ def run_pipeline(storage: Storage, config: PipelineConfig, *, run_id: str | None
         outcome.report_uri = storage.uri(f"{layout.RUNS}{run_id}/report/summary.html")
     outcome.report = str(report_dir / "summary.html")
     storage.put_json(f"{layout.RUNS}{run_id}/run.json", outcome.to_json())
+    if not dry_run:
+        storage.put_json(layout.LAST_TRAINED, {"dataset_version": version, "run_id": run_id, "status": outcome.status})
     return outcome
 
 
@@ -188,7 +194,3 @@ def _version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def outcome_json(outcome: RunOutcome) -> str:
-    return json.dumps(outcome.to_json(), indent=2)

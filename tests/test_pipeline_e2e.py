@@ -45,7 +45,7 @@ def test_real_training_through_gate_then_publish_pull_and_load(storage, tmp_path
         stage = run_dir / task / "finetune"
         best = stage / ("best_accuracy" if (stage / "best_accuracy.pdparams").exists() else "latest")
         export_inference(task, stage / "config.yml", best, bundle / task, name, engine, run_dir / task / "export.log")
-    (bundle / "rec" / "dict.txt").write_text((config.work_path / "datasets" / outcome.dataset_version / "dict.txt").read_text())
+    (bundle / "rec" / "dict.txt").write_text((config.work_path / "datasets" / "current" / "dict.txt").read_text())
     trained = {t: TrainedModel(t, "e2e", str(run_dir / t / "finetune" / "latest"), str(run_dir / t / "finetune" / "config.yml"))
                for t in ("det", "rec")}
     publish_model(storage, config.model_name, "e2e-candidate", bundle,

@@ -1,0 +1,28 @@
+"""When does a run train? Against the dataset the last finished run trained on."""
+
+import pytest
+
+from ocr_tasks import layout
+from ocr_tasks.config import load_config
+from ocr_tasks.errors import UsageError
+from ocr_tasks.pipeline import prepare_dataset
+from tests.exports_kit import export
+
+
+def test_train_decision_follows_the_last_trained_dataset(storage, tmp_path):
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
+    with pytest.raises(UsageError, match="no dataset version exists yet"):
+        prepare_dataset(storage, config, force=True)
+    assert prepare_dataset(storage, config, force=False)[1] is None
+
+    storage.upload_dir(export(tmp_path / "a", "batch_001", n_images=6), "incoming/batch_001")
+    version = prepare_dataset(storage, config, force=False)[1]
+    assert version is not None
+    # the run crashed in training (nothing recorded): the next night trains the same version
+    assert prepare_dataset(storage, config, force=False)[1] == version
+    storage.put_json(layout.LAST_TRAINED, {"dataset_version": version})
+    assert prepare_dataset(storage, config, force=False)[1] is None
+    assert prepare_dataset(storage, config, force=True)[1] == version
+    # a re-upload that adds only an unconfirmed image merges the same content: nothing to train
+    storage.put_bytes("incoming/batch_001/unlabelled.jpg", b"not labelled yet")
+    assert prepare_dataset(storage, config, force=False)[1] is None
