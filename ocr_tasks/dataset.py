@@ -77,14 +77,17 @@ class Dataset:
             dataset.crops.setdefault(crop.image_sha256, []).append(crop)
         return dataset
 
-    def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig, *, cut_crops: bool = True) -> int:
+    def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig, *, cut_crops: bool = True,
+                   remerge: bool = False) -> int:
         """Stage a validated export's images and crops; returns images added or relabelled.
 
         `cut_crops=False` records the crops cut from polygons without writing them:
         storage never keeps them (they are re-cut on pull), so a merge need not cut them.
 
-        The same image content in a later export replaces the earlier labels: a
-        re-upload is how labellers correct mistakes.
+        The same image content in a later export replaces the earlier labels: a new
+        export is how labellers correct mistakes. A `remerge` (an export merged before,
+        uploaded again with more images) updates its own images and adds new ones, but
+        never takes back an image a later export relabelled.
         """
         (stage / "images").mkdir(parents=True, exist_ok=True)
         (stage / "crops").mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,9 @@ class Dataset:
                 sha256=fact.sha256, ext=PurePosixPath(line.relpath).suffix.lower(), export=tables.name,
                 source=f"{tables.name}/{line.relpath}", split=assign_split(fact.sha256, ratios),
                 boxes=[box.to_json() for box in line.boxes])
+            owner = self.images.get(record.sha256)
+            if remerge and owner is not None and owner.export != tables.name:
+                continue
             self.images[record.sha256] = record
             jobs.append((record, tables.folder / line.relpath, line.boxes, given_crops.get(PurePosixPath(line.relpath).stem)))
 

@@ -125,7 +125,8 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
             tables = (checked or {}).get(ref.name) or build_tables(
                 fetch_export(storage, ref, config.work_path), config.validation,
                 read_dictionary(config.validation.dict_file))
-            dataset.add_export(tables, stage, config.split, cut_crops=False)
+            merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
+            dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
                              exports_merged=[r.name for r in refs])
         version = info["version"]

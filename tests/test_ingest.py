@@ -156,3 +156,29 @@ def test_cli_against_storage(storage, s3_server, tmp_path, monkeypatch, capsys):
     assert main(base + ["discover"]) == 2
     err = capsys.readouterr().err
     assert "wrong-secret" not in err and "Traceback" not in err
+
+
+def test_growing_an_old_export_never_undoes_a_later_correction(storage, config, tmp_path):
+    first = export(tmp_path / "a", "batch_001", n_images=4, seed=1)
+    upload(storage, first)
+    ingest(storage, config)
+    # batch_002 carries image 0 of batch_001 again, with a corrected transcription
+    fix = tmp_path / "b" / "batch_002"
+    fix.mkdir(parents=True)
+    (fix / "img_0000.jpg").write_bytes((first / "img_0000.jpg").read_bytes())
+    line = label_lines(first)[0].replace("batch_001/", "batch_002/")
+    path, boxes = line.split("\t")
+    boxes = json.loads(boxes)
+    boxes[0]["transcription"] = "999999"
+    (fix / "Label.txt").write_text(f"{path}\t{json.dumps(boxes)}\n")
+    (fix / "fileState.txt").write_text("C:\\x\\img_0000.jpg\t1\n")
+    upload(storage, fix)
+    ingest(storage, config)
+    # batch_001 grows by one image and is merged again
+    grown = export(tmp_path / "c", "batch_001", n_images=5, seed=1)
+    upload(storage, grown)
+    version = ingest(storage, config).dataset.version
+    images = [json.loads(l) for l in storage.get_text(f"datasets/{version}/images.jsonl").splitlines()]
+    assert len(images) == 5
+    corrected = [i for i in images if i["export"] == "batch_002"]
+    assert len(corrected) == 1 and corrected[0]["boxes"][0]["transcription"] == "999999"
