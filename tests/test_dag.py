@@ -1,0 +1,270 @@
+"""The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/steps.py).
+
+Fast tests parse the DAG with a DagBag in a throw-away AIRFLOW_HOME (no metadata
+database needed for parsing). The slow test runs the whole DAG with
+`airflow dags test` (SQLite, migrated in a tmp AIRFLOW_HOME) against the real local S3
+server on a tiny synthetic export with 1 epoch: it must reach the gate, fail it, and
+record the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+DAG_FILE = DAGS / "ocr_retraining.py"
+BIN = Path(sys.executable).parent
+
+# Airflow reads AIRFLOW_HOME when it is first imported: never let the tests touch a real one.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ocr-retrain-airflow-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from ocr_tasks import steps  # noqa: E402
+from ocr_tasks.config import load_config  # noqa: E402
+from ocr_tasks.errors import UsageError  # noqa: E402
+
+TRAIN_TASKS = ("train_det", "train_rec")
+
+
+def _dagbag():
+    from airflow.models.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS), include_examples=False)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return _dagbag()
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["ocr_retraining"]
+
+
+# --------------------------------------------------------------------------- the DAG's shape
+
+
+def test_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "ocr_retraining" in dagbag.dags
+
+
+def test_no_cycles_and_the_expected_chain(dag):
+    dag.check_cycle()
+    assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",
+                                             "train_det", "train_rec", "evaluate", "gate", "route", "publish",
+                                             "record"}
+    down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
+    assert {"should_run", "check_export"} <= down["discover"]
+    assert {"check_export", "merge"} <= down["should_run"]
+    assert "merge" in down["check_export"]
+    assert set(TRAIN_TASKS) <= down["has_dataset"]
+    assert all("evaluate" in down[t] for t in TRAIN_TASKS)
+    assert "gate" in down["evaluate"] and "route" in down["gate"]
+    assert {"publish", "record"} <= down["route"]
+    assert dag.get_task("check_export").is_mapped if hasattr(dag.get_task("check_export"), "is_mapped") else True
+
+
+def test_schedule_catchup_and_one_run_at_a_time(dag):
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.summary == "0 2 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+
+
+def test_schedule_overridable_by_environment(monkeypatch):
+    monkeypatch.setenv("OCR_RETRAIN_SCHEDULE", "30 3 * * 1-5")
+    assert _dagbag().dags["ocr_retraining"].timetable.summary == "30 3 * * 1-5"
+    monkeypatch.setenv("OCR_RETRAIN_SCHEDULE", "none")
+    from airflow.timetables.simple import NullTimetable
+    assert isinstance(_dagbag().dags["ocr_retraining"].timetable, NullTimetable)
+
+
+def test_train_tasks_on_the_gpu_pool_and_queue_with_retries(dag):
+    for task_id in TRAIN_TASKS:
+        t = dag.get_task(task_id)
+        assert (t.pool, t.queue) == ("gpu", "gpu")
+        assert t.retries == 2 and t.retry_delay >= timedelta(minutes=1)
+
+
+def test_other_tasks_on_the_default_queue_and_pool(dag):
+    for t in dag.tasks:
+        if t.task_id not in TRAIN_TASKS:
+            assert t.queue == "default", t.task_id
+            assert t.pool == "default_pool", t.task_id
+            assert t.on_failure_callback, t.task_id
+
+
+def test_params_and_defaults(dag):
+    assert dag.params.dump() == {"force": False, "models": "both", "epochs": None, "rec_min_acc": None,
+                                 "det_min_hmean": None, "dry_run": False}
+    assert dag.params.get_param("models").schema["enum"] == ["both", "det", "rec"]
+
+
+def test_publish_emits_the_production_asset(dag):
+    outlets = dag.get_task("publish").outlets
+    assert [a.uri for a in outlets] == [steps.production_asset_uri(load_config())]
+    assert outlets[0].uri == "s3://ocr-data/models/ocr/production.json"
+
+
+def test_dag_file_keeps_heavy_modules_out_of_parsing():
+    """Parsing must stay cheap (<= 0.5 s): no boto3, pandas, GX, paddle, or the storage layer at import."""
+    code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
+            "heavy = [m for m in ('boto3', 'pandas', 'great_expectations', 'paddle', 'cv2', 'numpy', "
+            "'ocr_tasks.storage', 'ocr_tasks.ingest', 'ocr_tasks.train') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code, str(DAG_FILE)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ}, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_on_failure_callback_names_task_run_and_error(caplog):
+    from airflow.models.dagbag import DagBag  # noqa: F401  (Airflow imported as in a worker)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ocr_retraining_cb", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class TI:
+        task_id, map_index, try_number = "check_export", 3, 2
+
+    with caplog.at_level(logging.ERROR, logger="ocr_retraining"):
+        module.on_failure({"task_instance": TI(), "run_id": "manual__x", "exception": RuntimeError("disk full")})
+    assert "task check_export[3], run manual__x, try 2: RuntimeError: disk full" in caplog.text
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def test_run_id_sanitised_for_storage():
+    assert steps.sanitize_run_id("scheduled__2026-01-01T02:00:00+00:00") == "scheduled__2026-01-01T02_00_00_00_00"
+    assert steps.sanitize_run_id("manual run/ü") == "manual_run"
+    with pytest.raises(UsageError):
+        steps.sanitize_run_id("///")
+
+
+def test_models_choice_and_gate_overrides():
+    config = load_config()
+    assert steps.select_models(config, "both") == ["det", "rec"]
+    assert steps.select_models(config, "rec") == ["rec"]
+    with pytest.raises(UsageError):
+        steps.select_models(config, "cls")
+    overridden = load_config(overrides=steps.config_overrides(rec_min_acc=0.95, det_min_hmean=None))
+    assert (overridden.gate.rec_min_acc, overridden.gate.det_min_hmean) == (0.95, config.gate.det_min_hmean)
+
+
+def test_storage_from_connection_credentials_keeps_secrets_out_of_repr(monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    storage = steps.make_storage(load_config(), {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t-value",
+                                                 "endpoint_url": "http://127.0.0.1:9"})
+    assert storage.settings.endpoint_url == "http://127.0.0.1:9"
+    assert storage.settings.secret_access_key == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(storage) and "s3cr3t-value" not in repr(storage.settings)
+
+
+def test_should_run_rule():
+    assert not steps.should_run({"new": [], "untrained_dataset": None}, force=False)
+    assert steps.should_run({"new": [], "untrained_dataset": None}, force=True)
+    assert steps.should_run({"new": [{"name": "a"}], "untrained_dataset": None}, force=False)
+    assert steps.should_run({"new": [], "untrained_dataset": "v1"}, force=False)  # crashed after ingest: retrain
+
+
+# --------------------------------------------------------------------------- the whole DAG in Airflow
+
+
+@pytest.mark.slow
+def test_dags_test_reaches_the_gate_on_a_tiny_export(storage, tmp_path):
+    from ocr_tasks.synthetic import ExportSpec, make_export
+
+    storage.upload_dir(make_export(tmp_path / "labeller", ExportSpec("digits_001", n_images=40, seed=7)),
+                       "incoming/digits_001")
+    config_file = tmp_path / "pipeline.yaml"
+    config_file.write_text(f"storage:\n  bucket: {storage.settings.bucket}\nwork_dir: {tmp_path / 'work'}\n")
+    secret = storage.settings.secret_access_key
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "OCR_RETRAIN_", "AIRFLOW_CONN_", "AIRFLOW__"))}
+    env.update({
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "OCR_RETRAIN_CONFIG": str(config_file),
+        # credentials through the Airflow connection, not the environment
+        "AIRFLOW_CONN_OCR_RETRAIN_S3": json.dumps({
+            "conn_type": "aws", "login": storage.settings.access_key_id, "password": secret,
+            "extra": {"endpoint_url": storage.settings.endpoint_url}}),
+    })
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+
+    started = time.monotonic()
+    run = subprocess.run([str(BIN / "airflow"), "dags", "test", "ocr_retraining", "-c", json.dumps({"epochs": 1})],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - started
+    log = run.stdout + run.stderr
+    print(f"airflow dags test ocr_retraining (epochs=1): {seconds:.1f} s")
+    assert run.returncode == 0, log[-4000:]
+    assert "state=success" in log, log[-4000:]
+    assert secret not in log
+
+    (run_json,) = [o.key for o in storage.list("runs/") if o.key.endswith("/run.json")]
+    outcome = storage.get_json(run_json)
+    assert outcome["run_id"].startswith("manual__") and run_json == f"runs/{outcome['run_id']}/run.json"
+    assert outcome["status"] == "gate-failed"                     # 1 epoch cannot pass the real gate
+    assert set(outcome["metrics"]) == {"det", "rec"}
+    assert any("rec acc" in reason for reason in outcome["gate"]["reasons"])
+    assert storage.exists(f"runs/{outcome['run_id']}/report/summary.html")
+    assert storage.exists(f"runs/{outcome['run_id']}/rec/finetune/done.json")
+    assert storage.get_json("runs/last_trained.json")["run_id"] == outcome["run_id"]
+    assert not storage.exists("models/ocr/production.json")
+
+    # a quiet night: nothing new, not forced -> the run stops after should_run, successfully
+    quiet = subprocess.run([str(BIN / "airflow"), "dags", "test", "ocr_retraining"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "state=success" in quiet.stdout + quiet.stderr
+    assert "nothing to do tonight" in quiet.stdout + quiet.stderr
+
+
+def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path):
+    """discover -> check (one per export, JSON only) -> merge, as the mapped tasks run them."""
+    from tests.exports_kit import export, label_lines
+
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
+    bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
+    lines = label_lines(bad)
+    lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
+    (bad / "Label.txt").write_text("\n".join(lines) + "\n")
+    storage.upload_dir(bad, "incoming/bad_batch")
+    storage.upload_dir(export(tmp_path / "b", "good_batch", n_images=6, seed=4), "incoming/good_batch")
+
+    found = json.loads(json.dumps(steps.discover(storage)))          # what XCom carries
+    assert [r["name"] for r in found["new"]] == ["bad_batch", "good_batch"]
+    assert steps.should_run(found, force=False)
+    checks = [json.loads(json.dumps(steps.check(storage, config, ref))) for ref in found["new"]]
+    assert [c["passed"] for c in checks] == [False, True]
+    assert checks[0]["report_uri"].startswith(f"s3://{storage.settings.bucket}/quarantine/bad_batch/")
+    merged = steps.merge(storage, config, checks, force=False)
+    assert merged["merged"]["merged"] == ["good_batch"] and merged["dataset_version"] == merged["merged"]["version"]
+    assert list(merged["quarantined"]) == ["bad_batch"]
+    assert steps.discover(storage)["untrained_dataset"] == merged["dataset_version"]   # not trained yet
+
+
+def test_steps_forced_without_any_dataset_is_a_usage_error(storage, tmp_path):
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
+    assert steps.merge(storage, config, [], force=False)["dataset_version"] is None
+    with pytest.raises(UsageError, match="no dataset version"):
+        steps.merge(storage, config, [], force=True)
