@@ -79,26 +79,9 @@ def make_storage(config: PipelineConfig, credentials: JSON | None = None) -> Sto
     `credentials`: {"access_key_id", "secret_access_key", "session_token"?, "endpoint_url"?, "region"?}.
     StorageSettings keeps the secrets out of its repr, so logging the Storage is safe.
     """
-    from .storage import Storage, StorageSettings, storage_from_config
+    from .storage import storage_from_config
 
-    if not credentials:
-        return storage_from_config(config)
-    section = config.storage
-    overrides: JSON = {"addressing_style": section.addressing_style, "concurrency": section.concurrency,
-                       "access_key_id": credentials.get("access_key_id") or None,
-                       "secret_access_key": credentials.get("secret_access_key") or None,
-                       "session_token": credentials.get("session_token") or None}
-    endpoint = credentials.get("endpoint_url") or section.endpoint_url
-    if endpoint:
-        overrides["endpoint_url"] = endpoint
-    region = credentials.get("region") or section.region
-    if region:
-        overrides["region"] = region
-    try:
-        settings = StorageSettings.from_env(section.bucket, section.prefix, **overrides)
-    except ValueError as exc:
-        raise UsageError(f"storage connection settings: {exc}") from None
-    return Storage(settings)
+    return storage_from_config(config, credentials=credentials)
 
 
 def production_asset_uri(config: PipelineConfig) -> str:

@@ -744,11 +744,14 @@ class Storage:
         return deleted
 
 
-def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str | None = None) -> Storage:
+def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str | None = None,
+                        credentials: dict[str, Any] | None = None) -> Storage:
     """The Storage a pipeline config names; endpoint and keys fall back to the environment.
 
     The config's endpoint wins over OCR_RETRAIN_S3_ENDPOINT only when set, so one config
-    file serves every environment and credentials never live in it.
+    file serves every environment and credentials never live in it. `credentials` (from
+    an Airflow connection: access_key_id, secret_access_key, session_token, endpoint_url,
+    region) win over both.
     """
     section = config.storage
     overrides: dict[str, Any] = {"addressing_style": section.addressing_style, "concurrency": section.concurrency}
@@ -756,6 +759,10 @@ def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str |
         overrides["endpoint_url"] = section.endpoint_url
     if section.region and not (_env("OCR_RETRAIN_S3_REGION") or _env("AWS_REGION") or _env("AWS_DEFAULT_REGION")):
         overrides["region"] = section.region
+    if credentials:
+        overrides.update({key: credentials.get(key) or None
+                          for key in ("access_key_id", "secret_access_key", "session_token")})
+        overrides.update({key: credentials[key] for key in ("endpoint_url", "region") if credentials.get(key)})
     try:
         settings = StorageSettings.from_env(bucket or section.bucket, section.prefix if prefix is None else prefix, **overrides)
     except ValueError as exc:
