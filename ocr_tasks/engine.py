@@ -210,8 +210,12 @@ def _yaml_flow(value: object) -> str:
 
 
 def tool_command(engine: Engine, tool: str, config: Path, overrides: Mapping[str, object] | None = None, *,
-                 gpus: Sequence[int] = (), launch_log_dir: Path | None = None) -> list[str]:
-    """The argv for one tool run; ``Global.use_gpu`` follows ``gpus``."""
+                 gpus: Sequence[int] = (), launch_log_dir: Path | None = None, entry: Path | None = None) -> list[str]:
+    """The argv for one tool run; ``Global.use_gpu`` follows ``gpus``.
+
+    ``entry``: a script run instead, with the tool's path as its first argument (it
+    wraps the tool, e.g. ``ocr_tasks/frozen_backbone.py``).
+    """
     merged = dict(overrides or {})
     use_gpu = bool(gpus)
     if "Global.use_gpu" in merged and bool(merged["Global.use_gpu"]) != use_gpu:
@@ -219,14 +223,15 @@ def tool_command(engine: Engine, tool: str, config: Path, overrides: Mapping[str
                          "the gpus argument decides")
     merged["Global.use_gpu"] = use_gpu
     script = str(engine.tool(tool))
+    wrapped = [str(entry), script] if entry is not None else [script]
     if len(gpus) > 1:
         prefix = [engine.python, "-m", "paddle.distributed.launch", "--gpus", ",".join(str(g) for g in gpus)]
         if launch_log_dir is not None:
             # The launcher writes one workerlog per rank into ./log of the cwd otherwise.
             prefix += ["--log_dir", str(launch_log_dir)]
-        command = prefix + [script]
+        command = prefix + wrapped
     else:
-        command = [engine.python, script]
+        command = [engine.python, *wrapped]
     return command + ["-c", str(config), "-o", *render_overrides(merged)]
 
 
@@ -472,7 +477,8 @@ def _refuse_urls(overrides: Mapping[str, object]) -> None:
 
 def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, object] | None = None, *,
              log_file: Path, cwd: Path | None = None, gpus: Sequence[int] = (), env: Mapping[str, str] | None = None,
-             on_event: Callable[[dict], None] | None = None, log: logging.Logger | None = None) -> ToolRun:
+             on_event: Callable[[dict], None] | None = None, log: logging.Logger | None = None,
+             entry: Path | None = None) -> ToolRun:
     """Run ``tools/<tool>.py -c config -o overrides`` to the end, streaming its log.
 
     Every output line goes to ``log`` (INFO) and ``log_file`` as it arrives; parsed
@@ -490,7 +496,7 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     launch_logs = log_file.parent / f"{log_file.stem}.workers" if len(gpus) > 1 else None
-    command = tool_command(engine, tool, Path(config), overrides, gpus=gpus, launch_log_dir=launch_logs)
+    command = tool_command(engine, tool, Path(config), overrides, gpus=gpus, launch_log_dir=launch_logs, entry=entry)
     child_env = _child_env(env)
     if len(gpus) == 1:
         child_env["FLAGS_selected_gpus"] = str(gpus[0])  # paddle's device index for a single process

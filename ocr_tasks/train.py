@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".states")
+FROZEN_BACKBONE = Path(__file__).resolve().parent / "frozen_backbone.py"
 AUGMENT_OPS = frozenset({"RecAug", "RecConAug", "IaaAugment", "CopyPaste", "BaseDataAugmentation"})
 
 
@@ -85,7 +86,8 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
             if resume:
                 log.info("%s stage %s resumes from %s", task, stage.name, resume)
             run = run_tool(engine, "train", cfg_path, log_file=stage_dir / "train.log", cwd=stage_dir,
-                           gpus=gpus, on_event=_checkpoint_sync(storage, remote, trained.history), log=log)
+                           gpus=gpus, on_event=_checkpoint_sync(storage, remote, trained.history), log=log,
+                           entry=FROZEN_BACKBONE if stage.freeze_backbone else None)
             storage.upload_file(stage_dir / "train.log", remote + "train.log")
             summary = {"stage": stage.name, "seconds": round(run.seconds, 1), "best": run.best,
                        "config": storage.uri(remote + "config.yml")}
@@ -101,8 +103,6 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
 
 def _stage_config(template: str, task: str, data_dir: Path, stage_dir: Path, stage: TrainStage, epochs: int | None,
                   weights: Path | None, resume: Path | None, use_gpu: bool) -> dict:
-    if stage.freeze_backbone:
-        raise UsageError(f"{task} stage {stage.name}: freeze_backbone is not supported with PaddleOCR 2.10 configs yet")
     extra = dict(stage.overrides)
     if stage.learning_rate is not None:
         extra["Optimizer.lr.learning_rate"] = stage.learning_rate

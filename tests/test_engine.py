@@ -339,6 +339,10 @@ def test_multi_gpu_command_shape(tmp_path):
         engine.python, str(engine.root / "tools" / "eval.py"), "-c", "/c.yml", "-o", "Global.use_gpu=true"]
     with pytest.raises(ValueError, match="contradicts gpus"):
         tool_command(engine, "train", Path("/c.yml"), {"Global.use_gpu": True})
+    # a wrapping entry (frozen backbone) runs the tool script as its first argument, on any GPU count
+    assert tool_command(engine, "train", Path("/c.yml"), entry=Path("/w.py")) == [
+        engine.python, "/w.py", script, "-c", "/c.yml", "-o", "Global.use_gpu=false"]
+    assert tool_command(engine, "train", Path("/c.yml"), gpus=[0, 1], entry=Path("/w.py"))[5:7] == ["/w.py", script]
 
 
 def test_run_tool_multi_gpu_goes_through_the_launcher(tmp_path):
