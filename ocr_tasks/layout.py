@@ -7,7 +7,7 @@
     datasets/<version>/           det/, rec/, dict.txt, images.jsonl, crops.jsonl, packs.json,
                                   dataset.json (written last)
     runs/last_trained.json        the dataset version the last finished (non-dry) run trained on
-    runs/<run_id>/<det|rec>/<stage>/   config.yml (replayable), train.log, latest.* and best_accuracy.*
+    runs/<run_id>/<det|rec>/<stage>/   config.yml (replayable), train.log, history.jsonl, latest.* and best_accuracy.*
                                   checkpoints as they are saved, done.json when the stage finished
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
                                   (training checkpoints: the next run's baseline), report/,

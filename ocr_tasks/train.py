@@ -89,6 +89,8 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
                            gpus=gpus, on_event=_checkpoint_sync(storage, remote, trained.history), log=log,
                            entry=FROZEN_BACKBONE if stage.freeze_backbone else None)
             storage.upload_file(stage_dir / "train.log", remote + "train.log")
+            # the parsed metrics history (loss terms, acc/hmean, ips, eta per step), for curves and audits
+            storage.put_text(remote + "history.jsonl", "".join(json.dumps(e) + "\n" for e in run.history))
             summary = {"stage": stage.name, "seconds": round(run.seconds, 1), "best": run.best,
                        "config": storage.uri(remote + "config.yml")}
             storage.put_json(remote + "done.json", summary)

@@ -1,5 +1,7 @@
 """A retried training task resumes from the checkpoint it synced to storage, on any worker."""
 
+import json
+
 import pytest
 
 from ocr_tasks import train as train_module
@@ -44,6 +46,8 @@ def test_retry_on_another_worker_resumes_from_latest(storage, tmp_path, monkeypa
     epochs = [e["epoch"] for e in trained.history if e["kind"] == "train"]
     assert epochs and min(epochs) >= 2                     # epoch 1 was not trained again
     assert storage.exists("runs/retry-run/rec/finetune/done.json")
+    history = [json.loads(l) for l in storage.get_text("runs/retry-run/rec/finetune/history.jsonl").splitlines()]
+    assert any(e["kind"] == "train" and "loss" in e and "ips" in e for e in history)
 
     # a third try after the stage finished reuses it without training
     third = train_module.train_model(storage, load_config(overrides=[f"work_dir={tmp_path / 'w3'}"]),
