@@ -103,8 +103,16 @@ def on_failure(context: dict[str, Any]) -> None:
     map_index = getattr(ti, "map_index", -1)
     where = f"{task_id}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else task_id
     attempt = getattr(ti, "try_number", "?")
-    log.error("ocr_retraining FAILED: task %s, run %s, try %s: %s", where, context.get("run_id", "?"), attempt,
-              summary)
+    run_id = context.get("run_id", "?")
+    log.error("ocr_retraining FAILED: task %s, run %s, try %s: %s", where, run_id, attempt, summary)
+    try:  # the optional webhook / email (ocr_tasks/notify.py); a notification problem never masks the failure
+        from ocr_tasks.config import load_config
+        from ocr_tasks.notify import notify, task_failed
+
+        notify(task_failed(where, str(run_id), attempt, summary, getattr(ti, "log_url", None)),
+               load_config().notifications)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("ocr_retraining: failure notification not sent: %s", exc)
 
 
 # --------------------------------------------------------------------------- the DAG
@@ -175,7 +183,9 @@ def ocr_retraining() -> None:
         from ocr_tasks import steps
 
         config, storage, params = _context()
-        result = steps.merge(storage, config, list(checks or []), force=bool(params["force"]))
+        # by index, not iteration: iterating a mapped XCom probes one past the end and logs an error
+        results = [checks[i] for i in range(len(checks))] if checks is not None else []
+        result = steps.merge(storage, config, results, force=bool(params["force"]))
         log.info("dataset to train on: %s; quarantined: %s", result["dataset_version"], result["quarantined"] or "none")
         return result
 

@@ -91,9 +91,24 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--name", help="model name (default: config model_name)")
     rollback.set_defaults(handler=cmd_rollback)
 
-    demo = commands.add_parser("demo", help="the main job on the embedded default (local S3, synthetic exports)")
+    read = commands.add_parser("read", help="read the text of an image with a published model (PaddleOCR 3.x)")
+    read.add_argument("image", type=Path)
+    read.add_argument("--model", type=Path, help="a pulled model folder (det/, rec/); default: pull production")
+    read.add_argument("--dest", type=Path, default=Path("models"), help="where production is pulled (default models/)")
+    read.add_argument("--device", default="cpu", help="cpu or gpu:0")
+    read.set_defaults(handler=cmd_read)
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default: local S3, the real DAG, CPU")
     demo.add_argument("--work-dir", type=Path, default=Path("work/demo"))
+    demo.add_argument("--add-export", action="store_true", help="upload one more synthetic export first (retrains)")
+    demo.add_argument("--epochs", type=int, help="epochs per stage (the DAG's `epochs` param); default: as configured")
+    demo.add_argument("--force", action="store_true", help="train even when nothing is new")
     demo.set_defaults(handler=cmd_demo)
+
+    ui = commands.add_parser("ui", help="Airflow UI (airflow standalone) on the demo's state, DAG ready to trigger")
+    ui.add_argument("--work-dir", type=Path, default=Path("work/demo"))
+    ui.add_argument("--port", type=int, default=8080)
+    ui.set_defaults(handler=cmd_ui)
 
     storage = commands.add_parser("storage", help="the embedded local S3 server")
     storage_commands = storage.add_subparsers(dest="storage_command", required=True)
@@ -258,10 +273,34 @@ def cmd_rollback(args) -> int:
     return EXIT_OK
 
 
+def cmd_read(args) -> int:
+    from .inference import read_image
+
+    model = args.model
+    if model is None:
+        from .publish import pull_model
+        from .storage import storage_from_config
+
+        config = _config(args)
+        model = pull_model(storage_from_config(config), config.model_name, args.dest.resolve())
+    for line in read_image(model, args.image, device=args.device):
+        print(f"{line.text}\t{line.score:.3f}\t{json.dumps(line.box)}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.work_dir)
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError("--epochs must be >= 1")
+    return run_demo(args.work_dir, add_export=args.add_export, epochs=args.epochs, force=args.force,
+                    out=lambda line: print(line, flush=True))
+
+
+def cmd_ui(args) -> int:
+    from .demo import run_ui
+
+    return run_ui(args.work_dir, port=args.port, out=lambda line: print(line, flush=True))
 
 
 def cmd_storage_serve(args) -> int:

@@ -57,6 +57,20 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class NotificationsConfig:
+    # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/notify.py
+    events: list[str] = field(default_factory=lambda: ["task_failed", "export_quarantined", "gate_failed"])
+    email_to: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        known = ("task_failed", "export_quarantined", "gate_failed", "published")
+        if not isinstance(self.events, list) or not set(self.events) <= set(known):
+            raise UsageError(f"notifications.events must be a list of {', '.join(known)}; got {self.events!r}")
+        if not isinstance(self.email_to, list) or not all(isinstance(a, str) and "@" in a for a in self.email_to):
+            raise UsageError(f"notifications.email_to must be a list of email addresses; got {self.email_to!r}")
+
+
+@dataclass(frozen=True)
 class TrainStage:
     """One step of staged fine-tuning; each stage starts from the previous stage's best."""
     name: str = "finetune"
@@ -102,6 +116,7 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
 
     @property
@@ -172,6 +187,8 @@ def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
         return cls(**kwargs)
     except TypeError as exc:
         raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
+    except UsageError as exc:  # a value check in __post_init__: say which file it came from
+        raise UsageError(exc.args[0] if str(exc).startswith(source) else f"{source}: {exc}") from None
 
 
 _SCALARS = {
@@ -183,4 +200,4 @@ _SCALARS = {
     "bool": lambda v: isinstance(v, bool),
 }
 _DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig,
-                                         TrainStage, ModelTraining, TrainingConfig)}
+                                         TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}

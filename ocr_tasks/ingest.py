@@ -30,6 +30,7 @@ from .dataset import DATASET_FILES, Dataset, recut_crops, stored_files, write_te
 from .packs import extract_pack, write_pack
 from .errors import UsageError
 from .exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
+from .notify import export_quarantined, notify
 from .storage import Storage
 from .tables import ExportTables, build_tables, read_dictionary
 from .validate import ValidationReport, validate_tables
@@ -106,6 +107,7 @@ def _check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> t
     _record(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "quarantined",
                                  "quarantine": storage.uri(target), "at": _now()}})
     log.warning("%s", summary)
+    notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
     return ExportCheck(ref, False, summary, storage.uri(target)), tables
 
 

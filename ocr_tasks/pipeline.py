@@ -22,6 +22,7 @@ from .engine import Engine
 from .errors import UsageError
 from .gate import decide
 from .ingest import IngestResult, ingest, load_ledger, pull_dataset
+from .notify import notify_outcome
 from .publish import next_model_version, production_version, publish_model, pull_model
 from .report import plot_curves, write_summary
 from .storage import Storage
@@ -170,6 +171,7 @@ def run_pipeline(storage: Storage, config: PipelineConfig, *, run_id: str | None
     storage.put_json(f"{layout.RUNS}{run_id}/run.json", outcome.to_json())
     if not dry_run:
         storage.put_json(layout.LAST_TRAINED, {"dataset_version": version, "run_id": run_id, "status": outcome.status})
+    notify_outcome(outcome.to_json(), config.model_name, config.notifications)
     return outcome
 
 

@@ -267,7 +267,7 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
     outcome.report = str(bundle / "report" / "summary.html")
     outcome.report_uri = storage.uri(layout.model_version_prefix(config.model_name, outcome.model_version)
                                      + "report/summary.html")
-    return _finish(storage, outcome, dataset_version, dry_run=False)
+    return _finish(storage, config, outcome, dataset_version, dry_run=False)
 
 
 def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
@@ -289,12 +289,15 @@ def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_versio
     if status == "gate-failed":
         log.warning("run %s failed the gate: %s (report %s)", run_id, "; ".join(decision.get("reasons") or []),
                     outcome.report_uri)
-    return _finish(storage, outcome, dataset_version, dry_run=dry_run)
+    return _finish(storage, config, outcome, dataset_version, dry_run=dry_run)
 
 
-def _finish(storage: Storage, outcome: Any, dataset_version: str, *, dry_run: bool) -> JSON:
+def _finish(storage: Storage, config: PipelineConfig, outcome: Any, dataset_version: str, *, dry_run: bool) -> JSON:
+    from .notify import notify_outcome
+
     storage.put_json(f"{layout.RUNS}{outcome.run_id}/run.json", outcome.to_json())
     if not dry_run:
         storage.put_json(layout.LAST_TRAINED, {"dataset_version": dataset_version, "run_id": outcome.run_id,
                                                "status": outcome.status})
+    notify_outcome(outcome.to_json(), config.model_name, config.notifications)
     return outcome.to_json()

@@ -1,0 +1,59 @@
+"""Read text with a published model, the way consumers do: the PaddleOCR 3.x pipeline, offline.
+
+`read_image` takes a pulled model folder (det/ and rec/ in PaddleOCR's inference layout)
+and one image; the model names PaddleOCR needs come from each model's own
+`inference.yml` (Global.model_name, written at export), so nothing is guessed and
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class ReadLine:
+    text: str
+    score: float
+    box: list[list[int]]     # the detected polygon, image pixels
+
+
+def model_name_of(model_dir: Path) -> str:
+    """Global.model_name from an exported model's inference.yml."""
+    spec = model_dir / "inference.yml"
+    try:
+        name = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("Global", {}).get("model_name")
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{spec}: cannot read the exported model's spec ({exc})") from None
+    if not name:
+        raise UsageError(f"{spec}: no Global.model_name; was this folder written by export_model.py?")
+    return str(name)
+
+
+def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[ReadLine]:
+    """Detect and recognise the text lines of `image`, top to bottom, with det/ and rec/ of `model_dir`."""
+    model_dir, image = Path(model_dir), Path(image)
+    for part in ("det", "rec"):
+        if not (model_dir / part / "inference.yml").is_file():
+            raise UsageError(f"{model_dir}: no {part}/inference.yml; pull a model with `ocr-retrain pull-model` first")
+    if not image.is_file():
+        raise UsageError(f"image not found: {image}")
+    # PaddleX probes model hosts at import unless told not to: this must work offline
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    from paddleocr import PaddleOCR
+
+    ocr = PaddleOCR(
+        text_detection_model_name=model_name_of(model_dir / "det"), text_detection_model_dir=str(model_dir / "det"),
+        text_recognition_model_name=model_name_of(model_dir / "rec"), text_recognition_model_dir=str(model_dir / "rec"),
+        use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False, device=device,
+    )
+    (result,) = ocr.predict(str(image))
+    lines = [ReadLine(str(text), float(score), [[int(x), int(y)] for x, y in poly])
+             for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"], strict=True)]
+    return sorted(lines, key=lambda line: (min(y for _, y in line.box), min(x for x, _ in line.box)))
