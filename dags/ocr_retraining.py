@@ -35,7 +35,8 @@ CONNECTION_ID = "ocr_retrain_s3"
 GPU_POOL = "gpu"
 GPU_QUEUE = "gpu"
 TRAIN_RETRIES = 2
-TRAIN_RETRY_DELAY = timedelta(minutes=5)
+# time for a lost worker's GPU to be freed (or a new worker to come up) before the retry resumes
+TRAIN_RETRY_DELAY = timedelta(seconds=int(os.environ.get("OCR_RETRAIN_TRAIN_RETRY_DELAY_S", "300")))
 
 
 def _production_asset() -> Asset:

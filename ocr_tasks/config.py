@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 from .errors import UsageError
 
+OVERRIDES_ENV = "OCR_RETRAIN_OVERRIDES"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
 
 
@@ -139,6 +141,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise UsageError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping at the top level")
+    # $OCR_RETRAIN_OVERRIDES ("work_dir=/data/work storage.bucket=ocr-prod"): how a container or
+    # an Airflow deployment adjusts the shipped config without copying it; explicit overrides win
+    try:
+        from_env = shlex.split(os.environ.get(OVERRIDES_ENV, ""))
+    except ValueError as exc:
+        raise UsageError(f"${OVERRIDES_ENV}: cannot split it into key=value items ({exc})") from None
+    for item in from_env:
+        try:
+            _apply_override(raw, item)
+        except UsageError as exc:
+            raise UsageError(f"${OVERRIDES_ENV}: {exc}") from None
     for item in overrides or []:
         _apply_override(raw, item)
     raw["source"] = str(path)

@@ -55,7 +55,8 @@ class LocalAirflow:
 
     def env(self) -> dict[str, str]:
         # the user's own Airflow/AWS settings must not leak into the demo's private instance
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AWS_"))}
+        private = ("AIRFLOW__", "AIRFLOW_CONN_", "AWS_", "OCR_RETRAIN_S3_", "OCR_RETRAIN_OVERRIDES")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(private)}
         env.update({
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
@@ -132,7 +133,7 @@ _OWN = re.compile(r"^\S+\s+\[(?P<level>\w+)\s*\]\s+(?P<message>.*?)\s+\[ocr_retr
 _EPOCH = re.compile(r"epoch: \[(?P<epoch>\d+)/(?P<epochs>\d+)\], global_step: (?P<step>\d+).*?"
                     r"(?:(?P<metric>acc|loss): (?P<value>[\d.]+))")
 _BEST = re.compile(r"best metric, (?P<metric>\w+): (?P<value>[\d.e-]+)")
-_FAILED = re.compile(r"(Task failed|state=failed|Traceback|\[error\s*\])", re.IGNORECASE)
+_FAILED = re.compile(r"\[error\s*\]")
 
 
 class ProgressPrinter:
@@ -148,6 +149,8 @@ class ProgressPrinter:
         self.task_started: dict[str, float] = {}
         self.last_epoch: tuple[str, str] | None = None
         self.last_best: tuple[str, str, str] | None = None
+        self.last_progress = 0.0
+        self.in_traceback = False
         self.current = ""
 
     def _clock(self) -> str:
@@ -155,7 +158,15 @@ class ProgressPrinter:
         return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
     def __call__(self, line: str) -> None:
-        if m := _TASK_START.search(line):
+        if self.in_traceback:
+            if line and not line[0].isspace() and not line.startswith("Traceback"):
+                self.in_traceback = False  # the exception line closes a traceback: that is the message
+                self.write(f"            {line.strip()[:600]}")
+            return
+        if "Task failed with exception" in line:
+            self.in_traceback = True
+            self.write(f"  {self._clock()}  ! {self.current} failed:")
+        elif m := _TASK_START.search(line):
             self.current = _label(m["task"], m["index"])
             self.task_started[self.current] = time.monotonic()
             self.write(f"  {self._clock()}  > {self.current}")
@@ -167,8 +178,9 @@ class ProgressPrinter:
             self.write(f"            {m['message']}")
         elif m := _EPOCH.search(line):
             key = (self.current, m["epoch"])
-            if key != self.last_epoch:  # one line per epoch: the first log line of it
-                self.last_epoch = key
+            # the first log line of each epoch, and one every 30 s inside a long one
+            if key != self.last_epoch or time.monotonic() - self.last_progress > 30:
+                self.last_epoch, self.last_progress = key, time.monotonic()
                 self.write(f"            {self.current} epoch {m['epoch']}/{m['epochs']}, step {m['step']}, "
                            f"{m['metric']} {float(m['value']):.3f}")
         elif (m := _BEST.search(line)) and (self.current, m["metric"], m["value"]) != self.last_best:

@@ -176,8 +176,17 @@ def list_versions(storage: Storage, name: str) -> list[dict[str, Any]]:
             "metrics": manifest.get("metrics") or {},
             "models": [m for m in MODEL_DIRS if any(rel.startswith(f"{m}/") for rel in files)],
             "production": version == current,
+            "run_id": manifest.get("run_id"),
         })
     return versions
+
+
+def published_by_run(storage: Storage, name: str, run_id: str) -> str | None:
+    """The version a run already published, if any: a retried publish task must not publish twice."""
+    for entry in list_versions(storage, name):
+        if entry["run_id"] == run_id:
+            return entry["version"]
+    return None
 
 
 def next_model_version(storage: Storage, name: str, now: datetime | None = None) -> str:

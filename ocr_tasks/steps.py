@@ -251,14 +251,24 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
     """Export the inference models, publish them as the next version and make it production."""
     from .engine import Engine
     from .pipeline import assemble_bundle, build_manifest, write_report
-    from .publish import next_model_version, publish_model
+    from .publish import next_model_version, production_version, publish_model, published_by_run, rollback
 
     if not decision.get("passed"):
         raise UsageError(f"run {run_id} failed the gate; refusing to publish: {decision.get('reasons')}")
+    outcome = _outcome(run_id, "published", dataset_version, evaluation, decision)
+    already = published_by_run(storage, config.model_name, run_id)
+    if already is not None:  # an earlier try of this task got as far as the manifest
+        log.warning("run %s already published %s %s (an earlier try): not publishing it again", run_id,
+                    config.model_name, already)
+        if production_version(storage, config.model_name) != already:
+            rollback(storage, config.model_name, already)   # the earlier try died before moving production
+        outcome.model_version = already
+        outcome.report_uri = storage.uri(layout.model_version_prefix(config.model_name, already)
+                                         + "report/summary.html")
+        return _finish(storage, config, outcome, dataset_version, dry_run=False)
     engine = Engine.locate(config.training.engine_checkout)
     data_dir = local_dataset(storage, config, dataset_version)
     models = _fetch_all(storage, config, trained, data_dir, epochs)
-    outcome = _outcome(run_id, "published", dataset_version, evaluation, decision)
     outcome.model_version = next_model_version(storage, config.model_name)
     bundle = assemble_bundle(config, run_id, data_dir, models, engine, storage)
     write_report(config, run_id, models, outcome, bundle / "report")

@@ -262,3 +262,25 @@ def test_cli_models_pull_model_and_rollback(storage, s3_server, tmp_path, monkey
     assert "production is now v1" in capsys.readouterr().out
     assert main(base + ["rollback", "v9"]) == 2
     assert "v9" in capsys.readouterr().err
+
+
+def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, tmp_path):
+    """The worker died after the manifest but before the task was marked done: the retry must reuse it."""
+    from ocr_tasks import steps
+    from ocr_tasks.config import load_config
+
+    config = load_config(overrides=[f"model_name={NAME}", f"work_dir={tmp_path / 'work'}",
+                                    f"storage.bucket={storage.settings.bucket}"])
+    publish_model(storage, NAME, "20260101T000000Z", bundle, {**manifest_for(), "run_id": "older"})
+    # the earlier try of run r7 stored its version but died before moving production
+    publish_model(storage, NAME, "20260102T000000Z", bundle, {**manifest_for(), "run_id": "r7"}, promote=False)
+    assert production_version(storage, NAME) == "20260101T000000Z"
+
+    evaluation = {"metrics": {"rec": {"acc": 0.95}}, "baseline": None, "trained": {}}
+    outcome = steps.publish(storage, config, "r7", "ds123", {}, evaluation, {**PASSED_GATE, "thresholds": {}})
+    assert outcome["model_version"] == "20260102T000000Z" and outcome["status"] == "published"
+    assert [v["version"] for v in list_versions(storage, NAME)] == ["20260101T000000Z", "20260102T000000Z"]
+    assert production_version(storage, NAME) == "20260102T000000Z"
+    # and once more: still the same single version
+    again = steps.publish(storage, config, "r7", "ds123", {}, evaluation, {**PASSED_GATE, "thresholds": {}})
+    assert again["model_version"] == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2
