@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lock bench
+.PHONY: install demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -17,12 +17,19 @@ $(BIN)/ocr-retrain: requirements.lock pyproject.toml
 	$(BIN)/python -c "import cv2, numpy, paddle; assert numpy.__version__ < '2.4', numpy.__version__"
 	touch $@
 
-# The main job on the embedded default: local S3 server, synthetic exports, CPU.
+# The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
+# the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
+# Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
 demo: install
 	$(BIN)/ocr-retrain demo --work-dir work/demo
 
-# The whole suite: unit tests, real local S3 server, GX validation, and real PaddleOCR
-# training on tiny synthetic data (tests marked slow, about a minute more).
+# The Airflow UI on http://127.0.0.1:8080 over the demo's state, the DAG ready to trigger.
+ui: install
+	$(BIN)/ocr-retrain ui --work-dir work/demo
+
+# The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training
+# on tiny synthetic data, the demo through the real DAG, and Airflow's CeleryExecutor on the
+# machine's Postgres and Redis (tests marked slow: about 25 minutes on 2 cores in all).
 test: install
 	$(BIN)/python -m pytest -q
 
@@ -37,3 +44,4 @@ lock:
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/dag_parse.py

@@ -33,6 +33,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 from ocr_tasks import steps  # noqa: E402
 from ocr_tasks.config import load_config  # noqa: E402
 from ocr_tasks.errors import UsageError  # noqa: E402
+from tests.test_notify import webhook  # noqa: E402,F401  (the local webhook receiver fixture)
 
 TRAIN_TASKS = ("train_det", "train_rec")
 
@@ -131,7 +132,7 @@ def test_dag_file_keeps_heavy_modules_out_of_parsing():
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
-def test_on_failure_callback_names_task_run_and_error(caplog):
+def test_on_failure_callback_names_task_run_and_error_and_notifies(caplog, webhook):
     from airflow.models.dagbag import DagBag  # noqa: F401  (Airflow imported as in a worker)
     import importlib.util
 
@@ -145,6 +146,11 @@ def test_on_failure_callback_names_task_run_and_error(caplog):
     with caplog.at_level(logging.ERROR, logger="ocr_retraining"):
         module.on_failure({"task_instance": TI(), "run_id": "manual__x", "exception": RuntimeError("disk full")})
     assert "task check_export[3], run manual__x, try 2: RuntimeError: disk full" in caplog.text
+    # and the configured webhook hears about it (task_failed is on by default)
+    (payload,) = webhook
+    assert payload["event"] == "task_failed" and payload["run_id"] == "manual__x"
+    assert "task check_export[3] of run manual__x FAILED (try 2)" in payload["text"]
+    assert "RuntimeError: disk full" in payload["text"]
 
 
 # --------------------------------------------------------------------------- steps
