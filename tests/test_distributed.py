@@ -31,6 +31,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -200,7 +201,7 @@ def cluster(tmp_path_factory, s3_server):
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{database}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -254,10 +255,12 @@ def test_celery_gpu_queue_worker_loss_concurrent_runs_and_storage_outage(cluster
     # storage down for a few seconds while the export is being checked
     cluster.wait("check_export to start", lambda: cluster.task_instances("first").get("check_export[0]", {}).get(
         "state") in ("running", "success"), 300, 0.5)
+    outage_from = datetime.now(timezone.utc)
     s3_server.stop()
     assert cluster.run_state("second")[0] == "queued"          # one active run at a time
-    time.sleep(4)
+    time.sleep(5)
     s3_server.start()
+    outage_to = datetime.now(timezone.utc)
     outage_at = time.monotonic() - started
 
     # the gpu worker dies once the first training task has saved a checkpoint
@@ -296,6 +299,12 @@ def test_celery_gpu_queue_worker_loss_concurrent_runs_and_storage_outage(cluster
     resumed = cluster.task_log("first", killed_task, 2)
     assert "resumes from" in resumed and "latest" in resumed, resumed[-3000:]
     assert "train from scratch" not in resumed                  # picked up where the dead worker stopped
+
+    # the outage really hit the run: an ingest task was running while the endpoint was down
+    hit = cluster.query("select task_id from task_instance where dag_id = %s and run_id = 'first' "
+                        "and start_date < %s and end_date > %s", DAG_ID, outage_to, outage_from)
+    assert {t for (t,) in hit} & {"check_export", "merge", "has_dataset"}, hit
+    print(f"tasks running during the storage outage: {sorted(t for (t,) in hit)}")
 
     second_state, second_start, _ = cluster.run_state("second")
     assert second_state == "success" and second_start >= first_end   # waited for the first
