@@ -31,7 +31,7 @@ ui: install
 # on tiny synthetic data, the demo through the real DAG, and Airflow's CeleryExecutor on the
 # machine's Postgres and Redis (tests marked slow: about 25 minutes on 2 cores in all).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=8
 
 # Without the tests that run the training engine.
 test-fast: install

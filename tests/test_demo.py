@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,11 @@ BUCKET = "ocr-data"
 
 
 def _demo(work: Path, *args: str, timeout: float) -> str:
+    started = time.monotonic()
     done = subprocess.run([str(BIN / "ocr-retrain"), "demo", "--work-dir", str(work), *args], capture_output=True,
                           text=True, timeout=timeout)
     print(done.stdout[-6000:])
+    print(f"ocr-retrain demo {' '.join(args)}: {time.monotonic() - started:.0f} s")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stdout + done.stderr
     return done.stdout
@@ -51,7 +54,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
                  "evaluate", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
     assert "export digits_broken QUARANTINED" in first
-    assert re.search(r"train_det epoch \d+/8,", first) and re.search(r"train_rec epoch \d+/12,", first)
+    assert re.search(r"train_det epoch \d+/6,", first) and re.search(r"train_rec epoch \d+/12,", first)
     (read,) = re.findall(r"read from held-out test image (\S+): '(.*)'   \(labelled: '(.*)'\)", first)
     image, text, labelled = read
     assert text == labelled, f"{image}: read {text!r}, labelled {labelled!r}"
