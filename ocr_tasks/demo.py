@@ -210,7 +210,10 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", out: O
         upload_exports(storage, work_dir / "labeller", add_export=False, out=out)
         airflow = LocalAirflow(work_dir / "airflow", connection=connection_for(server, settings.region),
                                extra_env={"OCR_RETRAIN_CONFIG": str(config_file), "OCR_RETRAIN_SCHEDULE": "none",
-                                          "AIRFLOW__API__PORT": str(port)})
+                                          "AIRFLOW__API__PORT": str(port),
+                                          # where task processes report to: this api-server, not :8080
+                                          "AIRFLOW__CORE__EXECUTION_API_SERVER_URL":
+                                              f"http://127.0.0.1:{port}/execution/"})
         airflow.prepare()
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")

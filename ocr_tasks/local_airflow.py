@@ -58,6 +58,8 @@ class LocalAirflow:
         private = ("AIRFLOW__", "AIRFLOW_CONN_", "AWS_", "OCR_RETRAIN_S3_", "OCR_RETRAIN_OVERRIDES")
         env = {k: v for k, v in os.environ.items() if not k.startswith(private)}
         env.update({
+            # `airflow standalone` starts its components as `airflow ...` from PATH
+            "PATH": os.pathsep.join([str(self.executable.parent), env.get("PATH", "")]),
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
