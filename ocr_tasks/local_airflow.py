@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -122,8 +123,48 @@ class LocalAirflow:
         return DagRunResult(returncode, run_id, state, time.monotonic() - started, log_file)
 
     def standalone(self) -> int:
-        """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until Ctrl-C."""
-        return subprocess.call([str(self.executable), "standalone"], env=self.env(), cwd=self.home)
+        """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until
+        Ctrl-C or SIGTERM; then every process it started is stopped, none is left behind."""
+        # its own session: a signal to our process group reaches us first, and we stop the whole tree
+        # while standalone is still alive to name its children (they would be orphaned otherwise)
+        proc = subprocess.Popen([str(self.executable), "standalone"], env=self.env(), cwd=self.home,
+                                start_new_session=True)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            stop_tree(proc)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_tree(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM a process and all its descendants (standalone's components start their own
+    sessions, so a process-group signal misses them), then SIGKILL what is left."""
+    import psutil  # an Airflow dependency: present wherever Airflow is
+
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.poll()
 
 
 # --------------------------------------------------------------------------- what a person watches
