@@ -29,7 +29,7 @@ ui: install
 
 # The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training
 # on tiny synthetic data, the demo through the real DAG, and Airflow's CeleryExecutor on the
-# machine's Postgres and Redis (tests marked slow: about 25 minutes on 2 cores in all).
+# machine's Postgres and Redis (tests marked slow: about 30 minutes on 2 cores in all).
 test: install
 	$(BIN)/python -m pytest -q --durations=8
 
