@@ -19,8 +19,9 @@ the Airflow UI.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -30,7 +31,7 @@ from .config import DEFAULT_CONFIG, PipelineConfig, load_config
 from .errors import UsageError
 from .local_airflow import DagRunResult, LocalAirflow, ProgressPrinter
 from .s3server import LocalS3Server
-from .storage import Storage
+from .storage import Storage, StorageSettings
 from .synthetic import ExportSpec, make_export
 
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
@@ -45,20 +46,8 @@ def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = N
              bucket: str = "ocr-data", out: Out = print) -> int:
     """Exit 0 when production holds a model that reads the sample (published now or earlier), else 1."""
     work_dir = work_dir.resolve()
-    config_file = write_demo_config(work_dir, bucket)
-    config = load_config(config_file)
-    out(f"ocr-retrain demo in {work_dir} (config {config_file})")
-    with LocalS3Server(work_dir / "s3", log_file=work_dir / "s3.log").start() as server:
-        settings = server.settings(bucket)
-        storage = Storage(settings)
-        storage.ensure_bucket()
-        out(f"[1/5] local S3 server {server.endpoint_url}, bucket {bucket}, files in {work_dir / 's3'}")
-
-        out("[2/5] labellers upload PPOCRLabel exports to incoming/")
-        upload_exports(storage, work_dir / "labeller", add_export=add_export, out=out)
-
-        airflow = LocalAirflow(work_dir / "airflow", connection=connection_for(server, settings.region),
-                               extra_env={"OCR_RETRAIN_CONFIG": str(config_file)})
+    out(f"ocr-retrain demo in {work_dir}")
+    with embedded_default(work_dir, bucket, add_export=add_export, out=out) as (storage, config, airflow):
         out(f"[3/5] Airflow metadata database (SQLite) in {airflow.home}: migrate, pool gpu")
         airflow.prepare()
 
@@ -77,6 +66,25 @@ def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = N
         return 0 if read_ok else 1
 
 
+@contextlib.contextmanager
+def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
+                     airflow_env: dict[str, str] | None = None) -> Iterator[tuple[Storage, PipelineConfig, LocalAirflow]]:
+    """What the demo and the UI share: the demo config, the local S3 server with the labellers'
+    exports uploaded, and an Airflow home whose `ocr_retrain_s3` connection points at that server."""
+    config_file = write_demo_config(work_dir, bucket)
+    with LocalS3Server(work_dir / "s3", log_file=work_dir / "s3.log").start() as server:
+        settings = server.settings(bucket)
+        storage = Storage(settings)
+        storage.ensure_bucket()
+        out(f"[1/5] local S3 server {server.endpoint_url}, bucket {bucket}, files in {work_dir / 's3'}; "
+            f"config {config_file}")
+        out("[2/5] labellers upload PPOCRLabel exports to incoming/")
+        upload_exports(storage, work_dir / "labeller", add_export=add_export, out=out)
+        airflow = LocalAirflow(work_dir / "airflow", connection=connection_for(settings),
+                               extra_env={"OCR_RETRAIN_CONFIG": str(config_file), **(airflow_env or {})})
+        yield storage, load_config(config_file), airflow
+
+
 def write_demo_config(work_dir: Path, bucket: str) -> Path:
     """configs/pipeline.yaml with the demo's bucket and scratch folder: what the DAG tasks load."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
@@ -89,11 +97,10 @@ def write_demo_config(work_dir: Path, bucket: str) -> Path:
     return target
 
 
-def connection_for(server: LocalS3Server, region: str) -> dict[str, object]:
-    """The `ocr_retrain_s3` Airflow connection (AWS type) for the local server."""
-    settings = server.settings("unused")
+def connection_for(settings: StorageSettings) -> dict[str, object]:
+    """The `ocr_retrain_s3` Airflow connection (AWS type) for these storage settings."""
     return {"conn_type": "aws", "login": settings.access_key_id, "password": settings.secret_access_key,
-            "extra": {"endpoint_url": server.endpoint_url, "region_name": region}}
+            "extra": {"endpoint_url": settings.endpoint_url, "region_name": settings.region}}
 
 
 def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, out: Out) -> None:
@@ -139,7 +146,7 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
     from .steps import sanitize_run_id
 
     run_id = sanitize_run_id(result.run_id or "")
-    outcome = storage.get_json(f"{layout.RUNS}{run_id}/run.json", default=None)
+    outcome = storage.get_json(layout.run_record_key(run_id), default=None)
     if outcome is None:
         out(f"      run {result.run_id}: nothing new, nothing to train: short-circuited in {result.seconds:.0f} s")
         return True
@@ -201,19 +208,10 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", out: O
     unpaused, and opening the UI should not start a 15-minute training run by itself.
     """
     work_dir = work_dir.resolve()
-    config_file = write_demo_config(work_dir, bucket)
-    with LocalS3Server(work_dir / "s3", log_file=work_dir / "s3.log").start() as server:
-        settings = server.settings(bucket)
-        storage = Storage(settings)
-        storage.ensure_bucket()
-        out(f"local S3 server {server.endpoint_url}, bucket {bucket}, files in {work_dir / 's3'}")
-        upload_exports(storage, work_dir / "labeller", add_export=False, out=out)
-        airflow = LocalAirflow(work_dir / "airflow", connection=connection_for(server, settings.region),
-                               extra_env={"OCR_RETRAIN_CONFIG": str(config_file), "OCR_RETRAIN_SCHEDULE": "none",
-                                          "AIRFLOW__API__PORT": str(port),
-                                          # where task processes report to: this api-server, not :8080
-                                          "AIRFLOW__CORE__EXECUTION_API_SERVER_URL":
-                                              f"http://127.0.0.1:{port}/execution/"})
+    airflow_env = {"OCR_RETRAIN_SCHEDULE": "none", "AIRFLOW__API__PORT": str(port),
+                   # where task processes report to: this api-server, not :8080
+                   "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
+    with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env) as (_, _, airflow):
         airflow.prepare()
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")

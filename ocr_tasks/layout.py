@@ -55,3 +55,15 @@ def model_manifest_key(name: str, version: str) -> str:
 
 def production_key(name: str) -> str:
     return f"{MODELS}{name}/production.json"
+
+
+def model_report_prefix(name: str, version: str) -> str:
+    return f"{model_version_prefix(name, version)}report/"
+
+
+def run_record_key(run_id: str) -> str:
+    return f"{RUNS}{run_id}/run.json"
+
+
+def run_report_prefix(run_id: str) -> str:
+    return f"{RUNS}{run_id}/report/"

@@ -161,16 +161,25 @@ def run_pipeline(storage: Storage, config: PipelineConfig, *, run_id: str | None
         manifest = build_manifest(config, outcome, trained, engine)
         publish_model(storage, config.model_name, outcome.model_version, bundle, manifest)
         report_dir = bundle / "report"
-        outcome.report_uri = storage.uri(layout.model_version_prefix(config.model_name, outcome.model_version) + "report/summary.html")
+        outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
+                                         + "summary.html")
     else:
         outcome.status = "dry-run" if gate.passed else "gate-failed"
         write_report(config, run_id, trained, outcome, report_dir)
-        storage.upload_dir(report_dir, f"{layout.RUNS}{run_id}/report")
-        outcome.report_uri = storage.uri(f"{layout.RUNS}{run_id}/report/summary.html")
+        storage.upload_dir(report_dir, layout.run_report_prefix(run_id))
+        outcome.report_uri = storage.uri(layout.run_report_prefix(run_id) + "summary.html")
     outcome.report = str(report_dir / "summary.html")
-    storage.put_json(f"{layout.RUNS}{run_id}/run.json", outcome.to_json())
+    return finish_run(storage, config, outcome, version, dry_run=dry_run)
+
+
+def finish_run(storage: Storage, config: PipelineConfig, outcome: RunOutcome, dataset_version: str, *,
+               dry_run: bool) -> RunOutcome:
+    """The end of every run, in one process or as DAG tasks: run.json, what was trained on
+    (not for dry runs: they must not stop the next night from training), the notification."""
+    storage.put_json(layout.run_record_key(outcome.run_id), outcome.to_json())
     if not dry_run:
-        storage.put_json(layout.LAST_TRAINED, {"dataset_version": version, "run_id": run_id, "status": outcome.status})
+        storage.put_json(layout.LAST_TRAINED, {"dataset_version": dataset_version, "run_id": outcome.run_id,
+                                               "status": outcome.status})
     notify_outcome(outcome.to_json(), config.model_name, config.notifications)
     return outcome
 

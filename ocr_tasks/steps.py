@@ -250,7 +250,7 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
             evaluation: JSON, decision: JSON, *, epochs: int | None = None) -> JSON:
     """Export the inference models, publish them as the next version and make it production."""
     from .engine import Engine
-    from .pipeline import assemble_bundle, build_manifest, write_report
+    from .pipeline import assemble_bundle, build_manifest, finish_run, write_report
     from .publish import next_model_version, production_version, publish_model, published_by_run, rollback
 
     if not decision.get("passed"):
@@ -263,9 +263,8 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
         if production_version(storage, config.model_name) != already:
             rollback(storage, config.model_name, already)   # the earlier try died before moving production
         outcome.model_version = already
-        outcome.report_uri = storage.uri(layout.model_version_prefix(config.model_name, already)
-                                         + "report/summary.html")
-        return _finish(storage, config, outcome, dataset_version, dry_run=False)
+        outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, already) + "summary.html")
+        return finish_run(storage, config, outcome, dataset_version, dry_run=False).to_json()
     engine = Engine.locate(config.training.engine_checkout)
     data_dir = local_dataset(storage, config, dataset_version)
     models = _fetch_all(storage, config, trained, data_dir, epochs)
@@ -275,15 +274,15 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
     publish_model(storage, config.model_name, outcome.model_version, bundle,
                   build_manifest(config, outcome, models, engine))
     outcome.report = str(bundle / "report" / "summary.html")
-    outcome.report_uri = storage.uri(layout.model_version_prefix(config.model_name, outcome.model_version)
-                                     + "report/summary.html")
-    return _finish(storage, config, outcome, dataset_version, dry_run=False)
+    outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
+                                     + "summary.html")
+    return finish_run(storage, config, outcome, dataset_version, dry_run=False).to_json()
 
 
 def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
            evaluation: JSON, decision: JSON, *, dry_run: bool) -> JSON:
     """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/."""
-    from .pipeline import write_report
+    from .pipeline import finish_run, write_report
     from .train import TrainedModel
 
     status = "dry-run" if decision.get("passed") else "gate-failed"
@@ -293,21 +292,10 @@ def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_versio
                                  stages=list(m.get("stages") or [])) for task, m in trained.items() if m}
     report_dir = config.work_path / "runs" / run_id / "report"
     write_report(config, run_id, models, outcome, report_dir)
-    storage.upload_dir(report_dir, f"{layout.RUNS}{run_id}/report")
+    storage.upload_dir(report_dir, layout.run_report_prefix(run_id))
     outcome.report = str(report_dir / "summary.html")
-    outcome.report_uri = storage.uri(f"{layout.RUNS}{run_id}/report/summary.html")
+    outcome.report_uri = storage.uri(layout.run_report_prefix(run_id) + "summary.html")
     if status == "gate-failed":
         log.warning("run %s failed the gate: %s (report %s)", run_id, "; ".join(decision.get("reasons") or []),
                     outcome.report_uri)
-    return _finish(storage, config, outcome, dataset_version, dry_run=dry_run)
-
-
-def _finish(storage: Storage, config: PipelineConfig, outcome: Any, dataset_version: str, *, dry_run: bool) -> JSON:
-    from .notify import notify_outcome
-
-    storage.put_json(f"{layout.RUNS}{outcome.run_id}/run.json", outcome.to_json())
-    if not dry_run:
-        storage.put_json(layout.LAST_TRAINED, {"dataset_version": dataset_version, "run_id": outcome.run_id,
-                                               "status": outcome.status})
-    notify_outcome(outcome.to_json(), config.model_name, config.notifications)
-    return outcome.to_json()
+    return finish_run(storage, config, outcome, dataset_version, dry_run=dry_run).to_json()

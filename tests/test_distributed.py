@@ -38,6 +38,7 @@ import pytest
 
 from ocr_tasks import layout
 from ocr_tasks.synthetic import ExportSpec, make_export
+from tests.netkit import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +71,6 @@ def _redis_ok() -> str | None:
         return f"Redis on 127.0.0.1:6379 not reachable ({exc}); `.ci/run` starts it"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Cluster:
     root: Path
@@ -102,7 +97,7 @@ class Cluster:
                    "--celery-hostname", f"{name}@%h", OCR_RETRAIN_WORKER_NAME=name,
                    OCR_RETRAIN_OVERRIDES=f"work_dir={work}",
                    # each worker serves its task logs to the UI; two on one host need two ports
-                   AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()))
+                   AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
 
     def kill_tree(self, name: str) -> int:
         """SIGKILL a process and every descendant (Celery's pool, the task supervisor, the engine)."""
@@ -188,7 +183,7 @@ def cluster(tmp_path_factory, s3_server):
     admin.cursor().execute(f'create database "{database}"')
     bucket = f"dist-{uuid.uuid4().hex[:8]}"
     settings = s3_server.settings(bucket)
-    port = _free_port()
+    port = free_port()
     config = root / "pipeline.yaml"
     config.write_text(f"storage:\n  bucket: {bucket}\nwork_dir: {root / 'work'}\n"
                       "gate:\n  rec_min_acc: 0.9\n")

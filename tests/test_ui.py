@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ import pytest
 from ocr_tasks import layout
 from ocr_tasks.s3server import LocalS3Server
 from ocr_tasks.storage import Storage
+from tests.netkit import free_port
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _api(port: int, path: str, body: dict | None = None) -> dict:
@@ -60,7 +54,7 @@ def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path):
 
 
 def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path):
-    port = _free_port()
+    port = free_port()
     work = tmp_path / "demo"
     log = tmp_path / "ui.log"
     proc = subprocess.Popen([str(BIN / "ocr-retrain"), "ui", "--work-dir", str(work), "--port", str(port)],
