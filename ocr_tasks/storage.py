@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import boto3
@@ -29,6 +30,12 @@ import botocore.exceptions as bce
 from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from botocore.retries.standard import (
+    RetryContext,
+    ThrottledRetryableChecker,
+    ThrottlingStatusCodeChecker,
+    TransientRetryableChecker,
+)
 
 __all__ = [
     "MISSING",
@@ -215,9 +222,23 @@ def _is_not_found(exc: BaseException) -> bool:
     return _client_error_code(exc) in ("NoSuchKey", "NotFound", "404") or _http_status(exc) == 404
 
 
-# 503-class answers mean "come back later"; a 500 does not (rclone answers a
-# file-vs-folder key clash with a permanent InternalError), so it is not retried here.
-_TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "Throttling", "503"}
+# Which service answers are worth another try is botocore's "standard" retry policy
+# (5xx, 429, throttling codes such as SlowDown), asked here rather than copied: a
+# restarting server answers 500 InternalError for a moment, and botocore's own short
+# retry budget (max_attempts) can be spent before it is back. A permanent 500 (rclone
+# answers a file-vs-folder key clash that way) costs `transfer_retries` backoffs, then fails.
+_SERVICE_RETRY_POLICY = (TransientRetryableChecker(), ThrottledRetryableChecker(), ThrottlingStatusCodeChecker())
+
+
+def _service_says_retry(exc: BaseException) -> bool:
+    if not isinstance(exc, bce.ClientError):
+        return False
+    status = _http_status(exc)
+    context = RetryContext(attempt_number=1, parsed_response=exc.response,
+                           http_response=SimpleNamespace(status_code=status) if status else None)
+    return any(checker.is_retryable(context) for checker in _SERVICE_RETRY_POLICY)
+
+
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     bce.EndpointConnectionError,  # connection refused / DNS: endpoint down or restarting
     bce.ConnectTimeoutError,
@@ -249,7 +270,7 @@ def _is_transient(exc: BaseException) -> bool:
     for e in _causes(exc):
         if isinstance(e, bce.SSLError):
             return False  # certificate problems do not heal by waiting
-        if isinstance(e, _TRANSIENT_TYPES) or _client_error_code(e) in _TRANSIENT_CODES:
+        if isinstance(e, _TRANSIENT_TYPES) or _service_says_retry(e):
             return True
     if isinstance(exc, S3UploadFailedError):
         # Older boto3 keeps only the text of the underlying error.

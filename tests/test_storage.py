@@ -376,3 +376,23 @@ def test_server_start_failure_shows_rclone_log(tmp_path: Path) -> None:
         with pytest.raises(StorageError, match=r"(?s)exited.*address already in use"):
             server.start(timeout=10)
     assert not server.running
+
+
+@pytest.mark.parametrize("code,status,retried", [
+    ("InternalError", 500, True),      # a server restarting under load answers 500 for a moment
+    ("BadGateway", 502, True),
+    ("SlowDown", 503, True),
+    ("TooManyRequests", 429, True),
+    ("Throttling", 400, True),
+    ("AccessDenied", 403, False),
+    ("NoSuchKey", 404, False),
+    ("InvalidArgument", 400, False),
+])
+def test_service_errors_are_retried_as_botocore_standard_mode_would(code: str, status: int, retried: bool) -> None:
+    import botocore.exceptions as bce
+
+    from ocr_tasks.storage import _is_transient
+
+    error = bce.ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                            "PutObject")
+    assert _is_transient(error) is retried
