@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 def run_one(n: int, per_export: int) -> dict:
     from ocr_tasks.config import load_config
-    from ocr_tasks.ingest import ingest
-    from ocr_tasks.s3server import LocalS3Server
-    from ocr_tasks.storage import Storage
-    from ocr_tasks.synthetic import ExportSpec, make_export
+    from ocr_tasks.ingest.merge import ingest
+    from ocr_tasks.embedded.s3server import LocalS3Server
+    from ocr_tasks.storage.s3 import Storage
+    from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         tmp = Path(tmp)

@@ -1,4 +1,4 @@
-"""Images per second of ocr_tasks.synthetic.make_export for 1,000 default images.
+"""Images per second of ocr_tasks.embedded.synthetic.make_export for 1,000 default images.
 
 Run: .venv/bin/python bench/synthetic_speed.py [n_images]
 The goal is >= 1,000 images/s single-threaded: tests, benchmarks and the demo all
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from ocr_tasks.synthetic import ExportSpec, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
 
 def main(n_images: int = 1000) -> float:

@@ -1,7 +1,7 @@
 """Overhead of running PaddleOCR's tools/train.py through ocr-retrain's engine runner.
 
 The same rendered config and data, trained twice: once as a plain `tools/train.py -c`
-subprocess (output to a file), once through `ocr_tasks.engine.run_tool` (streaming every
+subprocess (output to a file), once through `ocr_tasks.training.engine.run_tool` (streaming every
 line to our log, parsing metrics). Prints both wall times and their ratio. Target <= 1.05.
 
     .venv/bin/python bench/train_overhead.py [--task rec] [--images 60] [--epochs 3] [--repeat 2]
@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from ocr_tasks.config import load_config
-    from ocr_tasks.engine import Engine, run_tool, tool_command
-    from ocr_tasks.ingest import prepare
-    from ocr_tasks.synthetic import ExportSpec, make_export
-    from ocr_tasks.train import template_path
-    from ocr_tasks.train_config import render_config, write_config
+    from ocr_tasks.training.engine import Engine, run_tool, tool_command
+    from ocr_tasks.ingest.merge import prepare
+    from ocr_tasks.embedded.synthetic import ExportSpec, make_export
+    from ocr_tasks.training.train import template_path
+    from ocr_tasks.training.render import render_config, write_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("det", "rec"), default="rec")

@@ -1,6 +1,6 @@
 """ocr_retraining: nightly PaddleOCR det/rec retraining from PPOCRLabel exports (issue #4).
 
-Only wiring: every task calls one JSON-in/JSON-out step of `ocr_tasks.steps`, imported
+Only wiring: every task calls one JSON-in/JSON-out step of `ocr_tasks.flow.steps`, imported
 inside the task so that parsing this file stays cheap (no boto3, pandas, GX or paddle).
 
     discover -> should_run (short-circuit) -> check_export (mapped, one per new export)
@@ -43,7 +43,7 @@ def _production_asset() -> Asset:
     """models/<name>/production.json of the configured bucket: what a publish updates."""
     try:
         from ocr_tasks.config import load_config   # yaml only: cheap
-        from ocr_tasks.steps import production_asset_uri
+        from ocr_tasks.flow.steps import production_asset_uri
         return Asset(production_asset_uri(load_config()), group="model")
     except Exception as exc:  # a broken config must not break parsing: tasks report it
         log.warning("ocr_retraining: cannot read the pipeline config (%s); asset uses the defaults", exc)
@@ -74,7 +74,7 @@ def _credentials() -> dict[str, Any] | None:
 
 def _context() -> tuple[Any, Any, Any]:
     """(config, storage, params) for this task: config with the run's gate overrides."""
-    from ocr_tasks import steps
+    from ocr_tasks.flow import steps
 
     params = get_current_context()["params"]
     config = steps.load(steps.config_overrides(rec_min_acc=params.get("rec_min_acc"),
@@ -83,7 +83,7 @@ def _context() -> tuple[Any, Any, Any]:
 
 
 def _run_id() -> str:
-    from ocr_tasks.steps import sanitize_run_id
+    from ocr_tasks.flow.steps import sanitize_run_id
 
     return sanitize_run_id(get_current_context()["run_id"])
 
@@ -106,9 +106,9 @@ def on_failure(context: dict[str, Any]) -> None:
     attempt = getattr(ti, "try_number", "?")
     run_id = context.get("run_id", "?")
     log.error("ocr_retraining FAILED: task %s, run %s, try %s: %s", where, run_id, attempt, summary)
-    try:  # the optional webhook / email (ocr_tasks/notify.py); a notification problem never masks the failure
+    try:  # the optional webhook / email (ocr_tasks/flow/notify.py); a notification problem never masks the failure
         from ocr_tasks.config import load_config
-        from ocr_tasks.notify import notify, task_failed
+        from ocr_tasks.flow.notify import notify, task_failed
 
         notify(task_failed(where, str(run_id), attempt, summary, getattr(ti, "log_url", None)),
                load_config().notifications)
@@ -147,7 +147,7 @@ def ocr_retraining() -> None:
     @task
     def discover() -> list[dict]:
         """The new exports (ExportRef JSON, mapped over by check_export); the rest of the discovery as XComs."""
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         _, storage, _ = _context()
         found = steps.discover(storage)
@@ -160,7 +160,7 @@ def ocr_retraining() -> None:
 
     @task.short_circuit
     def should_run(new: list[dict], datasets: dict) -> bool:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         params = get_current_context()["params"]
         go = steps.should_run({"new": new, "untrained_dataset": datasets["untrained"]}, force=bool(params["force"]))
@@ -170,7 +170,7 @@ def ocr_retraining() -> None:
 
     @task
     def check_export(ref: dict) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, _ = _context()
         result = steps.check(storage, config, ref)
@@ -181,7 +181,7 @@ def ocr_retraining() -> None:
 
     @task(trigger_rule="none_failed")
     def merge(checks: Any = None) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, params = _context()
         # by index, not iteration: iterating a mapped XCom probes one past the end and logs an error
@@ -199,7 +199,7 @@ def ocr_retraining() -> None:
 
     def _train(task_name: str, merged: dict) -> dict:
         from airflow.exceptions import AirflowSkipException
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, params = _context()
         if task_name not in steps.select_models(config, params["models"]):
@@ -218,7 +218,7 @@ def ocr_retraining() -> None:
 
     @task(trigger_rule="none_failed_min_one_success")
     def evaluate(merged: dict, det: dict | None = None, rec: dict | None = None) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, params = _context()
         trained = {t: m for t, m in (("det", det), ("rec", rec)) if m}
@@ -228,7 +228,7 @@ def ocr_retraining() -> None:
 
     @task
     def gate(evaluation: dict) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, _, _ = _context()
         decision = steps.gate(config, evaluation, sorted(evaluation["trained"]))
@@ -242,7 +242,7 @@ def ocr_retraining() -> None:
 
     @task(outlets=[PRODUCTION_MODEL])
     def publish(merged: dict, evaluation: dict, decision: dict) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, params = _context()
         trained = evaluation["trained"]
@@ -253,7 +253,7 @@ def ocr_retraining() -> None:
 
     @task
     def record(merged: dict, evaluation: dict, decision: dict) -> dict:
-        from ocr_tasks import steps
+        from ocr_tasks.flow import steps
 
         config, storage, params = _context()
         trained = evaluation["trained"]

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UsageError
+from ocr_tasks.errors import UsageError
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from .engine import EngineError
-    from .storage import StorageError
+    from ocr_tasks.training.engine import EngineError
+    from ocr_tasks.storage.s3 import StorageError
 
     try:
         return args.handler(args)
@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from .config import load_config
+    from ocr_tasks.config import load_config
 
     overrides = list(args.overrides)
     if getattr(args, "dict_file", None):
@@ -130,7 +130,7 @@ def _config(args: argparse.Namespace):
 
 def _storage_for_uri(config):
     def open_uri(uri: str):
-        from .storage import parse_s3_uri, storage_from_config
+        from ocr_tasks.storage.s3 import parse_s3_uri, storage_from_config
 
         try:
             bucket, prefix = parse_s3_uri(uri)
@@ -144,7 +144,7 @@ def _storage_for_uri(config):
 def cmd_validate(args) -> int:
     import tempfile
 
-    from .ingest import check_local_export, resolve_source, scratch_dir
+    from ocr_tasks.ingest.merge import check_local_export, resolve_source, scratch_dir
 
     config = _config(args)
     with tempfile.TemporaryDirectory(prefix="validate-", dir=scratch_dir(config)) as scratch:
@@ -155,7 +155,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .ingest import prepare
+    from ocr_tasks.ingest.merge import prepare
 
     config = _config(args)
     result = prepare(args.sources, args.out, config, _storage_for_uri(config))
@@ -171,8 +171,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from .ingest import ingest
-    from .storage import storage_from_config
+    from ocr_tasks.ingest.merge import ingest
+    from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
     result = ingest(storage_from_config(config), config)
@@ -190,9 +190,9 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from .exports import discover_exports
-    from .ingest import load_ledger
-    from .storage import storage_from_config
+    from ocr_tasks.ingest.exports import discover_exports
+    from ocr_tasks.ingest.merge import load_ledger
+    from ocr_tasks.storage.s3 import storage_from_config
 
     storage = storage_from_config(_config(args))
     found = discover_exports(storage, load_ledger(storage))
@@ -206,8 +206,8 @@ def cmd_discover(args) -> int:
 
 
 def cmd_pull_dataset(args) -> int:
-    from .ingest import load_ledger, pull_dataset
-    from .storage import storage_from_config
+    from ocr_tasks.ingest.merge import load_ledger, pull_dataset
+    from ocr_tasks.storage.s3 import storage_from_config
 
     storage = storage_from_config(_config(args))
     version = load_ledger(storage).get("dataset_version") if args.version == "latest" else args.version
@@ -218,8 +218,8 @@ def cmd_pull_dataset(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_pipeline
-    from .storage import storage_from_config
+    from ocr_tasks.flow.local_runner import run_pipeline
+    from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
@@ -240,8 +240,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .publish import list_versions
-    from .storage import storage_from_config
+    from ocr_tasks.release.registry import list_versions
+    from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
     name = args.name or config.model_name
@@ -255,8 +255,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_pull_model(args) -> int:
-    from .publish import pull_model
-    from .storage import storage_from_config
+    from ocr_tasks.release.registry import pull_model
+    from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
     print(pull_model(storage_from_config(config), args.name or config.model_name, args.dest.resolve(), args.version))
@@ -264,8 +264,8 @@ def cmd_pull_model(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from .publish import rollback
-    from .storage import storage_from_config
+    from ocr_tasks.release.registry import rollback
+    from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
     pointer = rollback(storage_from_config(config), args.name or config.model_name, args.version)
@@ -274,12 +274,12 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_read(args) -> int:
-    from .inference import read_image
+    from ocr_tasks.release.inference import read_image
 
     model = args.model
     if model is None:
-        from .publish import pull_model
-        from .storage import storage_from_config
+        from ocr_tasks.release.registry import pull_model
+        from ocr_tasks.storage.s3 import storage_from_config
 
         config = _config(args)
         model = pull_model(storage_from_config(config), config.model_name, args.dest.resolve())
@@ -289,7 +289,7 @@ def cmd_read(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from ocr_tasks.embedded.demo import run_demo
 
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be >= 1")
@@ -298,13 +298,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .demo import run_ui
+    from ocr_tasks.embedded.demo import run_ui
 
     return run_ui(args.work_dir, port=args.port, out=lambda line: print(line, flush=True))
 
 
 def cmd_storage_serve(args) -> int:
-    from .s3server import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, serve
+    from ocr_tasks.embedded.s3server import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY, serve
 
     serve(args.root.resolve(), "127.0.0.1", args.port, LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY)
     return EXIT_OK

@@ -15,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from ocr_tasks.errors import UsageError
 
 OVERRIDES_ENV = "OCR_RETRAIN_OVERRIDES"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent   # configs/, expectations/, dags/ ship beside the package
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class NotificationsConfig:
-    # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/notify.py
+    # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/flow/notify.py
     events: list[str] = field(default_factory=lambda: ["task_failed", "export_quarantined", "gate_failed"])
     email_to: list[str] = field(default_factory=list)
 

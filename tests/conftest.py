@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ocr_tasks.s3server import LocalS3Server
-from ocr_tasks.storage import Storage
+from ocr_tasks.embedded.s3server import LocalS3Server
+from ocr_tasks.storage.s3 import Storage
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ocr_tasks.synthetic import ExportSpec, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
 
 def export(parent: Path, name: str = "batch_001", **kwargs) -> Path:

@@ -1,4 +1,4 @@
-"""The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/steps.py).
+"""The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/flow/steps.py).
 
 Fast tests parse the DAG with a DagBag in a throw-away AIRFLOW_HOME (no metadata
 database needed for parsing). The slow test runs the whole DAG with
@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ocr-retrain-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from ocr_tasks import steps  # noqa: E402
+from ocr_tasks.flow import steps  # noqa: E402
 from ocr_tasks.config import load_config  # noqa: E402
 from ocr_tasks.errors import UsageError  # noqa: E402
 from tests.test_notify import webhook  # noqa: E402,F401  (the local webhook receiver fixture)
@@ -126,7 +126,7 @@ def test_dag_file_keeps_heavy_modules_out_of_parsing():
     """Parsing must stay cheap (<= 0.5 s): no boto3, pandas, GX, paddle, or the storage layer at import."""
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
             "heavy = [m for m in ('boto3', 'pandas', 'great_expectations', 'paddle', 'cv2', 'numpy', "
-            "'ocr_tasks.storage', 'ocr_tasks.ingest', 'ocr_tasks.train') if m in sys.modules]; print(heavy)")
+            "'ocr_tasks.storage.s3', 'ocr_tasks.ingest.merge', 'ocr_tasks.training.train') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code, str(DAG_FILE)], capture_output=True, text=True, timeout=60,
                          env={**os.environ}, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
@@ -195,7 +195,7 @@ def test_should_run_rule():
 
 @pytest.mark.slow
 def test_dags_test_reaches_the_gate_on_a_tiny_export(storage, tmp_path):
-    from ocr_tasks.synthetic import ExportSpec, make_export
+    from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
     storage.upload_dir(make_export(tmp_path / "labeller", ExportSpec("digits_001", n_images=40, seed=7)),
                        "incoming/digits_001")

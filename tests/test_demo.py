@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ocr_tasks import layout
-from ocr_tasks.s3server import LocalS3Server
-from ocr_tasks.storage import Storage
+from ocr_tasks.storage import layout
+from ocr_tasks.embedded.s3server import LocalS3Server
+from ocr_tasks.storage.s3 import Storage
 
 BIN = Path(sys.executable).parent
 BUCKET = "ocr-data"

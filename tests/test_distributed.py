@@ -36,8 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr_tasks import layout
-from ocr_tasks.synthetic import ExportSpec, make_export
+from ocr_tasks.storage import layout
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 from tests.netkit import free_port
 
 pytestmark = pytest.mark.slow
@@ -236,7 +236,7 @@ def cluster(tmp_path_factory, s3_server):
 
 
 def test_celery_gpu_queue_worker_loss_concurrent_runs_and_storage_outage(cluster, s3_server, tmp_path):
-    from ocr_tasks.storage import Storage
+    from ocr_tasks.storage.s3 import Storage
 
     storage = Storage(s3_server.settings(cluster.bucket))
     storage.ensure_bucket()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocr_tasks.engine import (
+from ocr_tasks.training.engine import (
     Engine,
     EngineError,
     LogParser,
@@ -172,7 +172,7 @@ def test_override_with_equals_sign_is_refused():
 
 
 def test_locate_default_finds_installed_package_without_importing_paddle():
-    code = ("import sys; from ocr_tasks.engine import Engine; e = Engine.locate(); "
+    code = ("import sys; from ocr_tasks.training.engine import Engine; e = Engine.locate(); "
             "print(e.root); print(e.version()); print('paddle' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     root = Path(out[0])
@@ -231,7 +231,7 @@ REPLAY_FIXTURE = """
 def test_run_tool_streams_parses_and_writes_log(tmp_path, caplog):
     engine = Engine.locate(fake_engine(tmp_path / "engine", REPLAY_FIXTURE))
     seen: list[dict] = []
-    caplog.set_level("INFO", logger="ocr_tasks.engine")
+    caplog.set_level("INFO", logger="ocr_tasks.training.engine")
     run = run_tool(engine, "train", tmp_path / "cfg.yml", {"Global.epoch_num": 2}, log_file=tmp_path / "logs" / "train.log",
                    env={"FIXTURE": str(FIXTURE), "ARGV_OUT": str(tmp_path / "argv.json"), "EXTRA": "x"},
                    on_event=seen.append)
@@ -391,7 +391,7 @@ def test_visible_gpus_from_nvidia_smi(monkeypatch, tmp_path):
 def test_real_rec_training_one_epoch_then_eval(tmp_path):
     """The installed PaddleOCR 2.10 engine, CPU profile, 20 synthetic images: train 1 epoch, eval the test split."""
     from ocr_tasks.cli import main
-    from ocr_tasks.train_config import checkpoint_overrides, eval_overrides, render_config, write_config
+    from ocr_tasks.training.render import checkpoint_overrides, eval_overrides, render_config, write_config
     from tests.exports_kit import export
 
     data = tmp_path / "data"

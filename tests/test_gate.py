@@ -6,7 +6,7 @@ import math
 import pytest
 
 from ocr_tasks.config import GateConfig
-from ocr_tasks.gate import decide
+from ocr_tasks.release.gate import decide
 
 GATE = GateConfig(rec_min_acc=0.9, det_min_hmean=0.5, max_regression=0.01)
 

@@ -1,13 +1,13 @@
-"""ocr_tasks/inference.py: what it refuses before loading PaddleOCR (the real read is in test_demo.py)."""
+"""ocr_tasks/release/inference.py: what it refuses before loading PaddleOCR (the real read is in test_demo.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ocr_tasks.demo import _first_test_image, write_demo_config
+from ocr_tasks.embedded.demo import _first_test_image, write_demo_config
 from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
-from ocr_tasks.inference import model_name_of, read_image
+from ocr_tasks.release.inference import model_name_of, read_image
 
 
 def test_model_name_comes_from_the_exported_inference_yml(tmp_path):

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from ocr_tasks import ingest as ingest_module
+from ocr_tasks.ingest import merge as ingest_module
 from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
-from ocr_tasks.ingest import ingest, load_ledger, pull_dataset
+from ocr_tasks.ingest.merge import ingest, load_ledger, pull_dataset
 from tests.exports_kit import export, label_lines
 
 

@@ -1,4 +1,4 @@
-"""The embedded default's Airflow driver (ocr_tasks/local_airflow.py) and its progress view.
+"""The embedded default's Airflow driver (ocr_tasks/embedded/local_airflow.py) and its progress view.
 
 The progress test replays a real `airflow dags test` log of this DAG (tests/data/,
 trimmed to the lines that matter, including a task that failed with an exception).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ocr_tasks.local_airflow import DAGS_FOLDER, LocalAirflow, ProgressPrinter, _FINISHED
+from ocr_tasks.embedded.local_airflow import DAGS_FOLDER, LocalAirflow, ProgressPrinter, _FINISHED
 
 LOG = Path(__file__).parent / "data" / "airflow_dags_test_log.txt"
 

@@ -1,4 +1,4 @@
-"""Notifications (ocr_tasks/notify.py): a real local webhook receiver and a real SMTP conversation.
+"""Notifications (ocr_tasks/flow/notify.py): a real local webhook receiver and a real SMTP conversation.
 
 No mocks: the webhook is an HTTP server on a loopback port, the mail server a minimal
 SMTP responder on another; what they receive is what a Slack channel or an inbox would.
@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ocr_tasks import notify
+from ocr_tasks.flow import notify
 from ocr_tasks.config import NotificationsConfig, load_config
 
 
@@ -111,7 +111,7 @@ def test_events_not_listed_are_not_sent(webhook):
 
 def test_unreachable_webhook_is_a_warning_that_does_not_leak_the_url(monkeypatch, caplog):
     monkeypatch.setenv(notify.WEBHOOK_ENV, "http://127.0.0.1:9/hooks/T0K3N-secret")
-    with caplog.at_level(logging.WARNING, logger="ocr_tasks.notify"):
+    with caplog.at_level(logging.WARNING, logger="ocr_tasks.flow.notify"):
         assert notify.notify(notify.gate_failed("r", ["x"], None), NotificationsConfig()) == []
     assert "not delivered" in caplog.text and notify.WEBHOOK_ENV in caplog.text
     assert "T0K3N" not in caplog.text
@@ -133,13 +133,13 @@ def test_email_goes_to_the_configured_addresses(smtp, monkeypatch):
 def test_email_without_smtp_server_is_a_warning(monkeypatch, caplog):
     monkeypatch.delenv(notify.SMTP_ENV, raising=False)
     monkeypatch.delenv(notify.WEBHOOK_ENV, raising=False)
-    with caplog.at_level(logging.WARNING, logger="ocr_tasks.notify"):
+    with caplog.at_level(logging.WARNING, logger="ocr_tasks.flow.notify"):
         assert notify.notify(notify.gate_failed("r", ["x"], None), NotificationsConfig(email_to=["a@b.c"])) == []
     assert notify.SMTP_ENV in caplog.text
 
 
 def test_quarantine_during_ingest_notifies_which_export_and_expectation(storage, tmp_path, webhook):
-    from ocr_tasks.ingest import ingest
+    from ocr_tasks.ingest.merge import ingest
     from tests.exports_kit import export, label_lines
 
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)

@@ -1,6 +1,6 @@
 import tarfile
 
-from ocr_tasks.packs import extract_pack, write_pack
+from ocr_tasks.ingest.packs import extract_pack, write_pack
 
 
 def test_packs_are_deterministic_and_extract_only_what_is_asked(tmp_path):

@@ -2,10 +2,10 @@
 
 import pytest
 
-from ocr_tasks import layout
+from ocr_tasks.storage import layout
 from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
-from ocr_tasks.pipeline import prepare_dataset
+from ocr_tasks.flow.local_runner import prepare_dataset
 from tests.exports_kit import export
 
 

@@ -11,11 +11,11 @@ import os
 import pytest
 
 from ocr_tasks.config import load_config
-from ocr_tasks.engine import Engine
-from ocr_tasks.pipeline import build_manifest, run_pipeline
-from ocr_tasks.publish import production_version, publish_model, pull_model
-from ocr_tasks.synthetic import ExportSpec, make_export, make_text_line_image
-from ocr_tasks.train import TrainedModel, export_inference
+from ocr_tasks.training.engine import Engine
+from ocr_tasks.flow.local_runner import build_manifest, run_pipeline
+from ocr_tasks.release.registry import production_version, publish_model, pull_model
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export, make_text_line_image
+from ocr_tasks.training.train import TrainedModel, export_inference
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-from ocr_tasks.ppocrlabel import export_relpath, parse_file_state, parse_label_file, parse_rec_gt, polygon_area
+from ocr_tasks.ingest.ppocrlabel import export_relpath, parse_file_state, parse_label_file, parse_rec_gt, polygon_area
 
 
 def test_label_lines_parse_with_bom_crlf_and_backslashes():

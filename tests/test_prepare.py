@@ -110,7 +110,7 @@ def test_validate_exit_codes(tmp_path, capsys):
 
 
 def test_index_survives_unicode_line_separators_in_labels():
-    from ocr_tasks.dataset import Dataset
+    from ocr_tasks.ingest.dataset import Dataset
 
     image = {"sha256": "a" * 64, "ext": ".jpg", "export": "e", "source": "e/x.jpg", "split": "train",
              "boxes": [{"transcription": "A\u2028B", "points": [[0, 0], [1, 0], [1, 1], [0, 1]], "difficult": False}]}

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ocr_tasks import layout
+from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
-from ocr_tasks.publish import (
+from ocr_tasks.release.registry import (
     ModelIntegrityError,
     PublishError,
     list_versions,
@@ -23,7 +23,7 @@ from ocr_tasks.publish import (
     pull_model,
     rollback,
 )
-from ocr_tasks.storage import StorageError
+from ocr_tasks.storage.s3 import StorageError
 
 NAME = "invoices"
 PASSED_GATE = {"passed": True, "reasons": [], "checks": []}
@@ -266,7 +266,7 @@ def test_cli_models_pull_model_and_rollback(storage, s3_server, tmp_path, monkey
 
 def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, tmp_path):
     """The worker died after the manifest but before the task was marked done: the retry must reuse it."""
-    from ocr_tasks import steps
+    from ocr_tasks.flow import steps
     from ocr_tasks.config import load_config
 
     config = load_config(overrides=[f"model_name={NAME}", f"work_dir={tmp_path / 'work'}",

@@ -1,4 +1,4 @@
-from ocr_tasks.report import plot_curves, write_summary
+from ocr_tasks.release.report import plot_curves, write_summary
 
 
 def test_curves_and_summary_are_written(tmp_path):

@@ -2,7 +2,7 @@ import hashlib
 from collections import Counter
 
 from ocr_tasks.config import SplitConfig
-from ocr_tasks.split import assign_split
+from ocr_tasks.ingest.split import assign_split
 
 
 def test_split_is_stable_and_close_to_ratios():

@@ -1,4 +1,4 @@
-"""ocr_tasks.storage against a real S3 server (rclone serve s3 on loopback): no mocks."""
+"""ocr_tasks.storage.s3 against a real S3 server (rclone serve s3 on loopback): no mocks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ocr_tasks.s3server import LOCAL_SECRET_KEY, LocalS3Server
-from ocr_tasks.storage import (
+from ocr_tasks.embedded.s3server import LOCAL_SECRET_KEY, LocalS3Server
+from ocr_tasks.storage.s3 import (
     ObjectInfo,
     ObjectNotFoundError,
     Storage,
@@ -334,7 +334,7 @@ def test_rides_out_a_server_restart_on_the_same_port(tmp_path: Path, caplog: pyt
         server.stop()
         t = threading.Thread(target=restart_later)
         t.start()
-        caplog.set_level(logging.WARNING, logger="ocr_tasks.storage")
+        caplog.set_level(logging.WARNING, logger="ocr_tasks.storage.s3")
         t0 = time.monotonic()
         st.put_bytes("during-outage.bin", b"payload")
         waited = time.monotonic() - t0
@@ -391,7 +391,7 @@ def test_server_start_failure_shows_rclone_log(tmp_path: Path) -> None:
 def test_service_errors_are_retried_as_botocore_standard_mode_would(code: str, status: int, retried: bool) -> None:
     import botocore.exceptions as bce
 
-    from ocr_tasks.storage import _is_transient
+    from ocr_tasks.storage.s3 import _is_transient
 
     error = bce.ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
                             "PutObject")

@@ -1,6 +1,6 @@
 """Synthetic PPOCRLabel exports must be byte-for-byte what PPOCRLabel writes, and stable.
 
-Other tests, the benchmarks and the demo build their data with ocr_tasks.synthetic;
+Other tests, the benchmarks and the demo build their data with ocr_tasks.embedded.synthetic;
 if it drifted from PPOCRLabel's format they would all pass against a fiction.
 """
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ocr_tasks.synthetic import ExportSpec, get_rotate_crop_image, make_export, make_text_line_image
+from ocr_tasks.embedded.synthetic import ExportSpec, get_rotate_crop_image, make_export, make_text_line_image
 
 BOM = b"\xef\xbb\xbf"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocr_tasks.engine import render_overrides
+from ocr_tasks.training.engine import render_overrides
 from ocr_tasks.errors import UsageError
-from ocr_tasks.train_config import (
+from ocr_tasks.training.render import (
     OWNED_KEYS,
     checkpoint_overrides,
     config_hash,

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from ocr_tasks import train as train_module
+from ocr_tasks.training import train as train_module
 from ocr_tasks.config import load_config
-from ocr_tasks.ingest import prepare
-from ocr_tasks.synthetic import ExportSpec, make_export
+from ocr_tasks.ingest.merge import prepare
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
 pytestmark = pytest.mark.slow
 

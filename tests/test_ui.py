@@ -21,9 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ocr_tasks import layout
-from ocr_tasks.s3server import LocalS3Server
-from ocr_tasks.storage import Storage
+from ocr_tasks.storage import layout
+from ocr_tasks.embedded.s3server import LocalS3Server
+from ocr_tasks.storage.s3 import Storage
 from tests.netkit import free_port
 
 pytestmark = pytest.mark.slow

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from .config import SplitConfig
-from .crops import crop_text_region, encode_jpeg
-from .images import decode_image
-from .ppocrlabel import Box
-from .split import SPLITS, assign_split
-from .tables import IMAGE_WORKERS, ExportTables
+from ocr_tasks.config import SplitConfig
+from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
+from ocr_tasks.ingest.images import decode_image
+from ocr_tasks.ingest.ppocrlabel import Box
+from ocr_tasks.ingest.split import SPLITS, assign_split
+from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables
 
 DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
     f"{task}/{split}.txt" for task in ("det", "rec") for split in SPLITS)

@@ -12,9 +12,9 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
-from . import layout
-from .ppocrlabel import FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file, parse_rec_gt
-from .storage import ObjectInfo, Storage
+from ocr_tasks.storage import layout
+from ocr_tasks.ingest.ppocrlabel import FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file, parse_rec_gt
+from ocr_tasks.storage.s3 import ObjectInfo, Storage
 
 LABEL_FILES = (LABEL_FILE, FILE_STATE, REC_GT)
 

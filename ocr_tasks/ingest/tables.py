@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .config import ValidationConfig
-from .errors import UsageError
-from .images import ImageFacts, inspect_image
-from .ppocrlabel import (
+from ocr_tasks.config import ValidationConfig
+from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.images import ImageFacts, inspect_image
+from ocr_tasks.ingest.ppocrlabel import (
     FILE_STATE, LABEL_FILE, REC_GT, CropLine, LabelLine,
     parse_file_state, parse_label_file, parse_rec_gt, polygon_area,
 )

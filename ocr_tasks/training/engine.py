@@ -214,7 +214,7 @@ def tool_command(engine: Engine, tool: str, config: Path, overrides: Mapping[str
     """The argv for one tool run; ``Global.use_gpu`` follows ``gpus``.
 
     ``entry``: a script run instead, with the tool's path as its first argument (it
-    wraps the tool, e.g. ``ocr_tasks/frozen_backbone.py``).
+    wraps the tool, e.g. ``ocr_tasks/training/frozen_backbone.py``).
     """
     merged = dict(overrides or {})
     use_gpu = bool(gpus)

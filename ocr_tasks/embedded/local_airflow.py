@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ocr_tasks.config import REPO_ROOT
+from ocr_tasks.errors import UsageError
 
-REPO = Path(__file__).resolve().parent.parent
-DAGS_FOLDER = REPO / "dags"
+DAGS_FOLDER = REPO_ROOT / "dags"
 DAG_ID = "ocr_retraining"
 CONNECTION_ENV = "AIRFLOW_CONN_OCR_RETRAIN_S3"
 

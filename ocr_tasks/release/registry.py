@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import layout
-from .errors import UsageError
-from .storage import ObjectNotFoundError, Storage, StorageError
+from ocr_tasks.storage import layout
+from ocr_tasks.errors import UsageError
+from ocr_tasks.storage.s3 import ObjectNotFoundError, Storage, StorageError
 
 __all__ = [
     "BUNDLE_DIRS",

@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 
-from .config import NotificationsConfig
+from ocr_tasks.config import NotificationsConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,16 +24,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import layout
-from .config import PipelineConfig
-from .dataset import DATASET_FILES, Dataset, recut_crops, stored_files, write_text_atomic
-from .packs import extract_pack, write_pack
-from .errors import UsageError
-from .exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
-from .notify import export_quarantined, notify
-from .storage import Storage
-from .tables import ExportTables, build_tables, read_dictionary
-from .validate import ValidationReport, validate_tables
+from ocr_tasks.storage import layout
+from ocr_tasks.config import PipelineConfig
+from ocr_tasks.ingest.dataset import DATASET_FILES, Dataset, recut_crops, stored_files, write_text_atomic
+from ocr_tasks.ingest.packs import extract_pack, write_pack
+from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.exports import LABEL_FILES, Discovery, ExportRef, discover_exports, fetch_export
+from ocr_tasks.flow.notify import export_quarantined, notify
+from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
+from ocr_tasks.ingest.validate import ValidationReport, validate_tables
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The project's one storage layer: boto3 over any S3-compatible endpoint.
 
 The same code talks to AWS S3, MinIO, Ceph RGW and the embedded rclone server
-(`ocr_tasks.s3server`), so it sticks to the S3 subset they all implement and keeps
+(`ocr_tasks.embedded.s3server`), so it sticks to the S3 subset they all implement and keeps
 every endpoint-specific choice in `StorageSettings`. No Airflow import: tasks,
 the CLI and tests all share this module.
 

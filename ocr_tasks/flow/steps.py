@@ -8,7 +8,7 @@ finished stage downloads its best weights and config instead of training again).
 No Airflow import here: the DAG file resolves the storage credentials (connection or
 environment) and passes them in; `make_storage` never logs them.
 
-The steps reuse the pipeline's own functions (`ocr_tasks.pipeline.run_pipeline` runs the
+The steps reuse the pipeline's own functions (`ocr_tasks.flow.local_runner.run_pipeline` runs the
 same chain in one process):
 
     discover -> check (one per new export) -> merge -> train det | train rec
@@ -25,12 +25,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import layout
-from .config import PipelineConfig, load_config
-from .errors import UsageError
+from ocr_tasks.storage import layout
+from ocr_tasks.config import PipelineConfig, load_config
+from ocr_tasks.errors import UsageError
 
 if TYPE_CHECKING:  # boto3 stays out of DAG parsing: the storage layer is imported where it is used
-    from .storage import Storage
+    from ocr_tasks.storage.s3 import Storage
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def make_storage(config: PipelineConfig, credentials: JSON | None = None) -> Sto
     `credentials`: {"access_key_id", "secret_access_key", "session_token"?, "endpoint_url"?, "region"?}.
     StorageSettings keeps the secrets out of its repr, so logging the Storage is safe.
     """
-    from .storage import storage_from_config
+    from ocr_tasks.storage.s3 import storage_from_config
 
     return storage_from_config(config, credentials=credentials)
 
@@ -96,8 +96,8 @@ def production_asset_uri(config: PipelineConfig) -> str:
 
 def discover(storage: Storage) -> JSON:
     """New exports (as ExportRef JSON) and whether the latest dataset still needs training."""
-    from .exports import discover_exports
-    from .ingest import load_ledger
+    from ocr_tasks.ingest.exports import discover_exports
+    from ocr_tasks.ingest.merge import load_ledger
 
     ledger = load_ledger(storage)
     found = discover_exports(storage, ledger)
@@ -117,8 +117,8 @@ def should_run(discovery: JSON, *, force: bool) -> bool:
 
 def check(storage: Storage, config: PipelineConfig, ref: JSON) -> JSON:
     """Validate one export; a failing one is quarantined with its report (not an error)."""
-    from .exports import ExportRef
-    from .ingest import check_export
+    from ocr_tasks.ingest.exports import ExportRef
+    from ocr_tasks.ingest.merge import check_export
 
     return check_export(storage, ExportRef.from_json(ref), config).to_json()
 
@@ -129,7 +129,7 @@ def merge(storage: Storage, config: PipelineConfig, checks: Sequence[JSON], *, f
     Same rule as pipeline.prepare_dataset: train when the latest version differs from the
     one the last finished run trained on, or when forced.
     """
-    from .ingest import ExportCheck, load_ledger, merge_exports
+    from ocr_tasks.ingest.merge import ExportCheck, load_ledger, merge_exports
 
     parsed = [ExportCheck.from_json(c) for c in checks if c]
     passed = [c.export for c in parsed if c.passed]
@@ -166,7 +166,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def local_dataset(storage: Storage, config: PipelineConfig, version: str) -> Path:
     """The dataset version as a PaddleOCR data_dir on this worker (one folder across runs, as run_pipeline)."""
-    from .ingest import pull_dataset
+    from ocr_tasks.ingest.merge import pull_dataset
 
     dest = config.work_path / "datasets" / "current"
     with _locked(config.work_path / "datasets" / ".current.lock"):
@@ -176,8 +176,8 @@ def local_dataset(storage: Storage, config: PipelineConfig, version: str) -> Pat
 def train(storage: Storage, config: PipelineConfig, task: str, dataset_version: str, run_id: str,
           *, epochs: int | None = None) -> JSON:
     """Train one model; a retry resumes from the checkpoints under runs/<run_id>/<task>/ in storage."""
-    from .engine import Engine
-    from .train import train_model
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.train import train_model
 
     data_dir = local_dataset(storage, config, dataset_version)
     model = train_model(storage, config, task, data_dir, run_id, epochs=epochs,
@@ -191,8 +191,8 @@ def fetch_trained(storage: Storage, config: PipelineConfig, trained: JSON, data_
 
     Refuses (rather than trains) when a stage of that run is not finished.
     """
-    from .engine import Engine
-    from .train import TrainedModel, run_prefix, train_model
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.train import TrainedModel, run_prefix, train_model
 
     task, run_id = trained["task"], trained["run_id"]
     for stage in config.training.for_model(task).stages:
@@ -214,8 +214,8 @@ def _fetch_all(storage: Storage, config: PipelineConfig, trained: dict[str, JSON
 def evaluate(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str,
              trained: dict[str, JSON], *, epochs: int | None = None) -> JSON:
     """Test-split metrics of the new models and of production's on the same split."""
-    from .engine import Engine
-    from .pipeline import evaluate_models
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.flow.local_runner import evaluate_models
 
     data_dir = local_dataset(storage, config, dataset_version)
     models = _fetch_all(storage, config, trained, data_dir, epochs)
@@ -228,7 +228,7 @@ def gate(config: PipelineConfig, evaluation: JSON, models: Sequence[str]) -> JSO
     """The gate's decision (passed, reasons, checks) with the thresholds it used."""
     from dataclasses import asdict
 
-    from .gate import decide
+    from ocr_tasks.release.gate import decide
 
     baseline = {k: v for k, v in (evaluation.get("baseline") or {}).items() if k != "version"} or None
     decision = decide(evaluation["metrics"], baseline, config.gate, models=list(models)).to_json()
@@ -239,7 +239,7 @@ def gate(config: PipelineConfig, evaluation: JSON, models: Sequence[str]) -> JSO
 
 
 def _outcome(run_id: str, status: str, dataset_version: str, evaluation: JSON, decision: JSON) -> Any:
-    from .pipeline import RunOutcome
+    from ocr_tasks.flow.local_runner import RunOutcome
 
     gate_json = {k: v for k, v in decision.items() if k != "thresholds"}
     return RunOutcome(run_id, status, dataset_version, metrics=evaluation["metrics"],
@@ -249,9 +249,9 @@ def _outcome(run_id: str, status: str, dataset_version: str, evaluation: JSON, d
 def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
             evaluation: JSON, decision: JSON, *, epochs: int | None = None) -> JSON:
     """Export the inference models, publish them as the next version and make it production."""
-    from .engine import Engine
-    from .pipeline import assemble_bundle, build_manifest, finish_run, write_report
-    from .publish import next_model_version, production_version, publish_model, published_by_run, rollback
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.flow.local_runner import assemble_bundle, build_manifest, finish_run, write_report
+    from ocr_tasks.release.registry import next_model_version, production_version, publish_model, published_by_run, rollback
 
     if not decision.get("passed"):
         raise UsageError(f"run {run_id} failed the gate; refusing to publish: {decision.get('reasons')}")
@@ -282,8 +282,8 @@ def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_versi
 def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
            evaluation: JSON, decision: JSON, *, dry_run: bool) -> JSON:
     """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/."""
-    from .pipeline import finish_run, write_report
-    from .train import TrainedModel
+    from ocr_tasks.flow.local_runner import finish_run, write_report
+    from ocr_tasks.training.train import TrainedModel
 
     status = "dry-run" if decision.get("passed") else "gate-failed"
     outcome = _outcome(run_id, status, dataset_version, evaluation, decision)

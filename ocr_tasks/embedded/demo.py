@@ -26,13 +26,13 @@ from pathlib import Path
 
 import yaml
 
-from . import layout
-from .config import DEFAULT_CONFIG, PipelineConfig, load_config
-from .errors import UsageError
-from .local_airflow import DagRunResult, LocalAirflow, ProgressPrinter
-from .s3server import LocalS3Server
-from .storage import Storage, StorageSettings
-from .synthetic import ExportSpec, make_export
+from ocr_tasks.storage import layout
+from ocr_tasks.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from ocr_tasks.errors import UsageError
+from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow, ProgressPrinter
+from ocr_tasks.embedded.s3server import LocalS3Server
+from ocr_tasks.storage.s3 import Storage, StorageSettings
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
 MAIN_EXPORT = ExportSpec("digits_800", n_images=800, seed=11)
@@ -143,7 +143,7 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
         out(f"      the DAG run FAILED (state {result.state}, exit {result.returncode}) after {result.seconds:.0f} s; "
             f"the failing task's message is above, the whole log in {result.log_file}")
         return False
-    from .steps import sanitize_run_id
+    from ocr_tasks.flow.steps import sanitize_run_id
 
     run_id = sanitize_run_id(result.run_id or "")
     outcome = storage.get_json(layout.run_record_key(run_id), default=None)
@@ -163,9 +163,9 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
 
 def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, out: Out) -> bool:
     """Pull production, read a held-out test image with it, print what it read and where the report is."""
-    from .ingest import load_ledger, pull_dataset
-    from .inference import read_image
-    from .publish import production_version, pull_model
+    from ocr_tasks.ingest.merge import load_ledger, pull_dataset
+    from ocr_tasks.release.inference import read_image
+    from ocr_tasks.release.registry import production_version, pull_model
 
     version = production_version(storage, config.model_name)
     if version is None:

@@ -39,7 +39,7 @@ from typing import Final
 
 import yaml
 
-from .errors import UsageError
+from ocr_tasks.errors import UsageError
 
 __all__ = [
     "OWNED_KEYS",

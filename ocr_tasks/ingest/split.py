@@ -8,7 +8,7 @@ Changing the ratios does move images: do that only with a fresh baseline.
 
 from __future__ import annotations
 
-from .config import SplitConfig
+from ocr_tasks.config import SplitConfig
 
 SPLITS = ("train", "val", "test")
 _SCALE = 1 << 32

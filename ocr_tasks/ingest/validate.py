@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ValidationConfig
-from .tables import ExportTables
+from ocr_tasks.config import REPO_ROOT, ValidationConfig
+from ocr_tasks.ingest.tables import ExportTables
 
-EXPECTATIONS_DIR = Path(os.environ.get("OCR_RETRAIN_EXPECTATIONS", Path(__file__).resolve().parent.parent / "expectations"))
+EXPECTATIONS_DIR = Path(os.environ.get("OCR_RETRAIN_EXPECTATIONS", REPO_ROOT / "expectations"))
 SUITES = {"images": "ppocrlabel_images", "boxes": "ppocrlabel_boxes", "crops": "ppocrlabel_crops"}
 EXAMPLES = 5
 

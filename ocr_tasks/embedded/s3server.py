@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config
 
-from .storage import StorageError, StorageSettings
+from ocr_tasks.storage.s3 import StorageError, StorageSettings
 
 __all__ = ["LOCAL_ACCESS_KEY", "LOCAL_SECRET_KEY", "LocalS3Server", "find_rclone", "serve"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import GateConfig
+from ocr_tasks.config import GateConfig
 
 __all__ = ["KEY_METRICS", "GateDecision", "decide"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
+from ocr_tasks.errors import UsageError
 
 
 @dataclass(frozen=True)

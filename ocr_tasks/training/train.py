@@ -17,16 +17,15 @@ from pathlib import Path
 
 import yaml
 
-from . import layout
-from .config import PipelineConfig, TrainStage
-from .engine import Engine, run_tool, visible_gpus
-from .errors import UsageError
-from .storage import Storage
-from .train_config import checkpoint_overrides, eval_overrides, render_config, write_config
+from ocr_tasks.storage import layout
+from ocr_tasks.config import REPO_ROOT, PipelineConfig, TrainStage
+from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
+from ocr_tasks.errors import UsageError
+from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.training.render import checkpoint_overrides, eval_overrides, render_config, write_config
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".states")
 FROZEN_BACKBONE = Path(__file__).resolve().parent / "frozen_backbone.py"
 AUGMENT_OPS = frozenset({"RecAug", "RecConAug", "IaaAugment", "CopyPaste", "BaseDataAugmentation"})

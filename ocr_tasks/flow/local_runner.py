@@ -16,18 +16,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import layout
-from .config import PipelineConfig
-from .engine import Engine
-from .errors import UsageError
-from .gate import decide
-from .ingest import IngestResult, ingest, load_ledger, pull_dataset
-from .notify import notify_outcome
-from .publish import next_model_version, production_version, publish_model, pull_model
-from .report import plot_curves, write_summary
-from .storage import Storage
-from .train import TrainedModel, evaluate, export_inference, run_prefix, train_model
-from .train_config import config_hash
+from ocr_tasks.storage import layout
+from ocr_tasks.config import PipelineConfig
+from ocr_tasks.training.engine import Engine
+from ocr_tasks.errors import UsageError
+from ocr_tasks.release.gate import decide
+from ocr_tasks.ingest.merge import IngestResult, ingest, load_ledger, pull_dataset
+from ocr_tasks.flow.notify import notify_outcome
+from ocr_tasks.release.registry import next_model_version, production_version, publish_model, pull_model
+from ocr_tasks.release.report import plot_curves, write_summary
+from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.training.train import TrainedModel, evaluate, export_inference, run_prefix, train_model
+from ocr_tasks.training.render import config_hash
 
 log = logging.getLogger(__name__)
 
