@@ -1,7 +1,9 @@
-"""ocr_retraining: nightly PaddleOCR det/rec retraining from PPOCRLabel exports (issue #4).
+"""ocr_retraining: nightly PaddleOCR det/rec retraining from PPOCRLabel exports.
 
-Only wiring: every task calls one JSON-in/JSON-out step of `ocr_tasks.flow.steps`, imported
-inside the task so that parsing this file stays cheap (no boto3, pandas, GX or paddle).
+Only wiring: each task runs one step of the chain defined once in `ocr_tasks.flow.steps`
+(the local runner, `ocr-retrain run`, runs the same steps in one process). Steps are
+imported inside the tasks, so parsing this file stays cheap (no boto3, pandas, GX or
+paddle). Artifacts travel between tasks as their JSON (`to_json`/`from_json`).
 
     discover -> should_run (short-circuit) -> check_export (mapped, one per new export)
              -> merge -> has_dataset (short-circuit) -> train_det | train_rec (gpu pool/queue)
@@ -43,8 +45,8 @@ def _production_asset() -> Asset:
     """models/<name>/production.json of the configured bucket: what a publish updates."""
     try:
         from ocr_tasks.config import load_config   # yaml only: cheap
-        from ocr_tasks.flow.steps import production_asset_uri
-        return Asset(production_asset_uri(load_config()), group="model")
+
+        return Asset(load_config().production_model_uri, group="model")
     except Exception as exc:  # a broken config must not break parsing: tasks report it
         log.warning("ocr_retraining: cannot read the pipeline config (%s); asset uses the defaults", exc)
         return Asset("s3://ocr-data/models/ocr/production.json", group="model")
@@ -72,25 +74,12 @@ def _credentials() -> dict[str, Any] | None:
             "region": extra.get("region_name") or extra.get("region")}
 
 
-def _context() -> tuple[Any, Any, Any]:
-    """(config, storage, params) for this task: config with the run's gate overrides."""
-    from ocr_tasks.flow import steps
+def _context() -> Any:
+    """This task's RunContext: config with the run's gate overrides, storage, the run's Params."""
+    from ocr_tasks.flow.run import RunContext
 
-    params = get_current_context()["params"]
-    config = steps.load(steps.config_overrides(rec_min_acc=params.get("rec_min_acc"),
-                                               det_min_hmean=params.get("det_min_hmean")))
-    return config, steps.make_storage(config, _credentials()), params
-
-
-def _run_id() -> str:
-    from ocr_tasks.flow.steps import sanitize_run_id
-
-    return sanitize_run_id(get_current_context()["run_id"])
-
-
-def _epochs(params: Any) -> int | None:
-    value = params.get("epochs")
-    return int(value) if value is not None else None
+    airflow = get_current_context()
+    return RunContext.from_params(airflow["params"], airflow["run_id"], _credentials())
 
 
 def on_failure(context: dict[str, Any]) -> None:
@@ -146,65 +135,55 @@ def ocr_retraining() -> None:
 
     @task
     def discover() -> list[dict]:
-        """The new exports (ExportRef JSON, mapped over by check_export); the rest of the discovery as XComs."""
+        """The new exports (mapped over by check_export); the whole Discovery as the "discovery" XCom."""
         from ocr_tasks.flow import steps
 
-        _, storage, _ = _context()
-        found = steps.discover(storage)
+        found = steps.discover(_context())
         log.info("new exports: %s; waiting: %s; latest dataset %s (untrained: %s)",
-                 [r["name"] for r in found["new"]] or "none", found["waiting"] or "none",
-                 found["latest_dataset"], found["untrained_dataset"])
-        get_current_context()["ti"].xcom_push(key="datasets", value={"latest": found["latest_dataset"],
-                                                                      "untrained": found["untrained_dataset"]})
-        return found["new"]
+                 [r.name for r in found.new] or "none", found.waiting or "none",
+                 found.latest_dataset, found.untrained_dataset)
+        get_current_context()["ti"].xcom_push(key="discovery", value=found.to_json())
+        return [ref.to_json() for ref in found.new]
 
     @task.short_circuit
-    def should_run(new: list[dict], datasets: dict) -> bool:
+    def should_run(discovery: dict) -> bool:
         from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Discovery
 
-        params = get_current_context()["params"]
-        go = steps.should_run({"new": new, "untrained_dataset": datasets["untrained"]}, force=bool(params["force"]))
-        if not go:
-            log.info("no new exports, the latest dataset is trained on, not forced: nothing to do tonight")
-        return go
+        return steps.should_run(_context(), Discovery.from_json(discovery))
 
     @task
     def check_export(ref: dict) -> dict:
         from ocr_tasks.flow import steps
+        from ocr_tasks.ingest.exports import ExportRef
 
-        config, storage, _ = _context()
-        result = steps.check(storage, config, ref)
-        if not result["passed"]:
-            log.warning("export %s QUARANTINED (the run goes on without it): report %s",
-                        ref["name"], result["report_uri"])
-        return result
+        return steps.check_export(_context(), ExportRef.from_json(ref)).to_json()
 
     @task(trigger_rule="none_failed")
     def merge(checks: Any = None) -> dict:
         from ocr_tasks.flow import steps
+        from ocr_tasks.ingest.check import ExportCheck
 
-        config, storage, params = _context()
         # by index, not iteration: iterating a mapped XCom probes one past the end and logs an error
-        results = [checks[i] for i in range(len(checks))] if checks is not None else []
-        result = steps.merge(storage, config, results, force=bool(params["force"]))
-        log.info("dataset to train on: %s; quarantined: %s", result["dataset_version"], result["quarantined"] or "none")
-        return result
+        results = [ExportCheck.from_json(checks[i]) for i in range(len(checks)) if checks[i]] if checks else []
+        return steps.merge(_context(), results).to_json()
 
     @task.short_circuit
     def has_dataset(merged: dict) -> bool:
-        if merged["dataset_version"] is None:
-            log.info("nothing new passed validation and the latest dataset is trained on: stopping")
-            return False
-        return True
+        from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import MergedDataset
 
-    def _train(task_name: str, merged: dict) -> dict:
+        return steps.has_dataset(_context(), MergedDataset.from_json(merged))
+
+    def _train(kind: str, merged: dict) -> dict:
         from airflow.exceptions import AirflowSkipException
         from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import MergedDataset
 
-        config, storage, params = _context()
-        if task_name not in steps.select_models(config, params["models"]):
-            raise AirflowSkipException(f"{task_name} not selected (models={params['models']})")
-        return steps.train(storage, config, task_name, merged["dataset_version"], _run_id(), epochs=_epochs(params))
+        ctx = _context()
+        if kind not in ctx.request.models:
+            raise AirflowSkipException(f"{kind} not selected (models={ctx.request.models})")
+        return steps.train(ctx, kind, MergedDataset.from_json(merged)).to_json()
 
     gpu = {"pool": GPU_POOL, "queue": GPU_QUEUE, "retries": TRAIN_RETRIES, "retry_delay": TRAIN_RETRY_DELAY}
 
@@ -219,51 +198,45 @@ def ocr_retraining() -> None:
     @task(trigger_rule="none_failed_min_one_success")
     def evaluate(merged: dict, det: dict | None = None, rec: dict | None = None) -> dict:
         from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import MergedDataset
+        from ocr_tasks.training.train import TrainedModel
 
-        config, storage, params = _context()
-        trained = {t: m for t, m in (("det", det), ("rec", rec)) if m}
-        result = steps.evaluate(storage, config, _run_id(), merged["dataset_version"], trained, epochs=_epochs(params))
-        log.info("test metrics: %s; production: %s", result["metrics"], result["baseline"] or "none")
-        return {**result, "trained": trained}
+        trained = {kind: TrainedModel.from_json(m) for kind, m in (("det", det), ("rec", rec)) if m}
+        return steps.evaluate(_context(), MergedDataset.from_json(merged), trained).to_json()
 
     @task
     def gate(evaluation: dict) -> dict:
         from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Evaluation
 
-        config, _, _ = _context()
-        decision = steps.gate(config, evaluation, sorted(evaluation["trained"]))
-        log.info("gate %s: %s", "PASSED" if decision["passed"] else "FAILED", decision["reasons"] or "all checks passed")
-        return decision
+        return steps.gate(_context(), Evaluation.from_json(evaluation)).to_json()
 
     @task.branch
     def route(decision: dict) -> str:
-        params = get_current_context()["params"]
-        return "publish" if decision["passed"] and not params["dry_run"] else "record"
+        from ocr_tasks.flow import steps
+        from ocr_tasks.release.gate import GateDecision
+
+        return steps.route(_context(), GateDecision.from_json(decision))
+
+    def _end(step: str, merged: dict, evaluation: dict, decision: dict) -> dict:
+        from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Evaluation, MergedDataset
+        from ocr_tasks.release.gate import GateDecision
+
+        run = getattr(steps, step)
+        return run(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
+                   GateDecision.from_json(decision)).to_json()
 
     @task(outlets=[PRODUCTION_MODEL])
     def publish(merged: dict, evaluation: dict, decision: dict) -> dict:
-        from ocr_tasks.flow import steps
-
-        config, storage, params = _context()
-        trained = evaluation["trained"]
-        outcome = steps.publish(storage, config, _run_id(), merged["dataset_version"], trained, evaluation, decision,
-                                epochs=_epochs(params))
-        log.info("published %s %s: %s", config.model_name, outcome["model_version"], outcome["report_uri"])
-        return outcome
+        return _end("publish", merged, evaluation, decision)
 
     @task
     def record(merged: dict, evaluation: dict, decision: dict) -> dict:
-        from ocr_tasks.flow import steps
-
-        config, storage, params = _context()
-        trained = evaluation["trained"]
-        outcome = steps.record(storage, config, _run_id(), merged["dataset_version"], trained, evaluation, decision,
-                               dry_run=bool(params["dry_run"]))
-        log.info("run %s: %s, nothing published; report %s", outcome["run_id"], outcome["status"], outcome["report_uri"])
-        return outcome
+        return _end("record", merged, evaluation, decision)
 
     found = discover()
-    go = should_run(found, found["datasets"])
+    go = should_run(found["discovery"])
     checks = check_export.expand(ref=found)
     go >> checks
     merged = merge(checks)

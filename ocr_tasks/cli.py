@@ -141,13 +141,25 @@ def _storage_for_uri(config):
     return open_uri
 
 
+def _local_context(args, **request):
+    """The run context `ocr-retrain` steps work with: config, storage from the environment, the request."""
+    from ocr_tasks.flow.run import RunContext, RunRequest, new_run_id
+    from ocr_tasks.storage.s3 import storage_from_config
+
+    config = _config(args)
+    request.setdefault("models", tuple(config.training.models))
+    return RunContext(config, storage_from_config(config), RunRequest(request.pop("run_id", None) or new_run_id(),
+                                                                      **request))
+
+
 def cmd_validate(args) -> int:
     import tempfile
 
-    from ocr_tasks.ingest.merge import check_local_export, resolve_source, scratch_dir
+    from ocr_tasks.ingest.check import check_local_export
+    from ocr_tasks.ingest.prepare import resolve_source
 
     config = _config(args)
-    with tempfile.TemporaryDirectory(prefix="validate-", dir=scratch_dir(config)) as scratch:
+    with tempfile.TemporaryDirectory(prefix="validate-", dir=config.work.scratch) as scratch:
         folder = resolve_source(args.source, Path(scratch), _storage_for_uri(config))
         _, report = check_local_export(folder, config, args.docs.resolve() if args.docs else None)
     print(report.summary())
@@ -155,7 +167,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from ocr_tasks.ingest.merge import prepare
+    from ocr_tasks.ingest.prepare import prepare
 
     config = _config(args)
     result = prepare(args.sources, args.out, config, _storage_for_uri(config))
@@ -171,42 +183,40 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from ocr_tasks.ingest.merge import ingest
-    from ocr_tasks.storage.s3 import storage_from_config
+    from ocr_tasks.flow.local_runner import ingest
 
-    config = _config(args)
-    result = ingest(storage_from_config(config), config)
+    result = ingest(_local_context(args))
     for name, why in result.discovery.waiting.items():
         print(f"waiting  {name}: {why}")
     for check in result.checks:
         print(check.summary)
         if check.report_uri:
             print(f"  quarantined: {check.report_uri}")
-    if result.dataset:
-        print(f"dataset {result.dataset.version}: {result.dataset.uri}")
+    if result.merged and result.merged.merged:
+        print(f"dataset {result.merged.merged['version']}: {result.merged.merged['uri']}")
     elif not result.checks:
         print("nothing new to ingest")
     return EXIT_DATA if any(not c.passed for c in result.checks) else EXIT_OK
 
 
 def cmd_discover(args) -> int:
-    from ocr_tasks.ingest.exports import discover_exports
-    from ocr_tasks.ingest.merge import load_ledger
-    from ocr_tasks.storage.s3 import storage_from_config
+    from ocr_tasks.flow import steps
 
-    storage = storage_from_config(_config(args))
-    found = discover_exports(storage, load_ledger(storage))
+    found = steps.discover(_local_context(args))
     for ref in found.new:
         print(f"new      {ref.name} ({ref.objects} objects, fingerprint {ref.fingerprint[:12]})")
     for name, why in found.waiting.items():
         print(f"waiting  {name}: {why}")
     for name in found.already_ingested:
         print(f"done     {name}")
+    print(f"latest dataset {found.latest_dataset or 'none'}"
+          + (" (not trained on yet)" if found.untrained_dataset else ""))
     return EXIT_OK
 
 
 def cmd_pull_dataset(args) -> int:
-    from ocr_tasks.ingest.merge import load_ledger, pull_dataset
+    from ocr_tasks.ingest.ledger import load_ledger
+    from ocr_tasks.ingest.pull import pull_dataset
     from ocr_tasks.storage.s3 import storage_from_config
 
     storage = storage_from_config(_config(args))
@@ -218,15 +228,14 @@ def cmd_pull_dataset(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ocr_tasks.flow.local_runner import run_pipeline
-    from ocr_tasks.storage.s3 import storage_from_config
+    from ocr_tasks.flow.local_runner import run_local
 
-    config = _config(args)
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
-    if models and not set(models) <= {"det", "rec"}:
-        raise UsageError(f"--models takes det, rec or det,rec, got {args.models}")
-    outcome = run_pipeline(storage_from_config(config), config, run_id=args.run_id, force=args.force,
-                           models=models, epochs=args.epochs, dry_run=args.dry_run)
+    request = {"run_id": args.run_id, "force": args.force, "epochs": args.epochs, "dry_run": args.dry_run}
+    if args.models:
+        request["models"] = tuple(m.strip() for m in args.models.split(","))
+    ctx = _local_context(args, **request)
+    outcome = run_local(ctx)
+    config = ctx.config
     print(f"run {outcome.run_id}: {outcome.status}")
     for task, values in outcome.metrics.items():
         print(f"  {task} test: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))

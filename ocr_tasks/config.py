@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from ocr_tasks.errors import UsageError
+from ocr_tasks.storage import layout
+from ocr_tasks.storage.layout import WorkDir
 
 OVERRIDES_ENV = "OCR_RETRAIN_OVERRIDES"
 REPO_ROOT = Path(__file__).resolve().parent.parent   # configs/, expectations/, dags/ ship beside the package
@@ -125,6 +127,17 @@ class PipelineConfig:
     @property
     def work_path(self) -> Path:
         return Path(self.work_dir).expanduser().resolve()
+
+    @property
+    def production_model_uri(self) -> str:
+        """s3://<bucket>/<prefix>/models/<name>/production.json: what a publish updates (the DAG's Asset)."""
+        prefix = self.storage.prefix.strip("/")
+        return f"s3://{self.storage.bucket}/{prefix + '/' if prefix else ''}{layout.production_key(self.model_name)}"
+
+    @property
+    def work(self) -> WorkDir:
+        """The worker's local folders, laid out once (ocr_tasks/storage/layout.py)."""
+        return WorkDir(self.work_path)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

@@ -1,10 +1,9 @@
 """The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/flow/steps.py).
 
-Fast tests parse the DAG with a DagBag in a throw-away AIRFLOW_HOME (no metadata
-database needed for parsing). The slow test runs the whole DAG with
-`airflow dags test` (SQLite, migrated in a tmp AIRFLOW_HOME) against the real local S3
-server on a tiny synthetic export with 1 epoch: it must reach the gate, fail it, and
-record the run.
+These tests parse the DAG with a DagBag in a throw-away AIRFLOW_HOME (no metadata
+database needed for parsing) and run the steps the way the tasks do, artifacts through
+XCom JSON. The whole DAG in Airflow (`airflow dags test`) runs in tests/test_runners.py,
+beside the local runner on the same export.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +29,8 @@ os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ocr-retrain-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from ocr_tasks.flow import steps  # noqa: E402
+from ocr_tasks.flow.run import Discovery, RunContext, RunRequest, sanitize_run_id  # noqa: E402
+from ocr_tasks.ingest.exports import ExportRef  # noqa: E402
 from ocr_tasks.config import load_config  # noqa: E402
 from ocr_tasks.errors import UsageError  # noqa: E402
 from tests.test_notify import webhook  # noqa: E402,F401  (the local webhook receiver fixture)
@@ -118,7 +118,7 @@ def test_params_and_defaults(dag):
 
 def test_publish_emits_the_production_asset(dag):
     outlets = dag.get_task("publish").outlets
-    assert [a.uri for a in outlets] == [steps.production_asset_uri(load_config())]
+    assert [a.uri for a in outlets] == [load_config().production_model_uri]
     assert outlets[0].uri == "s3://ocr-data/models/ocr/production.json"
 
 
@@ -157,99 +157,76 @@ def test_on_failure_callback_names_task_run_and_error_and_notifies(caplog, webho
 
 
 def test_run_id_sanitised_for_storage():
-    assert steps.sanitize_run_id("scheduled__2026-01-01T02:00:00+00:00") == "scheduled__2026-01-01T02_00_00_00_00"
-    assert steps.sanitize_run_id("manual run/ü") == "manual_run"
+    assert sanitize_run_id("scheduled__2026-01-01T02:00:00+00:00") == "scheduled__2026-01-01T02_00_00_00_00"
+    assert sanitize_run_id("manual run/ü") == "manual_run"
     with pytest.raises(UsageError):
-        steps.sanitize_run_id("///")
+        sanitize_run_id("///")
 
 
-def test_models_choice_and_gate_overrides():
+FAKE_KEYS = {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t-value", "endpoint_url": "http://127.0.0.1:9"}
+
+
+def test_params_become_the_run_context():
     config = load_config()
-    assert steps.select_models(config, "both") == ["det", "rec"]
-    assert steps.select_models(config, "rec") == ["rec"]
+    both = RunContext.from_params({"models": "both"}, "manual__2026", FAKE_KEYS)
+    assert both.request.models == ("det", "rec") and both.run_id == "manual__2026"
+    assert both.config.gate == config.gate
+    narrowed = RunContext.from_params({"models": "rec", "epochs": 3, "rec_min_acc": 0.95, "dry_run": True,
+                                       "force": True}, "r", FAKE_KEYS)
+    assert narrowed.request == RunRequest("r", ("rec",), force=True, epochs=3, dry_run=True)
+    assert (narrowed.config.gate.rec_min_acc, narrowed.config.gate.det_min_hmean) == (0.95, config.gate.det_min_hmean)
     with pytest.raises(UsageError):
-        steps.select_models(config, "cls")
-    overridden = load_config(overrides=steps.config_overrides(rec_min_acc=0.95, det_min_hmean=None))
-    assert (overridden.gate.rec_min_acc, overridden.gate.det_min_hmean) == (0.95, config.gate.det_min_hmean)
+        RunContext.from_params({"models": "cls"}, "r", FAKE_KEYS)
 
 
 def test_storage_from_connection_credentials_keeps_secrets_out_of_repr(monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    storage = steps.make_storage(load_config(), {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t-value",
-                                                 "endpoint_url": "http://127.0.0.1:9"})
-    assert storage.settings.endpoint_url == "http://127.0.0.1:9"
-    assert storage.settings.secret_access_key == "s3cr3t-value"
-    assert "s3cr3t-value" not in repr(storage) and "s3cr3t-value" not in repr(storage.settings)
+    ctx = RunContext.from_params({}, "r", FAKE_KEYS)
+    assert ctx.storage.settings.endpoint_url == "http://127.0.0.1:9"
+    assert ctx.storage.settings.secret_access_key == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(ctx) and "s3cr3t-value" not in repr(ctx.storage.settings)
 
 
 def test_should_run_rule():
-    assert not steps.should_run({"new": [], "untrained_dataset": None}, force=False)
-    assert steps.should_run({"new": [], "untrained_dataset": None}, force=True)
-    assert steps.should_run({"new": [{"name": "a"}], "untrained_dataset": None}, force=False)
-    assert steps.should_run({"new": [], "untrained_dataset": "v1"}, force=False)  # crashed after ingest: retrain
+    quiet, forced = (RunContext.from_params({"force": force}, "r", FAKE_KEYS) for force in (False, True))
+    new = Discovery(new=[ExportRef("a", "incoming/a/", "f" * 64, 3)])
+    assert not steps.should_run(quiet, Discovery())
+    assert steps.should_run(forced, Discovery())
+    assert steps.should_run(quiet, new)
+    assert steps.should_run(quiet, Discovery(untrained_dataset="v1"))  # crashed after ingest: retrain
 
 
-# --------------------------------------------------------------------------- the whole DAG in Airflow
+def test_artifacts_survive_xcom_json():
+    """What one task returns, the next rebuilds: to_json -> JSON text -> from_json is the identity."""
+    from ocr_tasks.flow.run import Evaluation, MergedDataset
+    from ocr_tasks.release.gate import GateDecision
+    from ocr_tasks.training.train import TrainedModel
+
+    artifacts = [
+        Discovery([ExportRef("a", "incoming/a/", "f" * 64, 3)], {"b": "uploading"}, ["c"], "v1", "v1"),
+        MergedDataset("v2", {"version": "v2", "uri": "s3://b/datasets/v2/", "counts": {}, "merged": ["a"]},
+                      {"bad": "s3://b/quarantine/bad/"}),
+        Evaluation({"rec": {"acc": 0.5}}, {"rec": TrainedModel("rec", "r", "/w/best", "/w/c.yml", [{"kind": "train"}])},
+                   "20260101T000000Z", {"rec": {"acc": 0.4}}),
+        GateDecision(False, ["rec acc 0.5 is not > 0.9"], [{"model": "rec"}], {"rec_min_acc": 0.9}),
+    ]
+    for artifact in artifacts:
+        assert type(artifact).from_json(json.loads(json.dumps(artifact.to_json()))) == artifact
 
 
-@pytest.mark.slow
-def test_dags_test_reaches_the_gate_on_a_tiny_export(storage, tmp_path):
-    from ocr_tasks.embedded.synthetic import ExportSpec, make_export
-
-    storage.upload_dir(make_export(tmp_path / "labeller", ExportSpec("digits_001", n_images=40, seed=7)),
-                       "incoming/digits_001")
-    config_file = tmp_path / "pipeline.yaml"
-    config_file.write_text(f"storage:\n  bucket: {storage.settings.bucket}\nwork_dir: {tmp_path / 'work'}\n")
-    secret = storage.settings.secret_access_key
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "OCR_RETRAIN_", "AIRFLOW_CONN_", "AIRFLOW__"))}
-    env.update({
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "OCR_RETRAIN_CONFIG": str(config_file),
-        # credentials through the Airflow connection, not the environment
-        "AIRFLOW_CONN_OCR_RETRAIN_S3": json.dumps({
-            "conn_type": "aws", "login": storage.settings.access_key_id, "password": secret,
-            "extra": {"endpoint_url": storage.settings.endpoint_url}}),
-    })
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, cwd=tmp_path, check=True,
-                   capture_output=True, timeout=300)
-
-    started = time.monotonic()
-    run = subprocess.run([str(BIN / "airflow"), "dags", "test", "ocr_retraining", "-c", json.dumps({"epochs": 1})],
-                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    seconds = time.monotonic() - started
-    log = run.stdout + run.stderr
-    print(f"airflow dags test ocr_retraining (epochs=1): {seconds:.1f} s")
-    assert run.returncode == 0, log[-4000:]
-    assert "state=success" in log, log[-4000:]
-    assert secret not in log
-
-    (run_json,) = [o.key for o in storage.list("runs/") if o.key.endswith("/run.json")]
-    outcome = storage.get_json(run_json)
-    assert outcome["run_id"].startswith("manual__") and run_json == f"runs/{outcome['run_id']}/run.json"
-    assert outcome["status"] == "gate-failed"                     # 1 epoch cannot pass the real gate
-    assert set(outcome["metrics"]) == {"det", "rec"}
-    assert any("rec acc" in reason for reason in outcome["gate"]["reasons"])
-    assert storage.exists(f"runs/{outcome['run_id']}/report/summary.html")
-    assert storage.exists(f"runs/{outcome['run_id']}/rec/finetune/done.json")
-    assert storage.get_json("runs/last_trained.json")["run_id"] == outcome["run_id"]
-    assert not storage.exists("models/ocr/production.json")
-
-    # a quiet night: nothing new, not forced -> the run stops after should_run, successfully
-    quiet = subprocess.run([str(BIN / "airflow"), "dags", "test", "ocr_retraining"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
-    assert quiet.returncode == 0 and "state=success" in quiet.stdout + quiet.stderr
-    assert "nothing to do tonight" in quiet.stdout + quiet.stderr
+# --------------------------------------------------------------------------- steps through XCom JSON
+# (the whole DAG in Airflow: tests/test_runners.py)
 
 
 def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path):
-    """discover -> check (one per export, JSON only) -> merge, as the mapped tasks run them."""
+    """discover -> check (one per export, through XCom JSON) -> merge, as the mapped tasks run them."""
+    from ocr_tasks.ingest.check import ExportCheck
+    from ocr_tasks.flow.run import MergedDataset
     from tests.exports_kit import export, label_lines
 
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
+    ctx = RunContext(config, storage, RunRequest("r1"))
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
     lines = label_lines(bad)
     lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
@@ -257,20 +234,21 @@ def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path
     storage.upload_dir(bad, "incoming/bad_batch")
     storage.upload_dir(export(tmp_path / "b", "good_batch", n_images=6, seed=4), "incoming/good_batch")
 
-    found = json.loads(json.dumps(steps.discover(storage)))          # what XCom carries
-    assert [r["name"] for r in found["new"]] == ["bad_batch", "good_batch"]
-    assert steps.should_run(found, force=False)
-    checks = [json.loads(json.dumps(steps.check(storage, config, ref))) for ref in found["new"]]
-    assert [c["passed"] for c in checks] == [False, True]
-    assert checks[0]["report_uri"].startswith(f"s3://{storage.settings.bucket}/quarantine/bad_batch/")
-    merged = steps.merge(storage, config, checks, force=False)
-    assert merged["merged"]["merged"] == ["good_batch"] and merged["dataset_version"] == merged["merged"]["version"]
-    assert list(merged["quarantined"]) == ["bad_batch"]
-    assert steps.discover(storage)["untrained_dataset"] == merged["dataset_version"]   # not trained yet
+    found = Discovery.from_json(json.loads(json.dumps(steps.discover(ctx).to_json())))   # what XCom carries
+    assert [r.name for r in found.new] == ["bad_batch", "good_batch"]
+    assert steps.should_run(ctx, found)
+    checks = [ExportCheck.from_json(json.loads(json.dumps(steps.check_export(ctx, ref).to_json())))
+              for ref in found.new]
+    assert [c.passed for c in checks] == [False, True]
+    assert checks[0].report_uri.startswith(f"s3://{storage.settings.bucket}/quarantine/bad_batch/")
+    merged = MergedDataset.from_json(json.loads(json.dumps(steps.merge(ctx, checks).to_json())))
+    assert merged.merged["merged"] == ["good_batch"] and merged.dataset_version == merged.merged["version"]
+    assert list(merged.quarantined) == ["bad_batch"]
+    assert steps.discover(ctx).untrained_dataset == merged.dataset_version   # not trained yet
 
 
 def test_steps_forced_without_any_dataset_is_a_usage_error(storage, tmp_path):
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
-    assert steps.merge(storage, config, [], force=False)["dataset_version"] is None
+    assert steps.merge(RunContext(config, storage, RunRequest("r")), []).dataset_version is None
     with pytest.raises(UsageError, match="no dataset version"):
-        steps.merge(storage, config, [], force=True)
+        steps.merge(RunContext(config, storage, RunRequest("r", force=True)), [])

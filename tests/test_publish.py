@@ -266,8 +266,10 @@ def test_cli_models_pull_model_and_rollback(storage, s3_server, tmp_path, monkey
 
 def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, tmp_path):
     """The worker died after the manifest but before the task was marked done: the retry must reuse it."""
-    from ocr_tasks.flow import steps
     from ocr_tasks.config import load_config
+    from ocr_tasks.flow import steps
+    from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext, RunRequest
+    from ocr_tasks.release.gate import GateDecision
 
     config = load_config(overrides=[f"model_name={NAME}", f"work_dir={tmp_path / 'work'}",
                                     f"storage.bucket={storage.settings.bucket}"])
@@ -276,11 +278,12 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
     publish_model(storage, NAME, "20260102T000000Z", bundle, {**manifest_for(), "run_id": "r7"}, promote=False)
     assert production_version(storage, NAME) == "20260101T000000Z"
 
-    evaluation = {"metrics": {"rec": {"acc": 0.95}}, "baseline": None, "trained": {}}
-    outcome = steps.publish(storage, config, "r7", "ds123", {}, evaluation, {**PASSED_GATE, "thresholds": {}})
-    assert outcome["model_version"] == "20260102T000000Z" and outcome["status"] == "published"
+    ctx = RunContext(config, storage, RunRequest("r7"))
+    evaluation = Evaluation({"rec": {"acc": 0.95}}, trained={})
+    outcome = steps.publish(ctx, MergedDataset("ds123"), evaluation, GateDecision.from_json(PASSED_GATE))
+    assert outcome.model_version == "20260102T000000Z" and outcome.status == "published"
     assert [v["version"] for v in list_versions(storage, NAME)] == ["20260101T000000Z", "20260102T000000Z"]
     assert production_version(storage, NAME) == "20260102T000000Z"
     # and once more: still the same single version
-    again = steps.publish(storage, config, "r7", "ds123", {}, evaluation, {**PASSED_GATE, "thresholds": {}})
-    assert again["model_version"] == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2
+    again = steps.publish(ctx, MergedDataset("ds123"), evaluation, GateDecision.from_json(PASSED_GATE))
+    assert again.model_version == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2

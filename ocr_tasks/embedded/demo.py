@@ -143,7 +143,7 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
         out(f"      the DAG run FAILED (state {result.state}, exit {result.returncode}) after {result.seconds:.0f} s; "
             f"the failing task's message is above, the whole log in {result.log_file}")
         return False
-    from ocr_tasks.flow.steps import sanitize_run_id
+    from ocr_tasks.flow.run import sanitize_run_id
 
     run_id = sanitize_run_id(result.run_id or "")
     outcome = storage.get_json(layout.run_record_key(run_id), default=None)

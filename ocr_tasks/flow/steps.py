@@ -1,18 +1,17 @@
-"""The retraining run as JSON-in / JSON-out steps, one per Airflow task (dags/ocr_retraining.py).
+"""The retraining chain, defined once. Two runners execute it: the Airflow DAG
+(dags/ocr_retraining.py, one task per step) and `run_local` (ocr_tasks/flow/local_runner.py,
+every step in one process, for `ocr-retrain run`).
 
-Tasks may run on different workers, so a step never receives another worker's local
-path: everything a step needs comes from its JSON arguments and from storage. A model
-trained by another task is fetched back from `runs/<run_id>/<task>/` (train_model on a
-finished stage downloads its best weights and config instead of training again).
+    discover -> should_run -> check_export (one per new export) -> merge -> has_dataset
+             -> train det | train rec -> evaluate -> gate -> route -> publish | record
 
-No Airflow import here: the DAG file resolves the storage credentials (connection or
-environment) and passes them in; `make_storage` never logs them.
+Each step takes the run's `RunContext` and the artifacts of the steps before it
+(ocr_tasks/flow/run.py) and returns its own. Tasks may run on different workers, so a
+step reads what it needs from storage, never from another worker's disk: a trained model
+is fetched back from runs/<run_id>/<kind>/ (`fetch_trained`, which never trains).
 
-The steps reuse the pipeline's own functions (`ocr_tasks.flow.local_runner.run_pipeline` runs the
-same chain in one process):
-
-    discover -> check (one per new export) -> merge -> train det | train rec
-             -> evaluate -> gate -> publish | record
+Imports of the heavy stages (boto3, pandas, GX, paddle) happen inside the steps, so the
+DAG file can import this module cheaply.
 """
 
 from __future__ import annotations
@@ -20,141 +19,237 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ocr_tasks.storage import layout
-from ocr_tasks.config import PipelineConfig, load_config
 from ocr_tasks.errors import UsageError
+from ocr_tasks.flow.run import Discovery, Evaluation, MergedDataset, RunContext, RunOutcome
+from ocr_tasks.storage import layout
+from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC
 
-if TYPE_CHECKING:  # boto3 stays out of DAG parsing: the storage layer is imported where it is used
+if TYPE_CHECKING:
+    from ocr_tasks.ingest.check import ExportCheck
+    from ocr_tasks.ingest.exports import ExportRef
+    from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.storage.s3 import Storage
+    from ocr_tasks.training.train import TrainedModel
 
 log = logging.getLogger(__name__)
 
-MODEL_CHOICES = ("both", "det", "rec")
-_RUN_ID_BAD = re.compile(r"[^A-Za-z0-9._-]+")
-
-JSON = dict[str, Any]
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def sanitize_run_id(run_id: str) -> str:
-    """An Airflow run id (`scheduled__2026-01-01T02:00:00+00:00`) as a storage-safe pipeline run id."""
-    cleaned = _RUN_ID_BAD.sub("_", run_id).strip("._-")
-    if not cleaned:
-        raise UsageError(f"run id {run_id!r} has no usable characters")
-    return cleaned[:128]
-
-
-def config_overrides(*, rec_min_acc: float | None = None, det_min_hmean: float | None = None) -> list[str]:
-    """`key.path=value` overrides for load_config from the run's params (None: keep the config's)."""
-    overrides = []
-    if rec_min_acc is not None:
-        overrides.append(f"gate.rec_min_acc={float(rec_min_acc)}")
-    if det_min_hmean is not None:
-        overrides.append(f"gate.det_min_hmean={float(det_min_hmean)}")
-    return overrides
-
-
-def load(overrides: Sequence[str] = ()) -> PipelineConfig:
-    """configs/pipeline.yaml (or $OCR_RETRAIN_CONFIG) with the run's overrides."""
-    return load_config(overrides=list(overrides))
-
-
-def select_models(config: PipelineConfig, models: str) -> list[str]:
-    """The form's `models` choice: "both" trains what the config lists, "det"/"rec" narrows it."""
-    if models not in MODEL_CHOICES:
-        raise UsageError(f"models must be one of {', '.join(MODEL_CHOICES)}, got {models!r}")
-    return list(config.training.models) if models == "both" else [models]
-
-
-def make_storage(config: PipelineConfig, credentials: JSON | None = None) -> Storage:
-    """Storage from the config; keys/endpoint from `credentials` (an Airflow connection) or the environment.
-
-    `credentials`: {"access_key_id", "secret_access_key", "session_token"?, "endpoint_url"?, "region"?}.
-    StorageSettings keeps the secrets out of its repr, so logging the Storage is safe.
-    """
-    from ocr_tasks.storage.s3 import storage_from_config
-
-    return storage_from_config(config, credentials=credentials)
-
-
-def production_asset_uri(config: PipelineConfig) -> str:
-    """s3://<bucket>/<prefix>/models/<name>/production.json: what a publish updates."""
-    prefix = config.storage.prefix.strip("/")
-    key = layout.production_key(config.model_name)
-    return f"s3://{config.storage.bucket}/{prefix + '/' if prefix else ''}{key}"
+PUBLISH, RECORD = "publish", "record"   # the two ways a run ends (route's answer)
 
 
 # --------------------------------------------------------------------------- ingest
 
 
-def discover(storage: Storage) -> JSON:
-    """New exports (as ExportRef JSON) and whether the latest dataset still needs training."""
+def discover(ctx: RunContext) -> Discovery:
+    """The exports under incoming/ that are new, the ones still uploading, and the datasets' state."""
     from ocr_tasks.ingest.exports import discover_exports
-    from ocr_tasks.ingest.merge import load_ledger
+    from ocr_tasks.ingest.ledger import load_ledger
 
-    ledger = load_ledger(storage)
-    found = discover_exports(storage, ledger)
+    ledger = load_ledger(ctx.storage)
+    found = discover_exports(ctx.storage, ledger)
     for name, why in found.waiting.items():
         log.info("export %s is not complete, left for the next run: %s", name, why)
     latest = ledger.get("dataset_version")
-    untrained = latest if latest is not None and latest != _trained_on(storage) else None
-    return {"new": [ref.to_json() for ref in found.new], "waiting": dict(found.waiting),
-            "already_ingested": list(found.already_ingested), "latest_dataset": latest,
-            "untrained_dataset": untrained}
+    return Discovery(found.new, dict(found.waiting), list(found.already_ingested), latest,
+                     untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
 
 
-def should_run(discovery: JSON, *, force: bool) -> bool:
+def should_run(ctx: RunContext, discovery: Discovery) -> bool:
     """Go on when forced, when there are new exports, or when the latest dataset was never trained on."""
-    return bool(force or discovery.get("new") or discovery.get("untrained_dataset"))
+    go = bool(ctx.request.force or discovery.new or discovery.untrained_dataset)
+    if not go:
+        log.info("no new exports, the latest dataset is trained on, not forced: nothing to do tonight")
+    return go
 
 
-def check(storage: Storage, config: PipelineConfig, ref: JSON) -> JSON:
-    """Validate one export; a failing one is quarantined with its report (not an error)."""
-    from ocr_tasks.ingest.exports import ExportRef
-    from ocr_tasks.ingest.merge import check_export
+def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
+    """Validate one export (GX suites); a failing one is quarantined with its report, not an error."""
+    from ocr_tasks.ingest.check import check_export as check
 
-    return check_export(storage, ExportRef.from_json(ref), config).to_json()
+    result = check(ctx.storage, ref, ctx.config)
+    if not result.passed:
+        log.warning("export %s QUARANTINED (the run goes on without it): report %s", ref.name, result.report_uri)
+    return result
 
 
-def merge(storage: Storage, config: PipelineConfig, checks: Sequence[JSON], *, force: bool) -> JSON:
-    """Merge the exports that passed; returns the dataset version to train on (None: nothing to train).
+def merge(ctx: RunContext, checks: Sequence[ExportCheck]) -> MergedDataset:
+    """Merge the exports that passed into a new dataset version; say which version to train on."""
+    from ocr_tasks.ingest.ledger import load_ledger
+    from ocr_tasks.ingest.merge import merge_exports
 
-    Same rule as pipeline.prepare_dataset: train when the latest version differs from the
-    one the last finished run trained on, or when forced.
+    passed = [c.export for c in checks if c.passed]
+    quarantined = {c.export.name: c.report_uri for c in checks if not c.passed}
+    merged = merge_exports(ctx.storage, passed, ctx.config).to_json() if passed else None
+    latest = load_ledger(ctx.storage).get("dataset_version")
+    version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
+    log.info("dataset to train on: %s; quarantined: %s", version, quarantined or "none")
+    return MergedDataset(version, merged, quarantined)
+
+
+def has_dataset(ctx: RunContext, merged: MergedDataset) -> bool:
+    if merged.dataset_version is None:
+        log.info("nothing new passed validation and the latest dataset is trained on: stopping")
+        return False
+    return True
+
+
+def dataset_to_train(storage: Storage, latest: str | None, *, force: bool) -> str | None:
+    """The one rule for "train tonight?": the latest dataset version, unless the last finished
+    run already trained on it (and the run is not forced).
+
+    Compared with what was trained on, not with whether this run merged something: a run
+    that crashed after ingest retrains next night, a label-neutral re-upload trains nothing.
     """
-    from ocr_tasks.ingest.merge import ExportCheck, load_ledger, merge_exports
-
-    parsed = [ExportCheck.from_json(c) for c in checks if c]
-    passed = [c.export for c in parsed if c.passed]
-    quarantined = {c.export.name: c.report_uri for c in parsed if not c.passed}
-    merged = merge_exports(storage, passed, config).to_json() if passed else None
-    latest = load_ledger(storage).get("dataset_version")
     if latest is None:
         if force:
             raise UsageError("forced run, but no dataset version exists yet: upload an export to incoming/ first")
-        version = None
-    else:
-        version = latest if force or latest != _trained_on(storage) else None
-    return {"dataset_version": version, "merged": merged, "quarantined": quarantined}
-
-
-def _trained_on(storage: Storage) -> str | None:
-    return storage.get_json(layout.LAST_TRAINED, default={}).get("dataset_version")
+        return None
+    trained_on = storage.get_json(layout.LAST_TRAINED, default={}).get("dataset_version")
+    return latest if force or latest != trained_on else None
 
 
 # --------------------------------------------------------------------------- train / evaluate
 
 
+def train(ctx: RunContext, kind: str, merged: MergedDataset) -> TrainedModel:
+    """Train one model kind; a retry resumes from the checkpoints under runs/<run_id>/<kind>/ in storage."""
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.train import train_model
+
+    data_dir = local_dataset(ctx, _version(merged))
+    return train_model(ctx.storage, ctx.config, kind, data_dir, ctx.run_id, epochs=ctx.request.epochs,
+                       engine=Engine.locate(ctx.config.training.engine_checkout))
+
+
+def evaluate(ctx: RunContext, merged: MergedDataset, trained: dict[str, TrainedModel]) -> Evaluation:
+    """Test-split metrics of the new models and, on the same split, of production's."""
+    from ocr_tasks.release.registry import production_version, pull_model
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.evaluate import evaluate as evaluate_checkpoint
+
+    if not trained:
+        raise UsageError(f"run {ctx.run_id}: no model was trained, nothing to evaluate")
+    data_dir = local_dataset(ctx, _version(merged))
+    engine = Engine.locate(ctx.config.training.engine_checkout)
+    models = _fetch_all(ctx, trained)
+    run_dir = ctx.config.work.run(ctx.run_id)
+    metrics = {kind: evaluate_checkpoint(kind, Path(m.config), Path(m.checkpoint), data_dir,
+                                         run_dir / kind / "eval_test.log", engine) for kind, m in models.items()}
+    ctx.storage.put_json(layout.run_metrics_key(ctx.run_id), metrics)
+    log.info("test metrics: %s", metrics)
+    current = production_version(ctx.storage, ctx.config.model_name)
+    evaluation = Evaluation(metrics, dict(trained), current)
+    if current is None:
+        return evaluation
+    production = pull_model(ctx.storage, ctx.config.model_name, ctx.config.work.production(ctx.run_id), current,
+                            include_checkpoints=True)
+    for kind in models:
+        checkpoint = production / "checkpoints" / kind / "best_accuracy"
+        prod_config = production / "checkpoints" / kind / "config.yml"
+        if not checkpoint.with_suffix(".pdparams").exists() or not prod_config.exists():
+            log.warning("production %s has no %s checkpoint: no regression check for it", current, kind)
+            continue
+        dict_path = production / REC / "dict.txt" if kind == REC else None
+        evaluation.baseline[kind] = evaluate_checkpoint(kind, prod_config, checkpoint, data_dir,
+                                                        run_dir / kind / "eval_production.log", engine,
+                                                        dict_path=dict_path)
+    log.info("production %s on the same split: %s", current, evaluation.baseline or "no checkpoints")
+    return evaluation
+
+
+# --------------------------------------------------------------------------- gate / publish / record
+
+
+def gate(ctx: RunContext, evaluation: Evaluation) -> GateDecision:
+    """May the new models replace production? (thresholds and regression against production)"""
+    from ocr_tasks.release.gate import decide
+
+    decision = decide(evaluation.metrics, evaluation.baseline or None, ctx.config.gate,
+                      models=sorted(evaluation.trained))
+    log.info("gate %s: %s", "PASSED" if decision.passed else "FAILED", decision.reasons or "all checks passed")
+    return decision
+
+
+def route(ctx: RunContext, decision: GateDecision) -> str:
+    return PUBLISH if decision.passed and not ctx.request.dry_run else RECORD
+
+
+def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, decision: GateDecision) -> RunOutcome:
+    """Export the inference models, publish them as the next version and make it production.
+
+    Idempotent per run: a retried publish finds the version an earlier try stored and
+    finishes moving production to it, never publishing the run twice.
+    """
+    from ocr_tasks.release.bundle import assemble_bundle, build_manifest, write_report
+    from ocr_tasks.release.registry import (next_model_version, production_version, publish_model,
+                                            published_by_run, pull_model, rollback)
+    from ocr_tasks.training.engine import Engine
+
+    if not decision.passed:
+        raise UsageError(f"run {ctx.run_id} failed the gate; refusing to publish: {decision.reasons}")
+    storage, config = ctx.storage, ctx.config
+    outcome = _outcome(ctx, PUBLISHED, merged, evaluation, decision)
+    already = published_by_run(storage, config.model_name, ctx.run_id)
+    if already is not None:  # an earlier try of this step got as far as the manifest
+        log.warning("run %s already published %s %s (an earlier try): not publishing it again", ctx.run_id,
+                    config.model_name, already)
+        if production_version(storage, config.model_name) != already:
+            rollback(storage, config.model_name, already)   # the earlier try died before moving production
+        outcome.model_version = already
+    else:
+        engine = Engine.locate(config.training.engine_checkout)
+        data_dir = local_dataset(ctx, _version(merged))
+        models = _fetch_all(ctx, evaluation.trained)
+        current = production_version(storage, config.model_name)
+        carried_over = [kind for kind in MODEL_KINDS if kind not in models]   # not retrained: production's
+        production = pull_model(storage, config.model_name, config.work.production(ctx.run_id), current,
+                                include_checkpoints=True) if current and carried_over else None
+        outcome.model_version = next_model_version(storage, config.model_name)
+        bundle = assemble_bundle(config, ctx.run_id, data_dir, models, engine, production)
+        outcome.report = str(write_report(config, outcome, models, bundle / "report"))
+        publish_model(storage, config.model_name, outcome.model_version, bundle,
+                      build_manifest(config, outcome, models, engine))
+    outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
+                                     + "summary.html")
+    log.info("published %s %s: %s", config.model_name, outcome.model_version, outcome.report_uri)
+    return _finish(ctx, outcome)
+
+
+def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, decision: GateDecision) -> RunOutcome:
+    """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/."""
+    from ocr_tasks.release.bundle import write_report
+
+    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, decision)
+    # the report needs only the curves (history), no weights: nothing to download
+    report_dir = ctx.config.work.report(ctx.run_id)
+    outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir))
+    ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
+    outcome.report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
+    if outcome.status == GATE_FAILED:
+        log.warning("run %s failed the gate: %s (report %s)", ctx.run_id, "; ".join(decision.reasons),
+                    outcome.report_uri)
+    else:
+        log.info("run %s: dry run, nothing published; report %s", ctx.run_id, outcome.report_uri)
+    return _finish(ctx, outcome)
+
+
+# --------------------------------------------------------------------------- shared by the steps
+
+
+def local_dataset(ctx: RunContext, version: str) -> Path:
+    """The dataset version as a PaddleOCR data_dir on this worker: one folder across runs
+    (a pull fetches only new packs), one pull at a time (det and rec tasks on one worker)."""
+    from ocr_tasks.ingest.pull import pull_dataset
+
+    with _locked(ctx.config.work.current_dataset_lock):
+        return pull_dataset(ctx.storage, version, ctx.config.work.current_dataset)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """One pull at a time into a shared folder (det and rec tasks on one worker)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -164,138 +259,32 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def local_dataset(storage: Storage, config: PipelineConfig, version: str) -> Path:
-    """The dataset version as a PaddleOCR data_dir on this worker (one folder across runs, as run_pipeline)."""
-    from ocr_tasks.ingest.merge import pull_dataset
-
-    dest = config.work_path / "datasets" / "current"
-    with _locked(config.work_path / "datasets" / ".current.lock"):
-        return pull_dataset(storage, version, dest)
+def _version(merged: MergedDataset) -> str:
+    if merged.dataset_version is None:
+        raise UsageError("no dataset version to train on")
+    return merged.dataset_version
 
 
-def train(storage: Storage, config: PipelineConfig, task: str, dataset_version: str, run_id: str,
-          *, epochs: int | None = None) -> JSON:
-    """Train one model; a retry resumes from the checkpoints under runs/<run_id>/<task>/ in storage."""
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.train import train_model
+def _fetch_all(ctx: RunContext, trained: dict[str, TrainedModel]) -> dict[str, TrainedModel]:
+    from ocr_tasks.training.train import fetch_trained
 
-    data_dir = local_dataset(storage, config, dataset_version)
-    model = train_model(storage, config, task, data_dir, run_id, epochs=epochs,
-                        engine=Engine.locate(config.training.engine_checkout))
-    return model.to_json()
+    return {kind: fetch_trained(ctx.storage, ctx.config, model) for kind, model in sorted(trained.items())}
 
 
-def fetch_trained(storage: Storage, config: PipelineConfig, trained: JSON, data_dir: Path, *,
-                  epochs: int | None = None) -> Any:
-    """A TrainedModel of another task, with local paths on this worker, fetched from storage.
-
-    Refuses (rather than trains) when a stage of that run is not finished.
-    """
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.train import TrainedModel, run_prefix, train_model
-
-    task, run_id = trained["task"], trained["run_id"]
-    for stage in config.training.for_model(task).stages:
-        done = run_prefix(run_id, task) + f"{stage.name}/done.json"
-        if not storage.exists(done):
-            raise RuntimeError(f"{task} of run {run_id} is not finished: no {storage.uri(done)}")
-    local = train_model(storage, config, task, data_dir, run_id, epochs=epochs,
-                        engine=Engine.locate(config.training.engine_checkout))
-    return TrainedModel(task, run_id, local.checkpoint, local.config,
-                        history=list(trained.get("history") or []), stages=list(trained.get("stages") or local.stages))
+def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Evaluation,
+             decision: GateDecision) -> RunOutcome:
+    return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
+                      baseline=evaluation.baseline_record(), gate=decision.to_json())
 
 
-def _fetch_all(storage: Storage, config: PipelineConfig, trained: dict[str, JSON], data_dir: Path,
-               epochs: int | None) -> dict[str, Any]:
-    return {task: fetch_trained(storage, config, model, data_dir, epochs=epochs)
-            for task, model in sorted(trained.items()) if model}
+def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
+    """The end of every run that trained: run.json, what was trained on (not for dry runs:
+    they must not stop the next night from training), the notification."""
+    from ocr_tasks.flow.notify import notify_outcome
 
-
-def evaluate(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str,
-             trained: dict[str, JSON], *, epochs: int | None = None) -> JSON:
-    """Test-split metrics of the new models and of production's on the same split."""
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.flow.local_runner import evaluate_models
-
-    data_dir = local_dataset(storage, config, dataset_version)
-    models = _fetch_all(storage, config, trained, data_dir, epochs)
-    metrics, baseline = evaluate_models(storage, config, run_id, data_dir, models,
-                                        Engine.locate(config.training.engine_checkout))
-    return {"metrics": metrics, "baseline": baseline}
-
-
-def gate(config: PipelineConfig, evaluation: JSON, models: Sequence[str]) -> JSON:
-    """The gate's decision (passed, reasons, checks) with the thresholds it used."""
-    from dataclasses import asdict
-
-    from ocr_tasks.release.gate import decide
-
-    baseline = {k: v for k, v in (evaluation.get("baseline") or {}).items() if k != "version"} or None
-    decision = decide(evaluation["metrics"], baseline, config.gate, models=list(models)).to_json()
-    return {**decision, "thresholds": asdict(config.gate)}
-
-
-# --------------------------------------------------------------------------- publish / record
-
-
-def _outcome(run_id: str, status: str, dataset_version: str, evaluation: JSON, decision: JSON) -> Any:
-    from ocr_tasks.flow.local_runner import RunOutcome
-
-    gate_json = {k: v for k, v in decision.items() if k != "thresholds"}
-    return RunOutcome(run_id, status, dataset_version, metrics=evaluation["metrics"],
-                      baseline=evaluation.get("baseline"), gate=gate_json)
-
-
-def publish(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
-            evaluation: JSON, decision: JSON, *, epochs: int | None = None) -> JSON:
-    """Export the inference models, publish them as the next version and make it production."""
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.flow.local_runner import assemble_bundle, build_manifest, finish_run, write_report
-    from ocr_tasks.release.registry import next_model_version, production_version, publish_model, published_by_run, rollback
-
-    if not decision.get("passed"):
-        raise UsageError(f"run {run_id} failed the gate; refusing to publish: {decision.get('reasons')}")
-    outcome = _outcome(run_id, "published", dataset_version, evaluation, decision)
-    already = published_by_run(storage, config.model_name, run_id)
-    if already is not None:  # an earlier try of this task got as far as the manifest
-        log.warning("run %s already published %s %s (an earlier try): not publishing it again", run_id,
-                    config.model_name, already)
-        if production_version(storage, config.model_name) != already:
-            rollback(storage, config.model_name, already)   # the earlier try died before moving production
-        outcome.model_version = already
-        outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, already) + "summary.html")
-        return finish_run(storage, config, outcome, dataset_version, dry_run=False).to_json()
-    engine = Engine.locate(config.training.engine_checkout)
-    data_dir = local_dataset(storage, config, dataset_version)
-    models = _fetch_all(storage, config, trained, data_dir, epochs)
-    outcome.model_version = next_model_version(storage, config.model_name)
-    bundle = assemble_bundle(config, run_id, data_dir, models, engine, storage)
-    write_report(config, run_id, models, outcome, bundle / "report")
-    publish_model(storage, config.model_name, outcome.model_version, bundle,
-                  build_manifest(config, outcome, models, engine))
-    outcome.report = str(bundle / "report" / "summary.html")
-    outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
-                                     + "summary.html")
-    return finish_run(storage, config, outcome, dataset_version, dry_run=False).to_json()
-
-
-def record(storage: Storage, config: PipelineConfig, run_id: str, dataset_version: str, trained: dict[str, JSON],
-           evaluation: JSON, decision: JSON, *, dry_run: bool) -> JSON:
-    """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/."""
-    from ocr_tasks.flow.local_runner import finish_run, write_report
-    from ocr_tasks.training.train import TrainedModel
-
-    status = "dry-run" if decision.get("passed") else "gate-failed"
-    outcome = _outcome(run_id, status, dataset_version, evaluation, decision)
-    # the report needs only the curves (history), no weights: nothing to download
-    models = {task: TrainedModel(task, run_id, "", "", history=list(m.get("history") or []),
-                                 stages=list(m.get("stages") or [])) for task, m in trained.items() if m}
-    report_dir = config.work_path / "runs" / run_id / "report"
-    write_report(config, run_id, models, outcome, report_dir)
-    storage.upload_dir(report_dir, layout.run_report_prefix(run_id))
-    outcome.report = str(report_dir / "summary.html")
-    outcome.report_uri = storage.uri(layout.run_report_prefix(run_id) + "summary.html")
-    if status == "gate-failed":
-        log.warning("run %s failed the gate: %s (report %s)", run_id, "; ".join(decision.get("reasons") or []),
-                    outcome.report_uri)
-    return finish_run(storage, config, outcome, dataset_version, dry_run=dry_run).to_json()
+    ctx.storage.put_json(layout.run_record_key(outcome.run_id), outcome.to_json())
+    if outcome.status != DRY_RUN:
+        ctx.storage.put_json(layout.LAST_TRAINED, {"dataset_version": outcome.dataset_version,
+                                                   "run_id": outcome.run_id, "status": outcome.status})
+    notify_outcome(outcome.to_json(), ctx.config.model_name, ctx.config.notifications)
+    return outcome

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ocr_tasks.config import GateConfig
@@ -30,9 +30,16 @@ class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)  # one sentence per failed check
     checks: list[dict[str, Any]] = field(default_factory=list)  # every check, passed or not
+    thresholds: dict[str, Any] = field(default_factory=dict)  # the GateConfig it judged with
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": list(self.reasons), "checks": [dict(c) for c in self.checks]}
+        return {"passed": self.passed, "reasons": list(self.reasons), "checks": [dict(c) for c in self.checks],
+                "thresholds": dict(self.thresholds)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GateDecision":
+        return cls(bool(data["passed"]), list(data.get("reasons") or []), [dict(c) for c in data.get("checks") or []],
+                   dict(data.get("thresholds") or {}))
 
 
 def decide(
@@ -96,7 +103,8 @@ def decide(
                 f"{_fmt(base_value)} (at most {_fmt(gate.max_regression)} allowed)"
             )
 
-    return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks)
+    return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks,
+                        thresholds=asdict(gate))
 
 
 def _metric(metrics: dict[str, dict[str, float]], model: str, metric: str) -> tuple[float | None, str | None]:

@@ -15,9 +15,26 @@
     models/<name>/production.json {"version", "updated_at", "previous"}: the pointer consumers
                                   follow, one PUT after the version is complete
 
+On each worker, `work_dir` (config) holds the local side, laid out by `WorkDir`:
+
+    exports/<export>/<fp>/<export>/   a fetched export (validation and merge on one worker fetch once)
+    datasets/current/             the latest pulled dataset version (PaddleOCR data_dir), one folder
+                                  across runs: a pull fetches only new packs
+    datasets/stage-<id>/          a merge being built (removed when done)
+    runs/<run_id>/<det|rec>/<stage>/   the engine's save_model_dir, config.yml, train.log
+    runs/<run_id>/{bundle,production,report}/   what publish assembles, production's model, the report
+    pretrained/<key>              pretrained weights from the bucket
+    tmp/                          scratch; nothing is written outside work_dir
+
 Label lists reference `images/...` and `crops/...` relative to the dataset root, so a
 dataset materialised locally (`ocr-retrain pull-dataset`) is `data_dir` for PaddleOCR.
 """
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 INCOMING = "incoming/"
 LEDGER = "ledger/ingest.json"
@@ -67,3 +84,68 @@ def run_record_key(run_id: str) -> str:
 
 def run_report_prefix(run_id: str) -> str:
     return f"{RUNS}{run_id}/report/"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"{RUNS}{run_id}/"
+
+
+def run_model_prefix(run_id: str, kind: str) -> str:
+    """runs/<run_id>/<det|rec>/: every stage's checkpoints, logs and done.json."""
+    return f"{RUNS}{run_id}/{kind}/"
+
+
+def run_stage_prefix(run_id: str, kind: str, stage: str) -> str:
+    return f"{run_model_prefix(run_id, kind)}{stage}/"
+
+
+def run_metrics_key(run_id: str) -> str:
+    return f"{RUNS}{run_id}/metrics.json"
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """The worker's local folders under the configured work_dir (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def current_dataset(self) -> Path:
+        return self.root / "datasets" / "current"
+
+    @property
+    def current_dataset_lock(self) -> Path:
+        return self.root / "datasets" / ".current.lock"
+
+    def new_dataset_stage(self) -> Path:
+        return self.root / "datasets" / f"stage-{uuid.uuid4().hex[:8]}"
+
+    def run(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def run_model(self, run_id: str, kind: str) -> Path:
+        return self.run(run_id) / kind
+
+    def bundle(self, run_id: str) -> Path:
+        return self.run(run_id) / "bundle"
+
+    def production(self, run_id: str) -> Path:
+        return self.run(run_id) / "production"
+
+    def report(self, run_id: str) -> Path:
+        return self.run(run_id) / "report"
+
+    @property
+    def pretrained(self) -> Path:
+        return self.root / "pretrained"
+
+    @property
+    def scratch(self) -> Path:
+        """Temporary files go under work_dir, never the system temp."""
+        path = self.root / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,28 +1,26 @@
-"""Train, evaluate and export one model (det or rec) with PaddleOCR's own tools.
+"""Train one model (det or rec) with PaddleOCR's own tools/train.py, stage by stage.
 
 Input artifact: a dataset version materialised as a PaddleOCR data_dir. Output
-artifacts: a `TrainedModel` (best checkpoint + the rendered config that produced it),
-test-split metrics, an inference model. Everything a run writes lives under
-`work_dir/runs/<run_id>/<task>/` and is mirrored to `runs/<run_id>/<task>/` in storage
-as it is saved, so a retried task resumes from `latest` instead of epoch 1.
+artifact: a `TrainedModel` (best checkpoint + the rendered config that produced it).
+Everything a run writes lives under `work_dir/runs/<run_id>/<kind>/` and is mirrored to
+`runs/<run_id>/<kind>/` in storage as it is saved, so a retried task resumes from
+`latest` instead of epoch 1, and another task (evaluate, publish) fetches the finished
+model with `fetch_trained` without touching the training path.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import yaml
 
 from ocr_tasks.storage import layout
 from ocr_tasks.config import REPO_ROOT, PipelineConfig, TrainStage
 from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import Storage
-from ocr_tasks.training.render import checkpoint_overrides, eval_overrides, render_config, write_config
+from ocr_tasks.training.render import render_config, write_config
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +41,11 @@ class TrainedModel:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainedModel":
+        return cls(data["task"], data["run_id"], data.get("checkpoint", ""), data.get("config", ""),
+                   history=list(data.get("history") or []), stages=list(data.get("stages") or []))
+
 
 def template_path(template: str) -> Path:
     path = Path(template)
@@ -52,28 +55,21 @@ def template_path(template: str) -> Path:
     return path
 
 
-def run_prefix(run_id: str, task: str) -> str:
-    return f"{layout.RUNS}{run_id}/{task}/"
-
-
 def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: Path, run_id: str, *,
                 epochs: int | None = None, engine: Engine | None = None) -> TrainedModel:
     """Every configured stage in order, each from the previous stage's best weights."""
     settings = config.training.for_model(task)
     engine = engine or Engine.locate(config.training.engine_checkout)
     gpus = visible_gpus()
-    run_dir = config.work_path / "runs" / run_id / task
-    weights = fetch_pretrained(storage, settings.pretrained, config.work_path / "pretrained")
+    run_dir = config.work.run_model(run_id, task)
+    weights = fetch_pretrained(storage, settings.pretrained, config.work.pretrained)
     trained = TrainedModel(task, run_id, checkpoint="", config="")
     for stage in settings.stages:
         stage_dir = run_dir / stage.name
-        remote = run_prefix(run_id, task) + f"{stage.name}/"
+        remote = layout.run_stage_prefix(run_id, task, stage.name)
         if storage.exists(remote + "done.json"):
             log.info("%s stage %s already finished in an earlier try: reusing its best weights", task, stage.name)
-            _download_checkpoint(storage, remote, "best_accuracy", stage_dir) or \
-                _download_checkpoint(storage, remote, "latest", stage_dir)
-            storage.download_file(remote + "config.yml", stage_dir / "config.yml")  # evaluate/export need it
-            trained.stages.append(storage.get_json(remote + "done.json"))
+            trained.stages.append(_download_finished_stage(storage, remote, stage_dir))
         else:
             resume = _download_checkpoint(storage, remote, "latest", stage_dir)
             # the resumed run rewrites best_accuracy only if it beats the best so far: keep that best
@@ -94,12 +90,40 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
                        "config": storage.uri(remote + "config.yml")}
             storage.put_json(remote + "done.json", summary)
             trained.stages.append(summary)
-        best = stage_dir / "best_accuracy"
-        if not best.with_suffix(".pdparams").exists():
-            best = stage_dir / "latest"  # no evaluation ran (a tiny val split): the last weights are the best we have
-        weights = best
-        trained.checkpoint, trained.config = str(best), str(stage_dir / "config.yml")
+        weights = _best_weights(stage_dir)
+        trained.checkpoint, trained.config = str(weights), str(stage_dir / "config.yml")
     return trained
+
+
+def fetch_trained(storage: Storage, config: PipelineConfig, trained: TrainedModel) -> TrainedModel:
+    """The model another task trained, downloaded to this worker: its last stage's best weights and config.
+
+    Never trains: refuses when a stage of that run has not finished (no done.json).
+    """
+    stages = config.training.for_model(trained.task).stages
+    for stage in stages:
+        done = layout.run_stage_prefix(trained.run_id, trained.task, stage.name) + "done.json"
+        if not storage.exists(done):
+            raise UsageError(f"{trained.task} of run {trained.run_id} is not finished: no {storage.uri(done)}")
+    last = stages[-1].name
+    stage_dir = config.work.run_model(trained.run_id, trained.task) / last
+    _download_finished_stage(storage, layout.run_stage_prefix(trained.run_id, trained.task, last), stage_dir)
+    return TrainedModel(trained.task, trained.run_id, str(_best_weights(stage_dir)), str(stage_dir / "config.yml"),
+                        history=list(trained.history), stages=list(trained.stages))
+
+
+def _download_finished_stage(storage: Storage, remote: str, stage_dir: Path) -> dict:
+    """A finished stage's best weights (or latest) and config.yml; returns its done.json summary."""
+    _download_checkpoint(storage, remote, "best_accuracy", stage_dir) or \
+        _download_checkpoint(storage, remote, "latest", stage_dir)
+    storage.download_file(remote + "config.yml", stage_dir / "config.yml")  # evaluate/export need it
+    return storage.get_json(remote + "done.json")
+
+
+def _best_weights(stage_dir: Path) -> Path:
+    best = stage_dir / "best_accuracy"
+    # no evaluation ran (a tiny val split): the last weights are the best we have
+    return best if best.with_suffix(".pdparams").exists() else stage_dir / "latest"
 
 
 def _stage_config(template: str, task: str, data_dir: Path, stage_dir: Path, stage: TrainStage, epochs: int | None,
@@ -177,54 +201,3 @@ def fetch_pretrained(storage: Storage, key: str | None, dest: Path) -> Path | No
     local = dest / key  # the whole key: det and rec weights often share a file name
     storage.download_file(key, local)  # always: the key may point at newer weights under the same name
     return local.with_suffix("") if local.suffix == ".pdparams" else local
-
-
-def evaluate(task: str, config_path: Path, checkpoint: Path, data_dir: Path, log_file: Path,
-             engine: Engine, *, dict_path: Path | None = None) -> dict[str, float]:
-    """tools/eval.py of a checkpoint on the held-out test split.
-
-    `dict_path` is the model's own dict (production's, for the baseline); by default the dataset's.
-    """
-    overrides = {**eval_overrides(task, data_dir, "test"), **checkpoint_overrides(checkpoint)}
-    if task == "rec":
-        overrides["Global.character_dict_path"] = str(dict_path or Path(data_dir) / "dict.txt")
-    run = run_tool(engine, "eval", config_path, overrides, log_file=log_file, cwd=log_file.parent,
-                   gpus=visible_gpus()[:1], log=log)
-    keys = ("acc", "norm_edit_dis") if task == "rec" else ("precision", "recall", "hmean")
-    missing = [k for k in keys if k not in run.final_metrics]
-    if missing:
-        raise UsageError(f"tools/eval.py printed no {', '.join(missing)} for {task}; see {log_file}")
-    return {k: float(run.final_metrics[k]) for k in keys}
-
-
-def export_inference(task: str, config_path: Path, checkpoint: Path, out_dir: Path, pdx_model_name: str,
-                     engine: Engine, log_file: Path) -> Path:
-    """tools/export_model.py with the flags paddle 3.x and PaddleOCR 3.x need (see ENGINE.md)."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    overrides = {"Global.pretrained_model": str(checkpoint), "Global.checkpoints": None,
-                 "Global.save_inference_dir": str(out_dir), "Global.export_with_pir": True,
-                 "Global.pdx_model_name": pdx_model_name}
-    run_tool(engine, "export_model", config_path, overrides, log_file=log_file, cwd=log_file.parent, log=log)
-    student = out_dir / "Student"
-    if student.is_dir():  # distillation configs export every sub-model; consumers get the Student
-        for item in student.iterdir():
-            shutil.move(str(item), out_dir / item.name)
-        shutil.rmtree(out_dir / "Student")
-        shutil.rmtree(out_dir / "Teacher", ignore_errors=True)
-    _drop_label_encoders(out_dir / "inference.yml")
-    return out_dir
-
-
-def _drop_label_encoders(inference_yml: Path) -> None:
-    """Remove training-only label encoders from the inference preprocessing.
-
-    export_model copies the Eval transforms, label encoder included; PaddleOCR 3.x
-    (PaddleX) refuses a rec model whose preprocessing names CTCLabelEncode (it knows
-    only MultiLabelEncode), and no consumer has labels to encode anyway.
-    """
-    data = yaml.safe_load(inference_yml.read_text(encoding="utf-8"))
-    ops = (data.get("PreProcess") or {}).get("transform_ops") or []
-    kept = [op for op in ops if not any(str(name).endswith("LabelEncode") for name in (op or {}))]
-    if len(kept) != len(ops):
-        data["PreProcess"]["transform_ops"] = kept
-        inference_yml.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

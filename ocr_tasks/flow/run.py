@@ -1,0 +1,180 @@
+"""One retraining run: what it was asked to do (`RunRequest`), what it works with (`RunContext`),
+the artifacts its steps hand each other, and how it ended (`RunOutcome`).
+
+Every artifact is a dataclass with `to_json`/`from_json`: the Airflow runner passes them
+between tasks (and workers) as XCom JSON, the local runner passes the objects themselves.
+An artifact never carries another worker's local path as something to read: trained
+models are fetched back from storage by the step that needs them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ocr_tasks.config import PipelineConfig, load_config
+from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.exports import ExportRef
+from ocr_tasks.training.train import TrainedModel
+from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp
+
+if TYPE_CHECKING:  # boto3 stays out of DAG parsing
+    from ocr_tasks.storage.s3 import Storage
+
+MODEL_CHOICES = ("both", *MODEL_KINDS)   # the DAG's `models` Param
+_RUN_ID_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_run_id() -> str:
+    return compact_timestamp()
+
+
+def sanitize_run_id(run_id: str) -> str:
+    """An Airflow run id (`scheduled__2026-01-01T02:00:00+00:00`) as a storage-safe pipeline run id."""
+    cleaned = _RUN_ID_BAD.sub("_", run_id).strip("._-")
+    if not cleaned:
+        raise UsageError(f"run id {run_id!r} has no usable characters")
+    return cleaned[:128]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The run's parameters: the DAG's Params, or `ocr-retrain run`'s flags."""
+
+    run_id: str
+    models: tuple[str, ...] = MODEL_KINDS    # which model kinds to train this run
+    force: bool = False                      # train even when nothing is new
+    epochs: int | None = None                # every stage's epochs; None: as configured
+    dry_run: bool = False                    # train, evaluate and gate, publish nothing
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODEL_KINDS]
+        if unknown or not self.models:
+            raise UsageError(f"models must be some of {', '.join(MODEL_KINDS)}, got {list(self.models)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise UsageError(f"epochs must be >= 1, got {self.epochs}")
+
+    @staticmethod
+    def models_from_choice(config: PipelineConfig, choice: str) -> tuple[str, ...]:
+        """The form's `models` choice: "both" trains what the config lists, "det"/"rec" narrows it."""
+        if choice not in MODEL_CHOICES:
+            raise UsageError(f"models must be one of {', '.join(MODEL_CHOICES)}, got {choice!r}")
+        return tuple(config.training.models) if choice == "both" else (choice,)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step works with: the config (with the run's overrides), storage, the request."""
+
+    config: PipelineConfig
+    storage: Storage
+    request: RunRequest
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], run_id: str, credentials: Mapping[str, Any] | None = None
+                    ) -> "RunContext":
+        """A context from the DAG's Params (the trigger form): gate overrides applied to the config.
+
+        `credentials` come from an Airflow connection ({"access_key_id", "secret_access_key",
+        "session_token"?, "endpoint_url"?, "region"?}); None reads the environment, as the CLI does.
+        StorageSettings keeps the secrets out of its repr, so logging the context is safe.
+        """
+        from ocr_tasks.storage.s3 import storage_from_config
+
+        overrides = [f"gate.{key}={float(params[key])}" for key in ("rec_min_acc", "det_min_hmean")
+                     if params.get(key) is not None]
+        config = load_config(overrides=overrides)
+        epochs = params.get("epochs")
+        request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
+                             force=bool(params.get("force")), epochs=int(epochs) if epochs is not None else None,
+                             dry_run=bool(params.get("dry_run")))
+        return cls(config, storage_from_config(config, credentials=dict(credentials) if credentials else None),
+                   request)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+@dataclass
+class Discovery:
+    """discover -> should_run, check_export: the new exports and the datasets' state."""
+
+    new: list[ExportRef] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)      # export -> why it is not complete
+    already_ingested: list[str] = field(default_factory=list)
+    latest_dataset: str | None = None
+    untrained_dataset: str | None = None                       # the latest, when no finished run trained on it
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "new": [ref.to_json() for ref in self.new]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Discovery":
+        return cls(**{**data, "new": [ExportRef.from_json(r) for r in data.get("new") or []]})
+
+
+@dataclass
+class MergedDataset:
+    """merge -> train, evaluate, publish: the dataset version this run trains on (None: nothing to do)."""
+
+    dataset_version: str | None
+    merged: dict[str, Any] | None = None       # the new version's DatasetVersion JSON, when exports were merged
+    quarantined: dict[str, str | None] = field(default_factory=dict)   # export -> quarantine folder
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MergedDataset":
+        return cls(**data)
+
+
+@dataclass
+class Evaluation:
+    """evaluate -> gate, publish, record: test-split metrics of the new models and of production's."""
+
+    metrics: dict[str, dict[str, float]]
+    trained: dict[str, TrainedModel]
+    production_version: str | None = None
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)   # production's metrics, per kind
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "trained": {k: m.to_json() for k, m in self.trained.items()},
+                "production_version": self.production_version, "baseline": self.baseline}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Evaluation":
+        return cls(data["metrics"], {k: TrainedModel.from_json(m) for k, m in data["trained"].items()},
+                   data.get("production_version"), dict(data.get("baseline") or {}))
+
+    def baseline_record(self) -> dict[str, Any] | None:
+        """Production's metrics as run.json and the manifest record them: {"version", <kind>: metrics}."""
+        return {"version": self.production_version, **self.baseline} if self.production_version else None
+
+
+@dataclass
+class RunOutcome:
+    """How the run ended: run.json in storage, the CLI's summary, the notification."""
+
+    run_id: str
+    status: str                      # vocabulary: nothing-new | gate-failed | dry-run | published
+    dataset_version: str | None = None
+    model_version: str | None = None
+    metrics: dict = field(default_factory=dict)
+    baseline: dict | None = None
+    gate: dict | None = None
+    report: str | None = None        # local summary.html
+    report_uri: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunOutcome":
+        return cls(**data)

@@ -1,0 +1,88 @@
+"""What a publish uploads: the bundle folder (inference models, dict, checkpoints, report) and its manifest.
+
+    bundle/det/, bundle/rec/          PaddleOCR inference models (tools/export_model.py), rec/dict.txt
+    bundle/checkpoints/<kind>/        best_accuracy.* and config.yml: the next run's baseline
+    bundle/report/                    summary.html and the curves
+
+A model kind this run did not train carries over from production unchanged, so a
+published version is always complete.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ocr_tasks.config import PipelineConfig
+from ocr_tasks.release.report import plot_curves, write_summary
+from ocr_tasks.storage import layout
+from ocr_tasks.training.engine import Engine
+from ocr_tasks.training.export import export_inference
+from ocr_tasks.training.render import config_hash
+from ocr_tasks.training.train import TrainedModel
+from ocr_tasks.vocabulary import MODEL_KINDS, REC, timestamp
+
+CHECKPOINT_FILES = (".pdparams", ".states")
+
+
+def assemble_bundle(config: PipelineConfig, run_id: str, data_dir: Path, trained: dict[str, TrainedModel],
+                    engine: Engine, production: Path | None) -> Path:
+    """Export each trained model into work_dir/runs/<run_id>/bundle/; untrained kinds come from `production`."""
+    bundle = config.work.bundle(run_id)
+    shutil.rmtree(bundle, ignore_errors=True)
+    for kind, model in trained.items():
+        export_inference(kind, Path(model.config), Path(model.checkpoint), bundle / kind,
+                         config.training.for_model(kind).pdx_model_name, engine,
+                         config.work.run_model(run_id, kind) / "export.log")
+        target = bundle / "checkpoints" / kind
+        target.mkdir(parents=True)
+        for suffix in CHECKPOINT_FILES:
+            source = Path(model.checkpoint).with_suffix(suffix)
+            if source.exists():
+                shutil.copy(source, target / f"best_accuracy{suffix}")
+        shutil.copy(model.config, target / "config.yml")
+        if kind == REC:
+            shutil.copy(data_dir / "dict.txt", bundle / REC / "dict.txt")
+    for kind in (k for k in MODEL_KINDS if k not in trained and production is not None):
+        shutil.copytree(production / kind, bundle / kind)
+        if (production / "checkpoints" / kind).is_dir():
+            shutil.copytree(production / "checkpoints" / kind, bundle / "checkpoints" / kind)
+    return bundle
+
+
+def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], out: Path) -> Path:
+    """summary.html and one curves PNG per trained model; `outcome` is the run's RunOutcome."""
+    curves = [plot_curves(kind, m.history, out / f"{kind}_curves.png") for kind, m in trained.items()]
+    facts = {"run": outcome.run_id, "dataset": outcome.dataset_version, "model version": outcome.model_version or "—",
+             "status": outcome.status, "production before": (outcome.baseline or {}).get("version", "none")}
+    baseline = {k: v for k, v in (outcome.baseline or {}).items() if k != "version"}
+    return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
+                         metrics=outcome.metrics, baseline=baseline, gate=outcome.gate or {},
+                         curves=[c.name for c in curves if c])
+
+
+def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], engine: Engine) -> dict:
+    """The caller's part of manifest.json (the registry adds files, name, version, published_at)."""
+    return {
+        "created_at": timestamp(),
+        "run_id": outcome.run_id,
+        "dataset_version": outcome.dataset_version,
+        "metrics": outcome.metrics,
+        "baseline": outcome.baseline,
+        "gate": outcome.gate,
+        "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
+                          "config_sha256": config_hash(Path(m.config)), "stages": m.stages,
+                          "run": layout.run_model_prefix(outcome.run_id, kind)} for kind, m in trained.items()},
+        "versions": {"ocr-retrain": _version("ocr-retrain"),
+                     "paddle": _version("paddlepaddle-gpu") or _version("paddlepaddle"),
+                     "engine": engine.version()},
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
