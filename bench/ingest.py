@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 def run_one(n: int, per_export: int) -> dict:
     from ocr_tasks.config import load_config
-    from ocr_tasks.ingest.merge import ingest
+    from ocr_tasks.flow.local_runner import ingest
+    from ocr_tasks.flow.run import RunContext, RunRequest
     from ocr_tasks.embedded.s3server import LocalS3Server
     from ocr_tasks.storage.s3 import Storage
     from ocr_tasks.embedded.synthetic import ExportSpec, make_export
@@ -42,7 +43,7 @@ def run_one(n: int, per_export: int) -> dict:
             config = load_config(overrides=[f"work_dir={tmp / 'work'}"])
             baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             start = time.perf_counter()
-            result = ingest(storage, config)
+            result = ingest(RunContext(config, storage, RunRequest("bench")))
             seconds = time.perf_counter() - start
     assert result.dataset is not None and all(check.passed for check in result.checks)
     images = sum(c["images"] for c in result.dataset.counts.values())

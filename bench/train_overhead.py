@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     from ocr_tasks.config import load_config
     from ocr_tasks.training.engine import Engine, run_tool, tool_command
-    from ocr_tasks.ingest.merge import prepare
+    from ocr_tasks.ingest.prepare import prepare
     from ocr_tasks.embedded.synthetic import ExportSpec, make_export
     from ocr_tasks.training.train import template_path
     from ocr_tasks.training.render import render_config, write_config

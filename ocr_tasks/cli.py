@@ -192,8 +192,8 @@ def cmd_ingest(args) -> int:
         print(check.summary)
         if check.report_uri:
             print(f"  quarantined: {check.report_uri}")
-    if result.merged and result.merged.merged:
-        print(f"dataset {result.merged.merged['version']}: {result.merged.merged['uri']}")
+    if result.dataset:
+        print(f"dataset {result.dataset.version}: {result.dataset.uri}")
     elif not result.checks:
         print("nothing new to ingest")
     return EXIT_DATA if any(not c.passed for c in result.checks) else EXIT_OK

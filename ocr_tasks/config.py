@@ -18,6 +18,7 @@ import yaml
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage import layout
 from ocr_tasks.storage.layout import WorkDir
+from ocr_tasks.vocabulary import DEFAULT_EVENTS, DET, EVENTS, MODEL_KINDS, REC
 
 OVERRIDES_ENV = "OCR_RETRAIN_OVERRIDES"
 REPO_ROOT = Path(__file__).resolve().parent.parent   # configs/, expectations/, dags/ ship beside the package
@@ -64,13 +65,12 @@ class GateConfig:
 @dataclass(frozen=True)
 class NotificationsConfig:
     # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/flow/notify.py
-    events: list[str] = field(default_factory=lambda: ["task_failed", "export_quarantined", "gate_failed"])
+    events: list[str] = field(default_factory=lambda: list(DEFAULT_EVENTS))
     email_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        known = ("task_failed", "export_quarantined", "gate_failed", "published")
-        if not isinstance(self.events, list) or not set(self.events) <= set(known):
-            raise UsageError(f"notifications.events must be a list of {', '.join(known)}; got {self.events!r}")
+        if not isinstance(self.events, list) or not set(self.events) <= set(EVENTS):
+            raise UsageError(f"notifications.events must be a list of {', '.join(EVENTS)}; got {self.events!r}")
         if not isinstance(self.email_to, list) or not all(isinstance(a, str) and "@" in a for a in self.email_to):
             raise UsageError(f"notifications.email_to must be a list of email addresses; got {self.email_to!r}")
 
@@ -97,7 +97,7 @@ class ModelTraining:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    models: list[str] = field(default_factory=lambda: ["det", "rec"])
+    models: list[str] = field(default_factory=lambda: list(MODEL_KINDS))
     engine_checkout: str | None = None          # a PaddleOCR checkout/fork; None -> the unstructured.paddleocr package
     det: ModelTraining = field(default_factory=lambda: ModelTraining(
         "configs/profiles/det_cpu_small.yml", "PP-OCRv5_mobile_det"))
@@ -105,11 +105,11 @@ class TrainingConfig:
         "configs/profiles/rec_cpu_small.yml", "PP-OCRv5_mobile_rec"))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.models, list) or not self.models or not set(self.models) <= {"det", "rec"}:
+        if not isinstance(self.models, list) or not self.models or not set(self.models) <= set(MODEL_KINDS):
             raise UsageError(f"training.models must be a list of det and/or rec, got {self.models!r}")
 
     def for_model(self, task: str) -> ModelTraining:
-        return {"det": self.det, "rec": self.rec}[task]
+        return {DET: self.det, REC: self.rec}[task]
 
 
 @dataclass(frozen=True)

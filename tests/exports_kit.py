@@ -26,3 +26,11 @@ def edit_boxes(folder: Path, line_index: int, edit) -> None:
     path, payload = lines[line_index].split("\t", 1)
     lines[line_index] = f"{path}\t{json.dumps(edit(json.loads(payload)), ensure_ascii=False)}"
     write_label_lines(folder, lines)
+
+
+def ingest(storage, config):
+    """`ocr-retrain ingest`: the chain's ingest half (discover -> check_export -> merge) by the local runner."""
+    from ocr_tasks.flow.local_runner import ingest as ingest_half
+    from ocr_tasks.flow.run import RunContext, RunRequest
+
+    return ingest_half(RunContext(config, storage, RunRequest("ingest")))

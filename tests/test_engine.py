@@ -16,13 +16,12 @@ import yaml
 from ocr_tasks.training.engine import (
     Engine,
     EngineError,
-    LogParser,
-    parse_log_line,
     render_overrides,
     run_tool,
     tool_command,
     visible_gpus,
 )
+from ocr_tasks.training.train_log import LogParser, parse_log_line
 
 FIXTURE = Path(__file__).parent / "data" / "paddleocr_train_log.txt"
 

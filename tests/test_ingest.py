@@ -7,8 +7,9 @@ import pytest
 from ocr_tasks.ingest import merge as ingest_module
 from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
-from ocr_tasks.ingest.merge import ingest, load_ledger, pull_dataset
-from tests.exports_kit import export, label_lines
+from ocr_tasks.ingest.ledger import load_ledger
+from ocr_tasks.ingest.pull import pull_dataset
+from tests.exports_kit import export, ingest, label_lines
 
 
 @pytest.fixture
@@ -116,16 +117,16 @@ def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage
 
 def test_crash_before_the_ledger_write_merges_nothing_twice(storage, config, tmp_path, monkeypatch):
     upload(storage, export(tmp_path / "a", "batch_001", n_images=8))
-    real_record = ingest_module._record
+    real_record = ingest_module.record_exports
 
     def crash(*args, **kwargs):
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(ingest_module, "_record", crash)
+    monkeypatch.setattr(ingest_module, "record_exports", crash)
     with pytest.raises(RuntimeError):
         ingest(storage, config)
     assert load_ledger(storage)["exports"] == {}
-    monkeypatch.setattr(ingest_module, "_record", real_record)
+    monkeypatch.setattr(ingest_module, "record_exports", real_record)
     result = ingest(storage, config)
     versions = [d for d in storage.list_dirs("datasets") if d != "packs"]
     assert versions == [result.dataset.version]          # the re-run produced the same version

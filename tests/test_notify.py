@@ -139,8 +139,7 @@ def test_email_without_smtp_server_is_a_warning(monkeypatch, caplog):
 
 
 def test_quarantine_during_ingest_notifies_which_export_and_expectation(storage, tmp_path, webhook):
-    from ocr_tasks.ingest.merge import ingest
-    from tests.exports_kit import export, label_lines
+    from tests.exports_kit import export, ingest, label_lines
 
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
     lines = label_lines(bad)

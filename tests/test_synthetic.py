@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ocr_tasks.embedded.synthetic import ExportSpec, get_rotate_crop_image, make_export, make_text_line_image
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export, make_text_line_image
+from ocr_tasks.ingest.crops import crop_text_region
 
 BOM = b"\xef\xbb\xbf"
 
@@ -166,7 +167,7 @@ def test_rec_crops_exactly_for_non_difficult_boxes(rich: tuple[Path, ExportSpec]
     for i, box in enumerate(boxes):
         if box["difficult"]:
             continue
-        want = get_rotate_crop_image(img, np.array(box["points"], np.float32))
+        want = crop_text_region(img, np.array(box["points"], np.float32))
         got = cv2.imread(str(folder / "crop_img" / f"{Path(key).stem}_crop_{i}.jpg"))
         assert got.shape == want.shape
         assert np.abs(got.astype(int) - want.astype(int)).mean() < 6  # JPEG loss only

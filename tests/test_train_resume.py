@@ -6,7 +6,7 @@ import pytest
 
 from ocr_tasks.training import train as train_module
 from ocr_tasks.config import load_config
-from ocr_tasks.ingest.merge import prepare
+from ocr_tasks.ingest.prepare import prepare
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ocr_tasks.config import ValidationConfig
-from ocr_tasks.ingest.merge import check_local_export
+from ocr_tasks.ingest.check import check_local_export
 from ocr_tasks.config import load_config
 from tests.exports_kit import edit_boxes, export, label_lines, write_label_lines
 

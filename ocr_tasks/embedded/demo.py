@@ -33,6 +33,8 @@ from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow, Progres
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export
+from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
+from ocr_tasks.vocabulary import DET, TEST_SPLIT
 
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
 MAIN_EXPORT = ExportSpec("digits_800", n_images=800, seed=11)
@@ -163,7 +165,8 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
 
 def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, out: Out) -> bool:
     """Pull production, read a held-out test image with it, print what it read and where the report is."""
-    from ocr_tasks.ingest.merge import load_ledger, pull_dataset
+    from ocr_tasks.ingest.ledger import load_ledger
+    from ocr_tasks.ingest.pull import pull_dataset
     from ocr_tasks.release.inference import read_image
     from ocr_tasks.release.registry import production_version, pull_model
 
@@ -175,13 +178,13 @@ def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, ou
     out(f"      production {config.model_name} {version} -> {model} (det/, rec/: PaddleOCR inference layout)")
     report = model / "report"
     if not report.exists():  # pull_model fetches det/ and rec/; the report is for people
-        storage.download_prefix(layout.model_version_prefix(config.model_name, version) + "report/", report)
+        storage.download_prefix(layout.model_report_prefix(config.model_name, version), report)
     out(f"      report: {report / 'summary.html'}")
     for curve in sorted(report.glob("*.png")):
         out(f"      training curve: {curve}")
 
     dataset = load_ledger(storage)["dataset_version"]
-    data_dir = pull_dataset(storage, dataset, work_dir / "work" / "datasets" / "current")
+    data_dir = pull_dataset(storage, dataset, config.work.current_dataset)
     image, expected = _first_test_image(data_dir)
     lines = read_image(model, image)
     read = " | ".join(line.text for line in lines) or "(nothing)"
@@ -190,14 +193,15 @@ def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, ou
 
 
 def _first_test_image(data_dir: Path) -> tuple[Path, list[str]]:
-    for line in (data_dir / "det" / "test.txt").read_text(encoding="utf-8").splitlines():
+    test_list = data_dir / DET / f"{TEST_SPLIT}.txt"
+    for line in test_list.read_text(encoding="utf-8").splitlines():
         rel, _, labels = line.partition("\t")
         boxes = json.loads(labels)
         texts = [b["transcription"] for b in sorted(boxes, key=lambda b: min(p[1] for p in b["points"]))
-                 if b["transcription"] not in ("###", "*")]
+                 if b["transcription"] not in IGNORE_TRANSCRIPTIONS]
         if texts:
             return data_dir / rel, texts
-    raise UsageError(f"{data_dir / 'det' / 'test.txt'}: no labelled test image to read")
+    raise UsageError(f"{test_list}: no labelled test image to read")
 
 
 def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", out: Out = print) -> int:

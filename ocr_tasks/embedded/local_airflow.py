@@ -172,7 +172,7 @@ def stop_tree(proc: subprocess.Popen, grace: float = 20.0) -> None:
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>\S+) map_index=(?P<index>-?\d+)")
 _TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(?P<task>\S+) map_index=(?P<index>-?\d+)")
-_OWN = re.compile(r"^\S+\s+\[(?P<level>\w+)\s*\]\s+(?P<message>.*?)\s+\[ocr_retraining\]")
+_OWN = re.compile(r"^\S+\s+\[(?P<level>\w+)\s*\]\s+(?P<message>.*?)\s+\[(?:ocr_retraining|ocr_tasks\.flow\.steps)\]")
 _EPOCH = re.compile(r"epoch: \[(?P<epoch>\d+)/(?P<epochs>\d+)\], global_step: (?P<step>\d+).*?"
                     r"(?:(?P<metric>acc|loss): (?P<value>[\d.]+))")
 _BEST = re.compile(r"best metric, (?P<metric>\w+): (?P<value>[\d.e-]+)")

@@ -26,6 +26,13 @@ class IngestReport:
     checks: list            # ExportCheck, one per new export
     merged: MergedDataset | None
 
+    @property
+    def dataset(self):
+        """The DatasetVersion this ingest published, or None (nothing passed, nothing new)."""
+        from ocr_tasks.ingest.merge import DatasetVersion
+
+        return DatasetVersion(**self.merged.merged) if self.merged and self.merged.merged else None
+
 
 def ingest(ctx: RunContext) -> IngestReport:
     """The ingest half of the chain: new exports validated, quarantined or merged."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocr_tasks.config import PipelineConfig, load_config
 from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.exports import Discovery as ExportsFound
 from ocr_tasks.ingest.exports import ExportRef
 from ocr_tasks.training.train import TrainedModel
 from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp
@@ -102,12 +103,10 @@ class RunContext:
 
 
 @dataclass
-class Discovery:
-    """discover -> should_run, check_export: the new exports and the datasets' state."""
+class Discovery(ExportsFound):
+    """discover -> should_run, check_export: the exports found (new, waiting, already ingested)
+    and the datasets' state."""
 
-    new: list[ExportRef] = field(default_factory=list)
-    waiting: dict[str, str] = field(default_factory=dict)      # export -> why it is not complete
-    already_ingested: list[str] = field(default_factory=list)
     latest_dataset: str | None = None
     untrained_dataset: str | None = None                       # the latest, when no finished run trained on it
 

@@ -15,18 +15,18 @@ import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ocr_tasks.config import SplitConfig
 from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
 from ocr_tasks.ingest.images import decode_image
 from ocr_tasks.ingest.ppocrlabel import Box
-from ocr_tasks.ingest.split import SPLITS, assign_split
+from ocr_tasks.ingest.split import assign_split
 from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables
+from ocr_tasks.vocabulary import MODEL_KINDS, SPLITS, timestamp
 
 DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
-    f"{task}/{split}.txt" for task in ("det", "rec") for split in SPLITS)
+    f"{task}/{split}.txt" for task in MODEL_KINDS for split in SPLITS)
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Dataset:
         info = {
             "version": version,
             "parent": self.parent,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": timestamp(),
             "split_ratios": asdict(ratios),
             "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
             "counts": {split: {"images": len(det[split]), "boxes": sum(len(r.boxes) for r in self.images.values() if r.split == split),

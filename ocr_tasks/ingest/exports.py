@@ -90,13 +90,14 @@ def _referenced_files(label: bytes, file_state: bytes | None, rec_gt: bytes | No
     return wanted
 
 
-def fetch_export(storage: Storage, ref: ExportRef, work_dir: Path) -> Path:
-    """Download the label files and every file they reference to work_dir/exports/<name>/<fp>/<name>.
+def fetch_export(storage: Storage, ref: ExportRef, exports_dir: Path) -> Path:
+    """Download the label files and every file they reference to exports_dir/<name>/<fp>/<name>.
 
-    Unconfirmed images and Cache.cach stay in storage. A finished download is marked
-    and reused, so validate and merge tasks on one worker fetch once.
+    `exports_dir` is the worker's `config.work.exports` (or a scratch folder). Unconfirmed
+    images and Cache.cach stay in storage. A finished download is marked and reused, so
+    validate and merge tasks on one worker fetch once.
     """
-    root = work_dir / "exports" / ref.name / ref.fingerprint[:12]
+    root = exports_dir / ref.name / ref.fingerprint[:12]
     folder = root / ref.name
     done = root / ".fetched"
     if done.exists():

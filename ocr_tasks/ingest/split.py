@@ -9,15 +9,16 @@ Changing the ratios does move images: do that only with a fresh baseline.
 from __future__ import annotations
 
 from ocr_tasks.config import SplitConfig
+from ocr_tasks.vocabulary import SPLITS
 
-SPLITS = ("train", "val", "test")
+_TRAIN, _VAL, _TEST = SPLITS
 _SCALE = 1 << 32
 
 
 def assign_split(sha256: str, ratios: SplitConfig) -> str:
     position = int(sha256[:8], 16) / _SCALE  # uniform in [0, 1) for a cryptographic hash
     if position < ratios.train:
-        return "train"
+        return _TRAIN
     if position < ratios.train + ratios.val:
-        return "val"
-    return "test"
+        return _VAL
+    return _TEST

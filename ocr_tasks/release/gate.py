@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ocr_tasks.config import GateConfig
+from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
 
 __all__ = ["KEY_METRICS", "GateDecision", "decide"]
 
 # The one metric per model that thresholds and regressions are judged on.
-KEY_METRICS: dict[str, str] = {"det": "hmean", "rec": "acc"}
+KEY_METRICS: dict[str, str] = {DET: "hmean", REC: "acc"}
 
 # Metrics arrive as floats computed from counts; without a little slack a drop of exactly
 # `max_regression` (0.93 -> 0.92 with 0.01 allowed) would fail on float rounding.
@@ -46,7 +47,7 @@ def decide(
     new: dict[str, dict[str, float]],
     baseline: dict[str, dict[str, float]] | None,
     gate: GateConfig,
-    models: Sequence[str] = ("det", "rec"),
+    models: Sequence[str] = MODEL_KINDS,
 ) -> GateDecision:
     """Check `new` test metrics against the thresholds in `gate` and against `baseline`.
 
@@ -68,7 +69,7 @@ def decide(
         metric = KEY_METRICS[model]
         value, problem = _metric(new, model, metric)
 
-        if model == "rec":
+        if model == REC:
             op, threshold = ">", gate.rec_min_acc
         else:
             op, threshold = ">=", gate.det_min_hmean

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ocr_tasks.errors import UsageError
+from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def model_name_of(model_dir: Path) -> str:
 def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[ReadLine]:
     """Detect and recognise the text lines of `image`, top to bottom, with det/ and rec/ of `model_dir`."""
     model_dir, image = Path(model_dir), Path(image)
-    for part in ("det", "rec"):
+    for part in MODEL_KINDS:
         if not (model_dir / part / "inference.yml").is_file():
             raise UsageError(f"{model_dir}: no {part}/inference.yml; pull a model with `ocr-retrain pull-model` first")
     if not image.is_file():
@@ -49,8 +50,8 @@ def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[Rea
     from paddleocr import PaddleOCR
 
     ocr = PaddleOCR(
-        text_detection_model_name=model_name_of(model_dir / "det"), text_detection_model_dir=str(model_dir / "det"),
-        text_recognition_model_name=model_name_of(model_dir / "rec"), text_recognition_model_dir=str(model_dir / "rec"),
+        text_detection_model_name=model_name_of(model_dir / DET), text_detection_model_dir=str(model_dir / DET),
+        text_recognition_model_name=model_name_of(model_dir / REC), text_recognition_model_dir=str(model_dir / REC),
         use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False, device=device,
     )
     (result,) = ocr.predict(str(image))

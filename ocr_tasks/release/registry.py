@@ -13,6 +13,9 @@ before a model is loaded.
 Version names come from `next_model_version` (UTC timestamps). Two publishers racing for
 the same name and version are not arbitrated here (plain S3 has no create-if-absent on
 every server); the DAG runs one retraining at a time.
+
+About 400 lines, kept whole: publishing and pulling are the two sides of one manifest
+format (which files, their sha256 and size, what a pull may write where).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import ObjectNotFoundError, Storage, StorageError
+from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp, timestamp, utc_now
 
 __all__ = [
     "BUNDLE_DIRS",
@@ -48,8 +52,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_DIRS = ("det", "rec")
-BUNDLE_DIRS = ("det", "rec", "checkpoints", "report")
+MODEL_DIRS = MODEL_KINDS
+BUNDLE_DIRS = (*MODEL_KINDS, "checkpoints", "report")
 # PaddleOCR 3.x inference layout; without these a consumer has nothing to load.
 INFERENCE_FILES = ("inference.json", "inference.pdiparams", "inference.yml")
 MANIFEST = "manifest.json"
@@ -115,7 +119,7 @@ def publish_model(
     final.update({
         "name": name,
         "version": version,
-        "published_at": _utc_now(),
+        "published_at": timestamp(),
         "files": dict(sorted(records.items())),
     })
     storage.put_json(manifest_key, final)
@@ -194,9 +198,9 @@ def next_model_version(storage: Storage, name: str, now: datetime | None = None)
     appended when taken. A naive `now` is taken as UTC. Unfinished publishes count as
     taken, so a retry never reuses a half-written version's name by accident."""
     _check_name(name, "model name")
-    now = now or datetime.now(timezone.utc)
+    now = now or utc_now()
     now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-    base = now.strftime("%Y%m%dT%H%M%SZ")
+    base = compact_timestamp(now)
     taken = set(storage.list_dirs(layout.models_prefix(name)))
     version, n = base, 1
     while version in taken:
@@ -331,7 +335,7 @@ def _point_production(storage: Storage, name: str, version: str) -> dict[str, An
     current = _read_pointer(storage, name)
     pointer = {
         "version": version,
-        "updated_at": _utc_now(),
+        "updated_at": timestamp(),
         "previous": None if current is None else current["version"],
     }
     storage.put_json(layout.production_key(name), pointer)  # one PUT: readers see old or new
@@ -408,7 +412,3 @@ def _replace_dir(staging: Path, target: Path) -> None:
     os.replace(target, old)
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -6,9 +6,11 @@ import html
 import json
 from pathlib import Path
 
+from ocr_tasks.vocabulary import DET, REC
+
 CURVE_METRICS = {
-    "det": ("loss", "loss_shrink_maps", "loss_threshold_maps", "loss_binary_maps", "hmean", "precision", "recall"),
-    "rec": ("loss", "loss_ctc", "loss_nrtr", "acc", "norm_edit_dis"),
+    DET: ("loss", "loss_shrink_maps", "loss_threshold_maps", "loss_binary_maps", "hmean", "precision", "recall"),
+    REC: ("loss", "loss_ctc", "loss_nrtr", "acc", "norm_edit_dis"),
 }
 
 

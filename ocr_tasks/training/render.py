@@ -40,21 +40,18 @@ from typing import Final
 import yaml
 
 from ocr_tasks.errors import UsageError
+from ocr_tasks.vocabulary import MODEL_KINDS, REC, SPLITS, TEST_SPLIT
 
 __all__ = [
     "OWNED_KEYS",
-    "TASKS",
-    "SPLITS",
     "checkpoint_overrides",
     "config_hash",
     "eval_overrides",
     "load_template",
+    "plain",
     "render_config",
     "write_config",
 ]
-
-TASKS: Final = ("det", "rec")
-SPLITS: Final = ("train", "val", "test")
 
 # Everything render_config may change; the rest of the template passes through as is.
 OWNED_KEYS: Final = frozenset({
@@ -103,9 +100,9 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     a numeric part indexes a list, ``Train.dataset.transforms.2.RecResizeImg.image_shape``);
     it may not touch the owned keys, which have their own arguments.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if task == "rec" and dict_path is None:
+    if task not in MODEL_KINDS:
+        raise ValueError(f"task must be one of {MODEL_KINDS}, got {task!r}")
+    if task == REC and dict_path is None:
         raise ValueError("rec needs dict_path (the dataset's dict.txt): the head's size is read from it")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -124,7 +121,7 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
         _point_dataset(config[section]["dataset"], data_dir, data_dir / task / f"{split}.txt")
 
     global_section = config["Global"]
-    if task == "rec":
+    if task == REC:
         global_section["character_dict_path"] = str(Path(dict_path).absolute())  # type: ignore[arg-type]
     global_section["save_model_dir"] = str(save_dir)
     # Keep the template's file name (predicts_db.txt, ...) but inside this run's folder.
@@ -165,9 +162,9 @@ def _set_dotted(config: dict, key: str, value: object) -> None:
     last = parts[-1]
     if isinstance(node, list):
         index = _index(node, last, key, key)
-        node[index] = _plain(value)
+        node[index] = plain(value)
     elif isinstance(node, dict):
-        node[last] = _plain(value)
+        node[last] = plain(value)
     else:
         raise ValueError(f"cannot set {key}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
 
@@ -188,15 +185,14 @@ def _index(node: list, part: str, where: str, key: str) -> int:
     return int(part)
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
+    """``value`` as YAML-safe plain data: paths as strings, tuples as lists, mapping keys as strings."""
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value
 
 
@@ -218,10 +214,10 @@ def config_hash(path: Path) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def eval_overrides(task: str, data_dir: Path, split: str = "test") -> dict[str, object]:
+def eval_overrides(task: str, data_dir: Path, split: str = TEST_SPLIT) -> dict[str, object]:
     """``-o`` overrides that make ``tools/eval.py`` score one split of ``data_dir``."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in MODEL_KINDS:
+        raise ValueError(f"task must be one of {MODEL_KINDS}, got {task!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     data_dir = Path(data_dir).absolute()

@@ -1,0 +1,78 @@
+"""Validate an export; in storage, a failing one is quarantined with its report.
+
+    check_export(storage, ref, config)   -> ExportCheck (passed, or quarantined with a report)
+
+A quarantined export's report.txt, validation.json, Data Docs and label files go to
+quarantine/<export>/<fp>/ first; the ledger entry that marks it is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ocr_tasks.config import PipelineConfig
+from ocr_tasks.flow.notify import export_quarantined, notify
+from ocr_tasks.ingest.exports import LABEL_FILES, ExportRef, fetch_export
+from ocr_tasks.ingest.ledger import record_exports
+from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
+from ocr_tasks.ingest.validate import ValidationReport, validate_tables
+from ocr_tasks.storage import layout
+from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.vocabulary import timestamp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportCheck:
+    export: ExportRef
+    passed: bool
+    summary: str
+    report_uri: str | None = None    # quarantine folder when it failed
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "export": self.export.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportCheck":
+        return cls(**{**data, "export": ExportRef.from_json(data["export"])})
+
+
+def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | None = None) -> tuple[ExportTables, ValidationReport]:
+    """Validate a local export; GX Data Docs are rendered into `docs_dir` only when it fails."""
+    tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
+    report = validate_tables(tables, config.validation)
+    if not report.success and docs_dir is not None:
+        report = validate_tables(tables, config.validation, docs_dir)
+    return tables, report
+
+
+def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
+    """Validate one export from storage; a failing one is quarantined with its report."""
+    return check_export_with_tables(storage, ref, config)[0]
+
+
+def check_export_with_tables(storage: Storage, ref: ExportRef, config: PipelineConfig) -> tuple[ExportCheck, ExportTables]:
+    """`check_export`, also returning the tables it built (a merge in the same process reuses them)."""
+    folder = fetch_export(storage, ref, config.work.exports)
+    docs_dir = folder.parent / "data_docs"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    tables, report = check_local_export(folder, config, docs_dir)
+    if report.success:
+        log.info("%s", report.summary())
+        return ExportCheck(ref, True, report.summary()), tables
+    target = layout.quarantine_prefix(ref.name, ref.fingerprint)
+    report.data_docs = storage.uri(target + "data_docs/index.html")
+    summary = report.summary()
+    storage.upload_dir(docs_dir, target + "data_docs")
+    storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
+    storage.put_json(target + "validation.json", report.to_json())
+    storage.put_text(target + "report.txt", summary + "\n")
+    record_exports(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "quarantined",
+                                        "quarantine": storage.uri(target), "at": timestamp()}})
+    log.warning("%s", summary)
+    notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
+    return ExportCheck(ref, False, summary, storage.uri(target)), tables

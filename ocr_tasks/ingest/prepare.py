@@ -1,0 +1,63 @@
+"""Without storage: local folders or s3:// exports -> validated -> a dataset written into a folder."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocr_tasks.config import PipelineConfig
+from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.check import check_local_export
+from ocr_tasks.ingest.dataset import Dataset
+from ocr_tasks.ingest.exports import ExportRef, fetch_export
+from ocr_tasks.ingest.tables import read_dictionary
+from ocr_tasks.ingest.validate import ValidationReport
+
+
+@dataclass
+class PrepareResult:
+    reports: list[ValidationReport]
+    info: dict | None
+
+    @property
+    def excluded(self) -> list[str]:
+        return [r.export for r in self.reports if not r.success]
+
+
+def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_uri=None) -> PrepareResult:
+    """Validate local folders or s3:// exports and write the passing ones as a dataset into `out`."""
+    out = out.resolve()
+    reports, passing = [], []
+    with tempfile.TemporaryDirectory(prefix="ocr-retrain-", dir=config.work.scratch) as scratch:
+        for source in sources:
+            folder = resolve_source(source, Path(scratch), storage_for_uri)
+            tables, report = check_local_export(folder, config)
+            reports.append(report)
+            if report.success:
+                passing.append(tables)
+        if not passing:
+            return PrepareResult(reports, None)
+        dataset = Dataset()
+        for tables in passing:
+            dataset.add_export(tables, out, config.split)
+        info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
+                             exports_merged=[t.name for t in passing])
+    return PrepareResult(reports, info)
+
+
+def resolve_source(source: str, scratch: Path, storage_for_uri) -> Path:
+    """A local export folder as is, or an s3:// export downloaded into `scratch`."""
+    if source.startswith("s3://"):
+        storage, prefix = storage_for_uri(source)
+        objects = list(storage.list(prefix))
+        if not objects:
+            raise UsageError(f"{source}: no objects there")
+        name = prefix.rstrip("/").rsplit("/", 1)[-1]
+        ref = ExportRef(name, prefix, "local-" + uuid.uuid4().hex, len(objects))
+        return fetch_export(storage, ref, scratch)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UsageError(f"{source}: no such export folder")
+    return folder

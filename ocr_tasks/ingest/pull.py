@@ -1,0 +1,50 @@
+"""A published dataset version, materialised locally as a PaddleOCR data_dir."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.dataset import DATASET_FILES, Dataset, recut_crops, stored_files
+from ocr_tasks.ingest.packs import extract_pack
+from ocr_tasks.storage import layout
+from ocr_tasks.storage.s3 import Storage
+
+# every file a dataset version names; anything else in its index is not followed
+_DATASET_FILE = re.compile(r"(images|crops)/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
+    """Materialise a dataset version locally as a PaddleOCR data_dir.
+
+    Only packs holding files not already in `dest` are fetched, so pulling the next
+    version into the same folder downloads just what is new. Crops cut from polygons
+    are re-cut here.
+    """
+    prefix = layout.dataset_prefix(version)
+    if not storage.exists(prefix + "dataset.json"):
+        raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")
+    dest.mkdir(parents=True, exist_ok=True)
+    storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("packs.json", "dataset.json"))
+    dataset = Dataset.from_index((dest / "images.jsonl").read_text(encoding="utf-8"),
+                                 (dest / "crops.jsonl").read_text(encoding="utf-8"), version)
+    packs = json.loads((dest / "packs.json").read_text(encoding="utf-8"))
+    for rel in [*stored_files(dataset), *(rel for members in packs.values() for rel in members)]:
+        if not _DATASET_FILE.fullmatch(rel):
+            raise UsageError(f"dataset {version}: refusing file path {rel!r} (not images/<name> or crops/<name>)")
+    with tempfile.TemporaryDirectory(prefix=".packs-", dir=dest) as scratch:
+        for pack_id, members in packs.items():
+            wanted = {rel for rel in members if not (dest / rel).exists()}
+            if wanted:
+                tar = Path(scratch) / f"{pack_id}.tar"
+                storage.download_file(layout.pack_key(pack_id), tar)
+                extract_pack(tar, wanted, dest)
+                tar.unlink()
+    absent = [rel for rel in stored_files(dataset) if not (dest / rel).exists()]
+    if absent:
+        raise UsageError(f"dataset {version}: {len(absent)} file(s) missing from its packs, e.g. {absent[0]}")
+    recut_crops(dataset, dest)
+    return dest
