@@ -1,4 +1,5 @@
 """Versioned, atomic model publishing in storage, and the consumer's side of it.
+(Publish and pull share the manifest and its checks: one module, a little over 400 lines.)
 
     models/<name>/<version>/        det/, rec/, checkpoints/, report/, manifest.json
     models/<name>/production.json   {"version", "updated_at", "previous"}

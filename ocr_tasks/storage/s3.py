@@ -7,6 +7,10 @@ the CLI and tests all share this module.
 
 Keys passed by callers are posix paths *relative to* `settings.prefix`; the
 prefix is the only place a deployment decides where in the bucket data lives.
+
+About 800 lines, kept in one module on purpose: every operation goes through one retry
+and error-translation path (`_call`), one key-safety check and one client, and splitting
+the operations from those would let a new one bypass them.
 """
 
 from __future__ import annotations
