@@ -52,18 +52,13 @@ def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | No
 
 def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
     """Validate one export from storage; a failing one is quarantined with its report."""
-    return check_export_with_tables(storage, ref, config)[0]
-
-
-def check_export_with_tables(storage: Storage, ref: ExportRef, config: PipelineConfig) -> tuple[ExportCheck, ExportTables]:
-    """`check_export`, also returning the tables it built (a merge in the same process reuses them)."""
     folder = fetch_export(storage, ref, config.work.exports)
     docs_dir = folder.parent / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    tables, report = check_local_export(folder, config, docs_dir)
+    _, report = check_local_export(folder, config, docs_dir)
     if report.success:
         log.info("%s", report.summary())
-        return ExportCheck(ref, True, report.summary()), tables
+        return ExportCheck(ref, True, report.summary())
     target = layout.quarantine_prefix(ref.name, ref.fingerprint)
     report.data_docs = storage.uri(target + "data_docs/index.html")
     summary = report.summary()
@@ -75,4 +70,4 @@ def check_export_with_tables(storage: Storage, ref: ExportRef, config: PipelineC
                                         "quarantine": storage.uri(target), "at": timestamp()}})
     log.warning("%s", summary)
     notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
-    return ExportCheck(ref, False, summary, storage.uri(target)), tables
+    return ExportCheck(ref, False, summary, storage.uri(target))

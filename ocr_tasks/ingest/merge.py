@@ -26,7 +26,7 @@ from ocr_tasks.ingest.dataset import DATASET_FILES, Dataset, stored_files, write
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
 from ocr_tasks.ingest.ledger import load_ledger, record_exports
 from ocr_tasks.ingest.packs import write_pack
-from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
+from ocr_tasks.ingest.tables import build_tables, read_dictionary
 from ocr_tasks.storage import layout
 from ocr_tasks.storage.s3 import Storage
 from ocr_tasks.vocabulary import timestamp
@@ -45,12 +45,11 @@ class DatasetVersion:
         return asdict(self)
 
 
-def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig,
-                  checked: dict[str, ExportTables] | None = None) -> DatasetVersion:
+def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
     """Merge validated exports into the latest dataset and publish the new version.
 
-    `checked` holds tables already built by validation in this process (saves re-reading
-    every image); a separate merge task (Airflow) rebuilds them from the fetched export.
+    Each export's tables are rebuilt from its fetched copy (validation on the same worker
+    fetched it already; another worker fetches it again).
     """
     ledger = load_ledger(storage)
     previous = ledger.get("dataset_version")
@@ -58,9 +57,8 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
     stage = config.work.new_dataset_stage()
     try:
         for ref in refs:
-            tables = (checked or {}).get(ref.name) or build_tables(
-                fetch_export(storage, ref, config.work.exports), config.validation,
-                read_dictionary(config.validation.dict_file))
+            tables = build_tables(fetch_export(storage, ref, config.work.exports), config.validation,
+                                  read_dictionary(config.validation.dict_file))
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,

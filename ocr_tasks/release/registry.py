@@ -14,9 +14,6 @@ before a model is loaded.
 Version names come from `next_model_version` (UTC timestamps). Two publishers racing for
 the same name and version are not arbitrated here (plain S3 has no create-if-absent on
 every server); the DAG runs one retraining at a time.
-
-About 400 lines, kept whole: publishing and pulling are the two sides of one manifest
-format (which files, their sha256 and size, what a pull may write where).
 """
 
 from __future__ import annotations
