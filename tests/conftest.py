@@ -1,14 +1,20 @@
-"""Shared fixtures. Storage tests run against a real S3 server (rclone serve s3), not a mock."""
+"""Shared fixtures: a real S3 server (rclone serve s3, not a mock), a bucket per test, a real webhook receiver.
+
+Helpers that are not fixtures (exports, labeller edits, free ports) are in kit.py."""
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
 
 from ocr_tasks.embedded.s3server import LocalS3Server
+from ocr_tasks.flow import notify
 from ocr_tasks.storage.s3 import Storage
 
 
@@ -31,3 +37,28 @@ def storage(s3_server: LocalS3Server) -> Storage:
 def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default work_dir is ./work: keep every test's scratch files out of the checkout."""
     monkeypatch.chdir(tmp_path)
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """An HTTP receiver on a loopback port set as the notification webhook; yields the payloads it got."""
+    _Webhook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(notify.WEBHOOK_ENV, f"http://127.0.0.1:{server.server_port}/hooks/T0K3N-secret")
+    yield _Webhook.received
+    server.shutdown()

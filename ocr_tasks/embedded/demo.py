@@ -32,7 +32,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow, ProgressPrinter
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
-from ocr_tasks.embedded.synthetic import ExportSpec, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
 from ocr_tasks.vocabulary import DET, TEST_SPLIT
 
@@ -118,7 +118,7 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
         if not (folder / "Label.txt").exists():
             make_export(labeller_dir, spec)
             if spec is BROKEN_EXPORT:
-                _break_one_polygon(folder)
+                break_one_polygon(folder)
         storage.upload_dir(folder, f"incoming/{spec.name}")
         note = " (one polygon outside its image: expect quarantine)" if spec is BROKEN_EXPORT else ""
         out(f"      {spec.name}: {spec.n_images} images -> {storage.uri(f'incoming/{spec.name}/')}{note}")
@@ -130,13 +130,6 @@ def _next_extra_export(storage: Storage) -> ExportSpec:
     while f"digits_extra_{n:03d}" in taken:
         n += 1
     return ExportSpec(f"digits_extra_{n:03d}", n_images=EXTRA_EXPORT_IMAGES, seed=1000 + n)
-
-
-def _break_one_polygon(folder: Path) -> None:
-    label = folder / "Label.txt"
-    lines = label.read_text(encoding="utf-8").splitlines()
-    lines[7] = lines[7].replace('"points": [[', '"points": [[-40, -40], [', 1)
-    label.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:

@@ -36,6 +36,7 @@ from ocr_tasks.ingest.crops import crop_text_region
 
 __all__ = [
     "ExportSpec",
+    "break_one_polygon",
     "make_export",
     "make_text_line_image",
     "IGNORE_TRANSCRIPTION",
@@ -245,3 +246,15 @@ def make_export(parent: Path, spec: ExportSpec) -> Path:
     if spec.with_rec_crops:
         _write_text(folder / "rec_gt.txt", rec_lines, crlf=spec.crlf, bom=spec.bom)
     return folder
+
+
+def break_one_polygon(folder: Path, line_index: int = 2) -> None:
+    """The labeller's slip the demo and tests quarantine: one polygon dragged outside its image.
+
+    The first box of Label.txt line ``line_index + 1`` gains a point at (-50, -50), so validation
+    reports ``Label.txt:<line_index + 1> box 0``.
+    """
+    label = folder / "Label.txt"
+    lines = label.read_text(encoding="utf-8-sig").splitlines()
+    lines[line_index] = lines[line_index].replace('"points": [[', '"points": [[-50, -50], [', 1)
+    label.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -8,11 +8,12 @@ The real runs are in test_demo.py (slow).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ocr_tasks.embedded.local_airflow import DAGS_FOLDER, LocalAirflow, ProgressPrinter, _FINISHED
 
-LOG = Path(__file__).parent / "data" / "airflow_dags_test_log.txt"
+from tests.kit import DATA
+
+LOG = DATA / "airflow_dags_test_log.txt"
 
 
 def _replay() -> list[str]:

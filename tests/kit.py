@@ -1,11 +1,20 @@
-"""Helpers for tests: synthetic exports and ways to break them, as labellers do."""
+"""Helpers the tests share: synthetic exports and ways to edit them as labellers do, the ingest half, loopback ports.
+
+Fixtures (the S3 server, a bucket per test, the webhook receiver) are in conftest.py."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
-from ocr_tasks.embedded.synthetic import ExportSpec, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+__all__ = ["DATA", "REPO", "break_one_polygon", "edit_boxes", "export", "free_port", "ingest", "label_lines",
+           "write_label_lines"]
 
 
 def export(parent: Path, name: str = "batch_001", **kwargs) -> Path:
@@ -34,3 +43,10 @@ def ingest(storage, config):
     from ocr_tasks.flow.run import RunContext, RunRequest
 
     return ingest_half(RunContext(config, storage, RunRequest("ingest")))
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the OS picks it), for servers the tests start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

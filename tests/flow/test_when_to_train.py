@@ -7,7 +7,7 @@ from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
 from ocr_tasks.flow import steps
 from ocr_tasks.flow.run import RunContext, RunRequest
-from tests.exports_kit import export
+from tests.kit import export
 
 
 def prepare_dataset(storage, config, *, force):

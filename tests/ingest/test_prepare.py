@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from ocr_tasks.cli import main
-from tests.exports_kit import export, label_lines
+from tests.kit import export, label_lines
 
 
 def read_list(path: Path) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ import pytest
 from ocr_tasks.config import ValidationConfig
 from ocr_tasks.ingest.check import check_local_export
 from ocr_tasks.config import load_config
-from tests.exports_kit import edit_boxes, export, label_lines, write_label_lines
+from tests.kit import edit_boxes, export, label_lines, write_label_lines
 
 
 def check(folder, **overrides):

@@ -9,7 +9,7 @@ from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
 from ocr_tasks.ingest.pull import pull_dataset
-from tests.exports_kit import export, ingest, label_lines
+from tests.kit import break_one_polygon, export, ingest, label_lines
 
 
 @pytest.fixture
@@ -92,9 +92,7 @@ def test_export_still_uploading_waits_for_the_next_run(storage, config, tmp_path
 
 def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage, config, tmp_path):
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    lines = label_lines(bad)
-    lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
-    (bad / "Label.txt").write_text("\n".join(lines) + "\n")
+    break_one_polygon(bad)
     upload(storage, bad)
     upload(storage, export(tmp_path / "b", "good_batch", n_images=6, seed=4))
     result = ingest(storage, config)

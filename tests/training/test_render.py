@@ -18,7 +18,9 @@ from ocr_tasks.training.render import (
     write_config,
 )
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+from tests.kit import REPO
+
+CONFIGS = REPO / "configs"
 TEMPLATES = sorted((CONFIGS / "profiles").glob("*.yml")) + sorted((CONFIGS / "production").glob("*.yml"))
 
 

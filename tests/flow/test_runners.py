@@ -28,9 +28,10 @@ from ocr_tasks.flow.run import RunContext, RunRequest
 from ocr_tasks.release.registry import production_version, publish_model, pull_model
 from ocr_tasks.storage.s3 import Storage
 
+from tests.kit import REPO
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 EXPORT = ExportSpec("digits_001", n_images=40, seed=7)
 

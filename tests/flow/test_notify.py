@@ -6,40 +6,14 @@ SMTP responder on another; what they receive is what a Slack channel or an inbox
 
 from __future__ import annotations
 
-import json
 import logging
 import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from ocr_tasks.flow import notify
 from ocr_tasks.config import NotificationsConfig, load_config
-
-
-class _Webhook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook(monkeypatch):
-    _Webhook.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(notify.WEBHOOK_ENV, f"http://127.0.0.1:{server.server_port}/hooks/T0K3N-secret")
-    yield _Webhook.received
-    server.shutdown()
 
 
 class _SMTP(socketserver.StreamRequestHandler):
@@ -139,12 +113,10 @@ def test_email_without_smtp_server_is_a_warning(monkeypatch, caplog):
 
 
 def test_quarantine_during_ingest_notifies_which_export_and_expectation(storage, tmp_path, webhook):
-    from tests.exports_kit import export, ingest, label_lines
+    from tests.kit import break_one_polygon, export, ingest
 
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    lines = label_lines(bad)
-    lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
-    (bad / "Label.txt").write_text("\n".join(lines) + "\n")
+    break_one_polygon(bad)
     storage.upload_dir(bad, "incoming/bad_batch")
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
     ingest(storage, config)

@@ -24,7 +24,7 @@ import pytest
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
-from tests.netkit import free_port
+from tests.kit import free_port
 
 pytestmark = pytest.mark.slow
 

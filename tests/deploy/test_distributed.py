@@ -38,11 +38,10 @@ import pytest
 
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export
-from tests.netkit import free_port
+from tests.kit import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS_DB = 13

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.kit import REPO
+
 DAGS = REPO / "dags"
 DAG_FILE = DAGS / "ocr_retraining.py"
 BIN = Path(sys.executable).parent
@@ -33,7 +34,6 @@ from ocr_tasks.flow.run import Discovery, RunContext, RunRequest, sanitize_run_i
 from ocr_tasks.ingest.exports import ExportRef  # noqa: E402
 from ocr_tasks.config import load_config  # noqa: E402
 from ocr_tasks.errors import UsageError  # noqa: E402
-from tests.test_notify import webhook  # noqa: E402,F401  (the local webhook receiver fixture)
 
 TRAIN_TASKS = ("train_det", "train_rec")
 
@@ -223,14 +223,12 @@ def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path
     """discover -> check (one per export, through XCom JSON) -> merge, as the mapped tasks run them."""
     from ocr_tasks.ingest.check import ExportCheck
     from ocr_tasks.flow.run import MergedDataset
-    from tests.exports_kit import export, label_lines
+    from tests.kit import break_one_polygon, export
 
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
     ctx = RunContext(config, storage, RunRequest("r1"))
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    lines = label_lines(bad)
-    lines[2] = lines[2].replace('"points": [[', '"points": [[-50, -50], [', 1)
-    (bad / "Label.txt").write_text("\n".join(lines) + "\n")
+    break_one_polygon(bad)
     storage.upload_dir(bad, "incoming/bad_batch")
     storage.upload_dir(export(tmp_path / "b", "good_batch", n_images=6, seed=4), "incoming/good_batch")
 

@@ -23,7 +23,9 @@ from ocr_tasks.training.engine import (
 )
 from ocr_tasks.training.train_log import LogParser, parse_log_line
 
-FIXTURE = Path(__file__).parent / "data" / "paddleocr_train_log.txt"
+from tests.kit import DATA, REPO
+
+FIXTURE = DATA / "paddleocr_train_log.txt"
 
 
 def fixture_lines() -> list[str]:
@@ -391,13 +393,13 @@ def test_real_rec_training_one_epoch_then_eval(tmp_path):
     """The installed PaddleOCR 2.10 engine, CPU profile, 20 synthetic images: train 1 epoch, eval the test split."""
     from ocr_tasks.cli import main
     from ocr_tasks.training.render import checkpoint_overrides, eval_overrides, render_config, write_config
-    from tests.exports_kit import export
+    from tests.kit import export
 
     data = tmp_path / "data"
     assert main(["prepare", str(export(tmp_path / "in", n_images=20, seed=3)), "--out", str(data)]) == 0
     save_dir = tmp_path / "run" / "rec"
     config = write_config(render_config(
-        Path(__file__).resolve().parent.parent / "configs" / "profiles" / "rec_cpu_small.yml",
+        REPO / "configs" / "profiles" / "rec_cpu_small.yml",
         task="rec", data_dir=data, dict_path=data / "dict.txt", save_dir=save_dir, epochs=1,
         # ~36 training crops: the profile's batch of 32 with drop_last would leave one step
         extra={"Train.loader.batch_size_per_card": 8, "Global.eval_batch_step": [0, 2], "Global.print_batch_step": 1},
