@@ -168,6 +168,13 @@ class Cluster:
         return logs[0].read_text(errors="replace") if logs else ""
 
 
+def _drop_redis_keys(pattern: str) -> None:
+    keys = subprocess.run(["redis-cli", "-n", str(REDIS_DB), "--scan", "--pattern", pattern],
+                          capture_output=True, text=True, check=False).stdout.split()
+    if keys:
+        subprocess.run(["redis-cli", "-n", str(REDIS_DB), "del", *keys], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_server):
     for problem in (_postgres_ok(), _redis_ok()):
@@ -195,6 +202,8 @@ def cluster(tmp_path_factory, s3_server):
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        # two test runs on one machine share the Redis server: each run's queues under its own prefix
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{database}:",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API__PORT": str(port),
@@ -217,7 +226,6 @@ def cluster(tmp_path_factory, s3_server):
     })
     c = Cluster(root, env, database, bucket)
     try:
-        subprocess.run(["redis-cli", "-n", str(REDIS_DB), "flushdb"], check=False, capture_output=True)
         c.airflow("db", "migrate", timeout=600)
         c.airflow("pools", "set", "gpu", "1", "training: one slot per GPU")
         c.start("api-server", "api-server", "--port", str(port))
@@ -230,6 +238,7 @@ def cluster(tmp_path_factory, s3_server):
         yield c
     finally:
         c.stop_all()
+        _drop_redis_keys(f"{database}:*")
         admin.cursor().execute(f'drop database if exists "{database}" with (force)')
         admin.close()
 
