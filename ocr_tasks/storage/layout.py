@@ -63,36 +63,36 @@ def models_prefix(name: str) -> str:
 
 
 def model_version_prefix(name: str, version: str) -> str:
-    return f"{MODELS}{name}/{version}/"
+    return f"{models_prefix(name)}{version}/"
 
 
 def model_manifest_key(name: str, version: str) -> str:
-    return f"{model_version_prefix(name, version)}manifest.json"
-
-
-def production_key(name: str) -> str:
-    return f"{MODELS}{name}/production.json"
+    return model_version_prefix(name, version) + "manifest.json"
 
 
 def model_report_prefix(name: str, version: str) -> str:
-    return f"{model_version_prefix(name, version)}report/"
+    return model_version_prefix(name, version) + "report/"
 
 
-def run_record_key(run_id: str) -> str:
-    return f"{RUNS}{run_id}/run.json"
-
-
-def run_report_prefix(run_id: str) -> str:
-    return f"{RUNS}{run_id}/report/"
+def production_key(name: str) -> str:
+    return models_prefix(name) + "production.json"
 
 
 def run_prefix(run_id: str) -> str:
     return f"{RUNS}{run_id}/"
 
 
+def run_record_key(run_id: str) -> str:
+    return run_prefix(run_id) + "run.json"
+
+
+def run_report_prefix(run_id: str) -> str:
+    return run_prefix(run_id) + "report/"
+
+
 def run_model_prefix(run_id: str, kind: str) -> str:
     """runs/<run_id>/<det|rec>/: every stage's checkpoints, logs and done.json."""
-    return f"{RUNS}{run_id}/{kind}/"
+    return f"{run_prefix(run_id)}{kind}/"
 
 
 def run_stage_prefix(run_id: str, kind: str, stage: str) -> str:
@@ -100,7 +100,7 @@ def run_stage_prefix(run_id: str, kind: str, stage: str) -> str:
 
 
 def run_metrics_key(run_id: str) -> str:
-    return f"{RUNS}{run_id}/metrics.json"
+    return run_prefix(run_id) + "metrics.json"
 
 
 @dataclass(frozen=True)
