@@ -140,11 +140,15 @@ class PipelineConfig:
         return WorkDir(self.work_path)
 
 
+# libyaml's safe loader when PyYAML was built with it: the DAG file loads the config at every parse
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load `path` (default: configs/pipeline.yaml, or $OCR_RETRAIN_CONFIG) and apply overrides."""
     path = Path(path or os.environ.get("OCR_RETRAIN_CONFIG") or DEFAULT_CONFIG)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_SAFE_LOADER) or {}
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
