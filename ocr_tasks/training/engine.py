@@ -36,6 +36,7 @@ from typing import Final
 
 import yaml
 
+from ocr_tasks.training.cpu_math import math_library_env
 from ocr_tasks.training.render import plain
 from ocr_tasks.training.train_log import LogParser
 
@@ -300,6 +301,8 @@ def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
         # multi-GPU launch talks to its own ranks over loopback
         "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
     })
+    for key, value in math_library_env().items():
+        merged.setdefault(key, value)   # the user's own setting wins
     if env:
         merged.update({k: str(v) for k, v in env.items()})
     return merged
