@@ -13,9 +13,12 @@ import os
 import shutil
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from ocr_tasks.config import SplitConfig
 from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
@@ -119,37 +122,43 @@ class Dataset:
 
     def write(self, out: Path, *, dictionary: list[str] | None, ratios: SplitConfig,
               exports_merged: list[str]) -> dict:
-        """Write the label lists, dict, index and dataset.json (last) into `out`."""
-        det = {split: [] for split in SPLITS}
-        rec = {split: [] for split in SPLITS}
-        for record in sorted(self.images.values(), key=lambda r: r.relpath):
-            det[record.split].append(f"{record.relpath}\t{json.dumps(record.boxes, ensure_ascii=False)}")
-        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))  # noqa: E501
-        for crop in all_crops:
-            rec[crop.split].append(f"{crop.relpath}\t{crop.text}")
-        chars = dictionary if dictionary is not None else dictionary_from_labels(self)
-        files = {"dict.txt": "".join(f"{c}\n" for c in chars)}
-        for split in SPLITS:
-            files[f"det/{split}.txt"] = "".join(f"{line}\n" for line in det[split])
-            files[f"rec/{split}.txt"] = "".join(f"{line}\n" for line in rec[split])
-        files["images.jsonl"] = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n"
-                                        for r in sorted(self.images.values(), key=lambda r: r.sha256))
-        files["crops.jsonl"] = "".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in all_crops)
+        """Write the label lists, dict, index and dataset.json (last) into `out`.
 
+        Each file streams to disk line by line (the version hash with it): memory holds
+        the index, never the files' text as well.
+        """
+        by_path = sorted(self.images.values(), key=lambda r: r.relpath)
+        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))  # noqa: E501
+        chars = dictionary if dictionary is not None else dictionary_from_labels(self)
+        lines = {
+            "dict.txt": lambda: (f"{c}\n" for c in chars),
+            "images.jsonl": lambda: (json.dumps(asdict(r), ensure_ascii=False) + "\n"
+                                     for r in sorted(self.images.values(), key=lambda r: r.sha256)),
+            "crops.jsonl": lambda: (json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in all_crops),
+        }
+        for split in SPLITS:
+            lines[f"det/{split}.txt"] = lambda split=split: (
+                f"{r.relpath}\t{json.dumps(r.boxes, ensure_ascii=False)}\n" for r in by_path if r.split == split)
+            lines[f"rec/{split}.txt"] = lambda split=split: (
+                f"{c.relpath}\t{c.text}\n" for c in all_crops if c.split == split)
         digest = hashlib.sha256()
         for name in DATASET_FILES:
-            digest.update(name.encode() + b"\0" + files[name].encode("utf-8") + b"\0")
-        version = digest.hexdigest()[:16]
-        for name, text in files.items():
-            write_text_atomic(out / name, text)
+            digest.update(name.encode() + b"\0")
+            write_lines_atomic(out / name, lines[name](), digest)
+            digest.update(b"\0")
+        counts = {split: {"images": 0, "boxes": 0, "crops": 0} for split in SPLITS}
+        for record in by_path:
+            counts[record.split]["images"] += 1
+            counts[record.split]["boxes"] += len(record.boxes)
+        for crop in all_crops:
+            counts[crop.split]["crops"] += 1
         info = {
-            "version": version,
+            "version": digest.hexdigest()[:16],
             "parent": self.parent,
             "created_at": timestamp(),
             "split_ratios": asdict(ratios),
             "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
-            "counts": {split: {"images": len(det[split]), "boxes": sum(len(r.boxes) for r in self.images.values() if r.split == split),
-                               "crops": len(rec[split])} for split in SPLITS},
+            "counts": counts,
             "exports": _per_export_counts(self),
             "merged_in_this_version": sorted(exports_merged),
             "files": list(DATASET_FILES),
@@ -257,11 +266,28 @@ def _place(source: Path, target: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with _atomic_file(path) as out:
+        out.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_lines_atomic(path: Path, lines: Iterable[str], digest=None) -> None:
+    """Write text lines as UTF-8, atomically, feeding the bytes to `digest` as well."""
+    with _atomic_file(path) as out:
+        for line in lines:
+            data = line.encode("utf-8")
+            out.write(data)
+            if digest is not None:
+                digest.update(data)
+
+
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as out:
+        yield out
+    os.replace(tmp, path)

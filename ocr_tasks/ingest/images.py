@@ -10,11 +10,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 # We enforce our own (configurable) pixel limit before decoding; PIL's built-in one
 # would raise a different error for the same problem.
 Image.MAX_IMAGE_PIXELS = None
+
+_ORIENTATION = 0x0112           # EXIF tag; 5-8 turn the image by 90 degrees
+_TRANSPOSED = frozenset({5, 6, 7, 8})
 
 
 @dataclass(frozen=True)
@@ -26,31 +29,64 @@ class ImageFacts:
 
 
 def inspect_image(path: Path, *, max_pixels: int, max_side: int) -> ImageFacts:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return ImageFacts(problem="image file missing")
-    except OSError as exc:
-        return ImageFacts(problem=f"image unreadable: {exc.strerror}")
+    data = _read(path)
+    if isinstance(data, ImageFacts):
+        return data
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
-    except Exception as exc:  # PIL raises many types for garbage input
-        return ImageFacts(sha, problem=f"not a readable image ({type(exc).__name__})")
-    if width * height > max_pixels or max(width, height) > max_side:
-        return ImageFacts(sha, width, height,
-                          problem=f"image too large: {width}x{height} (limits {max_pixels} pixels, side {max_side})")
-    decoded = decode_image(data)
-    if decoded is None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header = Image.open(io.BytesIO(data))
+        except Exception as exc:  # PIL raises many types for garbage input
+            return ImageFacts(sha, problem=f"not a readable image ({type(exc).__name__})")
+        with header:
+            width, height = header.size
+            if width * height > max_pixels or max(width, height) > max_side:
+                return ImageFacts(sha, width, height,
+                                  problem=f"image too large: {width}x{height} (limits {max_pixels} pixels, side {max_side})")
+            size = _decoded_size(header, data)
+    if size is None:
         return ImageFacts(sha, width, height, problem="image does not decode")
-    # cv2 (like PaddleOCR's DecodeImage) applies EXIF orientation: polygons live in that frame
-    height, width = decoded.shape[:2]
-    return ImageFacts(sha, width, height)
+    return ImageFacts(sha, *size)
+
+
+def hash_image(path: Path) -> ImageFacts:
+    """Only the content hash, for an export validated already (merge)."""
+    data = _read(path)
+    return data if isinstance(data, ImageFacts) else ImageFacts(hashlib.sha256(data).hexdigest())
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
+
+def _read(path: Path) -> bytes | ImageFacts:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return ImageFacts(problem="image file missing")
+    except OSError as exc:
+        return ImageFacts(problem=f"image unreadable: {exc.strerror}")
+
+
+def _decoded_size(header: Image.Image, data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the image as cv2 (like PaddleOCR's DecodeImage) decodes it, EXIF
+    orientation applied: polygons live in that frame. None when it does not decode.
+
+    A JPEG is decoded by libjpeg at 1/8 scale: every byte of its data is read, at a
+    fraction of the work, and a truncated file fails (cv2 would fill the missing part
+    with grey). Other formats are decoded by cv2 itself.
+    """
+    if isinstance(header, JpegImagePlugin.JpegImageFile):
+        width, height = header.size
+        try:
+            header.draft(None, (max(1, width // 8), max(1, height // 8)))
+            header.load()
+        except Exception:
+            return None
+        return (height, width) if header.getexif().get(_ORIENTATION) in _TRANSPOSED else (width, height)
+    decoded = decode_image(data)
+    if decoded is None:
+        return None
+    height, width = decoded.shape[:2]
+    return width, height

@@ -49,7 +49,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
     """Merge validated exports into the latest dataset and publish the new version.
 
     Each export's tables are rebuilt from its fetched copy (validation on the same worker
-    fetched it already; another worker fetches it again).
+    fetched it already; another worker fetches it again), hashing its images, not decoding them.
     """
     ledger = load_ledger(storage)
     previous = ledger.get("dataset_version")
@@ -57,8 +57,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
     stage = config.work.new_dataset_stage()
     try:
         for ref in refs:
-            tables = build_tables(fetch_export(storage, ref, config.work.exports), config.validation,
-                                  read_dictionary(config.validation.dict_file))
+            tables = build_tables(fetch_export(storage, ref, config.work.exports), config.validation, decode=False)
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,

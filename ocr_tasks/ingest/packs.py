@@ -16,20 +16,30 @@ from pathlib import Path
 
 
 def write_pack(root: Path, relpaths: list[str], out: Path) -> str:
-    """Tar `root/<relpath>` files into `out`; returns the pack id (sha256 of the tar)."""
-    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
-        for rel in sorted(relpaths):
-            info = tarfile.TarInfo(rel)
-            path = root / rel
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with open(path, "rb") as data:
-                tar.addfile(info, data)
-    digest = hashlib.sha256()
-    with open(out, "rb") as data:
-        for chunk in iter(lambda: data.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:24]
+    """Tar `root/<relpath>` files into `out`; returns the pack id (sha256 of the tar, hashed as it is written)."""
+    with open(out, "wb") as raw:
+        hashing = _HashingWriter(raw)
+        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for rel in sorted(relpaths):
+                info = tarfile.TarInfo(rel)
+                path = root / rel
+                info.size = path.stat().st_size
+                info.mode = 0o644
+                with open(path, "rb") as data:
+                    tar.addfile(info, data)
+    return hashing.digest.hexdigest()[:24]
+
+
+class _HashingWriter:
+    def __init__(self, out) -> None:
+        self.out, self.digest = out, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.out.tell()
 
 
 def extract_pack(pack: Path, wanted: set[str], dest: Path) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from ocr_tasks.config import ValidationConfig
 from ocr_tasks.errors import UsageError
-from ocr_tasks.ingest.images import ImageFacts, inspect_image
+from ocr_tasks.ingest.images import ImageFacts, hash_image, inspect_image
 from ocr_tasks.ingest.ppocrlabel import (
     FILE_STATE, LABEL_FILE, REC_GT, CropLine, LabelLine,
     parse_file_state, parse_label_file, parse_rec_gt, polygon_area,
@@ -55,7 +56,10 @@ def read_dictionary(path: str | Path | None) -> list[str] | None:
     return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
 
 
-def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] | None = None) -> ExportTables:
+def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] | None = None, *,
+                 decode: bool = True) -> ExportTables:
+    """The export's parsed labels and image facts; `decode=False` (merge, of an export
+    validated already) only hashes the images instead of decoding them."""
     label_path = folder / LABEL_FILE
     if not label_path.is_file():
         raise UsageError(f"{folder}: not a PPOCRLabel export (no {LABEL_FILE})")
@@ -69,13 +73,13 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] |
     rec_path = folder / REC_GT
     crops = parse_rec_gt(rec_path.read_bytes()) if rec_path.is_file() else []
 
-    def inspect(relpath: str) -> tuple[str, ImageFacts]:
-        return relpath, inspect_image(folder / relpath, max_pixels=limits.max_image_pixels, max_side=limits.max_image_side)
-
+    inspect = (partial(inspect_image, max_pixels=limits.max_image_pixels, max_side=limits.max_image_side)
+               if decode else hash_image)
     wanted = [line.relpath for line in labels if not line.problem]
     wanted += [crop.relpath for crop in crops if not crop.problem]
+    wanted = list(dict.fromkeys(wanted))
     with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
-        facts = dict(pool.map(inspect, dict.fromkeys(wanted)))
+        facts = dict(zip(wanted, pool.map(lambda relpath: inspect(folder / relpath), wanted)))
 
     return ExportTables(
         name=folder.name, folder=folder, labels=labels, crops=crops, facts=facts,

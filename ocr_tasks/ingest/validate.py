@@ -6,6 +6,7 @@ The suites are plain GX 1.x JSON, editable without touching code; limits such as
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -59,23 +60,15 @@ class ValidationReport:
 
 
 def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_dir: Path | None = None) -> ValidationReport:
-    gx = _quiet_gx()
-    context = gx.get_context(mode="ephemeral")
-    _disable_progress_bars(context)
-    if data_docs_dir is not None:
-        context.add_data_docs_site(site_name="report", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-    source = context.data_sources.add_pandas(f"export_{tables.name}")
     frames = tables.frames()
+    checked = [table for table in frames if table != "crops" or tables.crops]  # rec_gt.txt is optional
+    if data_docs_dir is None:  # one GX context per process, set up once
+        runner = _cached_runner(tuple((table, _suite_text(table)) for table in SUITES))
+    else:  # a failure's Data Docs: a context of its own, with the suites it ran
+        runner = _Runner(tuple((table, _suite_text(table)) for table in checked), f"export_{tables.name}", data_docs_dir)
     parameters = {"max_text_length": limits.max_text_length}
-    failures: list[Failure] = []
-    for table, frame in frames.items():
-        if table == "crops" and not tables.crops:
-            continue  # rec_gt.txt is optional; crops are then cut from the polygons
-        failures += _run_suite(gx, context, source, table, frame, parameters, data_docs_dir is not None)
+    failures = [_failure(table, result) for table in checked
+                for result in runner.run(table, frames[table], parameters) if not result.success]
     return ValidationReport(
         export=tables.name,
         success=not failures,
@@ -86,28 +79,59 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
     )
 
 
-def load_suite(gx, name: str):
-    path = EXPECTATIONS_DIR / f"{name}.json"
-    return gx.ExpectationSuite(**json.loads(path.read_text(encoding="utf-8")))
+def _suite_text(table: str) -> str:
+    return (EXPECTATIONS_DIR / f"{SUITES[table]}.json").read_text(encoding="utf-8")
 
 
-def _run_suite(gx, context, source, table: str, frame: pd.DataFrame, parameters: dict, build_docs: bool) -> list[Failure]:
-    suite = context.suites.add(load_suite(gx, SUITES[table]))
-    batch_definition = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("export")
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch_definition, suite=suite))
-    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["where"],
-                     "partial_unexpected_count": EXAMPLES}
-    batch = {"dataframe": frame.reset_index(drop=True)}
-    if build_docs:
-        from great_expectations.checkpoint import UpdateDataDocsAction
+class _Runner:
+    """A GX context holding the suites' validation definitions (table -> suite JSON text);
+    with `data_docs_dir`, each run renders Data Docs there. `run` validates one table's frame."""
 
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{table}_checkpoint", validation_definitions=[definition],
-            actions=[UpdateDataDocsAction(name="docs", site_names=["report"])], result_format=result_format))
-        result = next(iter(checkpoint.run(batch_parameters=batch, expectation_parameters=parameters).run_results.values()))
-    else:
-        result = definition.run(batch_parameters=batch, expectation_parameters=parameters, result_format=result_format)
-    return [_failure(table, r) for r in result.results if not r.success]
+    def __init__(self, suites: tuple[tuple[str, str], ...], source_name: str = "export",
+                 data_docs_dir: Path | None = None) -> None:
+        gx = self.gx = _quiet_gx()
+        context = self.context = gx.get_context(mode="ephemeral")
+        _disable_progress_bars(context)
+        if data_docs_dir is not None:
+            context.add_data_docs_site(site_name="report", site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            })
+        source = context.data_sources.add_pandas(source_name)
+        self.build_docs = data_docs_dir is not None
+        self.definitions = {}
+        for table, text in suites:
+            suite = context.suites.add(gx.ExpectationSuite(**json.loads(text)))
+            batch_definition = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("export")
+            self.definitions[table] = context.validation_definitions.add(
+                gx.ValidationDefinition(name=table, data=batch_definition, suite=suite))
+
+    def run(self, table: str, frame: pd.DataFrame, parameters: dict) -> list:
+        definition = self.definitions[table]
+        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["where"],
+                         "partial_unexpected_count": EXAMPLES}
+        batch = {"dataframe": frame.reset_index(drop=True)}
+        if self.build_docs:
+            from great_expectations.checkpoint import UpdateDataDocsAction
+
+            checkpoint = self.context.checkpoints.add(self.gx.Checkpoint(
+                name=f"{table}_checkpoint", validation_definitions=[definition],
+                actions=[UpdateDataDocsAction(name="docs", site_names=["report"])], result_format=result_format))
+            result = next(iter(checkpoint.run(batch_parameters=batch, expectation_parameters=parameters).run_results.values()))
+        else:
+            result = definition.run(batch_parameters=batch, expectation_parameters=parameters, result_format=result_format)
+            store = self.context.validation_results_store
+            for key in store.list_keys():  # a cached context must not keep every export's results
+                store.remove_key(key)
+        return result.results
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_runner(suites: tuple[tuple[str, str], ...]) -> _Runner:
+    """Setting up a context and its suites costs more than validating a table; a process
+    validating many exports sets them up once (again only when a suite file changes)."""
+    return _Runner(suites)
 
 
 def _failure(table: str, result) -> Failure:

@@ -44,6 +44,8 @@ def test_unconfirmed_label_lines_are_skipped_not_failed(tmp_path):
      "label line does not parse or names an unsafe path", "Label.txt:1"),
     (lambda f: (f / "img_0002.jpg").unlink(), "image missing, too large or does not decode", "Label.txt:3"),
     (lambda f: (f / "img_0002.jpg").write_bytes(b"\xff\xd8\xff garbage"), "image missing, too large or does not decode", "Label.txt:3"),
+    (lambda f: (f / "img_0002.jpg").write_bytes((f / "img_0002.jpg").read_bytes()[:-200]),  # truncated upload
+     "image missing, too large or does not decode", "Label.txt:3"),
     (lambda f: shutil.copy(f / "img_0000.jpg", f / "img_0005.jpg"), "duplicate image content inside the export", "Label.txt:6"),
     (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": b[0]["points"][:3]}] + b[1:]),
      "polygon has fewer than 4 points", "Label.txt:2 box 0"),
