@@ -12,7 +12,9 @@ install: $(BIN)/ocr-retrain
 $(BIN)/ocr-retrain: requirements.lock pyproject.toml
 	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
 	uv venv --allow-existing --python $(PY) $(VENV)
-	uv pip sync --python $(BIN)/python requirements.lock
+	# bytecode compiled once here (~20 s): where PYTHONDONTWRITEBYTECODE is set, every process would
+	# otherwise compile Airflow/paddle/GX from source (airflow.sdk import 4.5 -> 2.1 s, GX 8.5 -> 4.1 s)
+	uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
 	uv pip install --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import cv2, numpy, paddle; assert numpy.__version__ < '2.4', numpy.__version__"
 	touch $@
