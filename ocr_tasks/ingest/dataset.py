@@ -288,6 +288,9 @@ def write_lines_atomic(path: Path, lines: Iterable[str], digest=None) -> None:
 def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as out:
-        yield out
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as out:
+            yield out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # a failed write leaves neither the target nor a stray part file
