@@ -31,9 +31,12 @@ ui: install
 
 # The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training
 # on tiny synthetic data, the demo through the real DAG, and Airflow's CeleryExecutor on the
-# machine's Postgres and Redis (tests marked slow: about 30 minutes on 2 cores in all).
+# machine's Postgres and Redis. Two workers (pytest-xdist, worksteal): training uses one core per
+# process, so the demo runs on one while everything else runs on the other (tests/conftest.py
+# starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q --durations=8
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Without the tests that run the training engine.
 test-fast: install

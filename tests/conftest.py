@@ -18,6 +18,20 @@ from ocr_tasks.flow import notify
 from ocr_tasks.storage.s3 import Storage
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest tests first, as `slow(minutes=...)` estimates them (stable otherwise).
+
+    `make test` runs two workers with xdist's worksteal scheduling: the worker that starts
+    the demo (about 10 minutes) is busy with it while the other works through the rest and
+    steals what was queued behind it. Started last, the demo would set the wall time alone.
+    """
+    def minutes(item: pytest.Item) -> float:
+        slow = item.get_closest_marker("slow")
+        return 0.0 if slow is None else float(slow.kwargs.get("minutes", 1))
+
+    items.sort(key=lambda item: -minutes(item))
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Server]:
     """One local S3 server for the whole run; each top-level folder of its root is a bucket."""

@@ -45,7 +45,7 @@ def _runs(storage: Storage) -> dict[str, dict]:
             if o.key.endswith("/run.json")}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=10)
 def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_retrains(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
@@ -69,7 +69,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         runs = _runs(storage)
         (outcome,) = runs.values()
         assert outcome["status"] == "published"
-        assert outcome["metrics"]["rec"]["acc"] > 0.9 and outcome["metrics"]["det"]["hmean"] >= 0.5
+        assert outcome["metrics"]["rec"]["acc"] > 0.9 and outcome["metrics"]["det"]["hmean"] >= 0.85
         assert outcome["gate"]["passed"] is True
         production = storage.get_json(layout.production_key("ocr"))
         assert production["version"] == outcome["model_version"]

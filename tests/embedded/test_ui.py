@@ -26,7 +26,7 @@ from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
 from tests.kit import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=1.5)
 
 BIN = Path(sys.executable).parent
 
