@@ -41,6 +41,11 @@ class ValidationConfig:
     max_image_side: int = 16384
     max_text_length: int = 25
     dict_file: str | None = None
+    processes: int = 0      # exports validated at once by `ocr-retrain run/ingest`; 0: one per CPU core
+
+    def __post_init__(self) -> None:
+        if self.processes < 0:
+            raise UsageError(f"validation.processes must be >= 0 (0: one per CPU core), got {self.processes}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def test_overrides_reach_nested_sections_and_stage_lists():
     ("split.trian=0.5", "unknown config key split.trian"),
     ("training.rec.stages=[{epoch: 3}]", "unknown config key training.rec.stages[0].epoch"),
     ("split.train=0.9", "sum to 1"),
+    ("validation.processes=-1", "validation.processes must be >= 0"),
     ("gate=3", "gate must be a mapping"),
     ("nonsense", "key.path=value"),
 ])

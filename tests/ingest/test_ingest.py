@@ -113,6 +113,25 @@ def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage
     assert [c.passed for c in again.checks] == [True]
 
 
+@pytest.mark.parametrize("processes", [1, 3])
+def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them(storage, tmp_path, processes):
+    """`validation.processes`: the local runner checks exports side by side (as the DAG's mapped
+    tasks run); results, quarantine and ledger are the same as one after another, in export order."""
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"validation.processes={processes}"])
+    for index, name in enumerate(["b_first", "a_broken", "c_last"]):
+        folder = export(tmp_path / name, name, n_images=5, seed=10 + index)
+        if name == "a_broken":
+            break_one_polygon(folder)
+        upload(storage, folder)
+    result = ingest(storage, config)
+    assert [(c.export.name, c.passed) for c in result.checks] == [("a_broken", False), ("b_first", True), ("c_last", True)]
+    assert "Label.txt:3 box 0" in storage.get_text(
+        result.checks[0].report_uri.split(f"{storage.settings.bucket}/", 1)[1] + "report.txt")
+    assert result.dataset.merged == ["b_first", "c_last"]
+    assert {n: e["status"] for n, e in load_ledger(storage)["exports"].items()} == \
+        {"a_broken": "quarantined", "b_first": "merged", "c_last": "merged"}
+
+
 def test_crash_before_the_ledger_write_merges_nothing_twice(storage, config, tmp_path, monkeypatch):
     upload(storage, export(tmp_path / "a", "batch_001", n_images=8))
     real_record = ingest_module.record_exports
