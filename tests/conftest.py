@@ -19,17 +19,25 @@ from ocr_tasks.storage.s3 import Storage
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest tests first, as `slow(minutes=...)` estimates them (stable otherwise).
+    """The longest test first, the other slow tests last, as `slow(minutes=...)` estimates them.
 
-    `make test` runs two workers with xdist's worksteal scheduling: the worker that starts
-    the demo (about 10 minutes) is busy with it while the other works through the rest and
-    steals what was queued behind it. Started last, the demo would set the wall time alone.
+    `make test` runs two workers with xdist's worksteal scheduling, which first splits the
+    list in halves: the first worker starts the demo (about 10 minutes), the second gets the
+    other slow tests at the end of its half, and whichever runs dry steals queued fast tests.
+    A worker commits to the test after the one it runs, so the demo is followed by a fast one.
     """
     def minutes(item: pytest.Item) -> float:
         slow = item.get_closest_marker("slow")
         return 0.0 if slow is None else float(slow.kwargs.get("minutes", 1))
 
-    items.sort(key=lambda item: -minutes(item))
+    longest = max((minutes(item) for item in items), default=0.0)
+
+    def place(item: pytest.Item) -> tuple[int, float]:
+        if longest and minutes(item) == longest:
+            return 0, 0.0
+        return (2, -minutes(item)) if minutes(item) else (1, 0.0)
+
+    items.sort(key=place)
 
 
 @pytest.fixture(scope="session")

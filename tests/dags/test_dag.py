@@ -143,8 +143,15 @@ def test_on_failure_callback_names_task_run_and_error_and_notifies(caplog, webho
     class TI:
         task_id, map_index, try_number = "check_export", 3, 2
 
-    with caplog.at_level(logging.ERROR, logger="ocr_retraining"):
-        module.on_failure({"task_instance": TI(), "run_id": "manual__x", "exception": RuntimeError("disk full")})
+    # caplog's handler sits on the root logger; once another test in this process has set up
+    # Airflow's logging, "ocr_retraining" may not propagate there, so listen on the logger itself
+    logger = logging.getLogger("ocr_retraining")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger="ocr_retraining"):
+            module.on_failure({"task_instance": TI(), "run_id": "manual__x", "exception": RuntimeError("disk full")})
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "task check_export[3], run manual__x, try 2: RuntimeError: disk full" in caplog.text
     # and the configured webhook hears about it (task_failed is on by default)
     (payload,) = webhook

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from ocr_tasks.embedded.demo import _first_test_image, write_demo_config
+from ocr_tasks.embedded.demo import DEMO_DET_MIN_HMEAN, _first_test_image, write_demo_config
 from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.inference import model_name_of, read_image
@@ -29,11 +31,12 @@ def test_read_refuses_a_folder_that_is_not_a_pulled_model(tmp_path):
         read_image(tmp_path, tmp_path / "x.jpg")
 
 
-def test_demo_config_is_the_shipped_one_with_its_own_bucket_and_scratch(tmp_path):
+def test_demo_config_is_the_shipped_one_with_its_own_bucket_scratch_and_det_bar(tmp_path):
     config = load_config(write_demo_config(tmp_path, "demo-bucket"))
     shipped = load_config()
     assert config.storage.bucket == "demo-bucket" and config.work_path == (tmp_path / "work").resolve()
-    assert config.training == shipped.training and config.gate == shipped.gate
+    assert config.training == shipped.training
+    assert config.gate == dataclasses.replace(shipped.gate, det_min_hmean=DEMO_DET_MIN_HMEAN) != shipped.gate
 
 
 def test_demo_sample_is_the_first_labelled_test_image(tmp_path):
