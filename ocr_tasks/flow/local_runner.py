@@ -13,10 +13,16 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from ocr_tasks.config import PipelineConfig
 from ocr_tasks.flow import steps
-from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext, RunOutcome, RunRequest
+from ocr_tasks.flow.run import Discovery, ExportRef, MergedDataset, RunContext, RunOutcome, RunRequest
 from ocr_tasks.vocabulary import NOTHING_NEW
+
+if TYPE_CHECKING:
+    from ocr_tasks.ingest.check import ExportCheck
+    from ocr_tasks.storage.s3 import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def ingest(ctx: RunContext) -> IngestReport:
     return IngestReport(discovery, checks, merged)
 
 
-def check_exports(ctx: RunContext, refs: list) -> list:
+def check_exports(ctx: RunContext, refs: list[ExportRef]) -> list[ExportCheck]:
     """check_export for each new export, several at once in child processes.
 
     The DAG maps one check_export task per export and its executor runs them side by side;
@@ -62,7 +68,8 @@ def check_exports(ctx: RunContext, refs: list) -> list:
         return [future.result() for future in futures]
 
 
-def _check_in_child(config, settings, request: RunRequest, ref):
+def _check_in_child(config: PipelineConfig, settings: StorageSettings, request: RunRequest,
+                    ref: ExportRef) -> ExportCheck:
     from ocr_tasks.storage.s3 import Storage
 
     return steps.check_export(RunContext(config, Storage(settings), request), ref)
