@@ -137,6 +137,8 @@ def _child(kind: str, spec: dict) -> None:
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
+        if spec.get("profile"):
+            result["profile"] = _op_profile(step, spec["profile"])
         n = int(batch[0].shape[0])
         result.update(batch=n, step_s=statistics.median(times), samples_per_s=n / statistics.median(times),
                       mean_samples_per_s=n * len(times) / sum(times))
@@ -152,6 +154,29 @@ def _child(kind: str, spec: dict) -> None:
                 fwd.append(time.perf_counter() - start)
         result["eval_forward_samples_per_s"] = n / statistics.median(fwd)
     print(_RESULT + json.dumps(result), flush=True)
+
+
+def _op_profile(step, top: int) -> list[tuple[str, float]]:
+    """Share of CPU time per operator (forward and backward kernels apart) over a few steps,
+    from paddle's own profiler: where a model step's time goes."""
+    import paddle.profiler as profiler
+
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)
+    prof.start()
+    for _ in range(3):
+        step()
+        prof.step()
+    prof.stop()
+    totals: dict[str, float] = {}
+    stack = list(prof.profiler_result.get_data().values())
+    while stack:  # outermost operator events only: their kernels and inner ops are inside them
+        node = stack.pop()
+        if node.type == profiler.TracerEventType.Operator:
+            totals[node.name] = totals.get(node.name, 0.0) + (node.end_ns - node.start_ns) / 1e9
+        else:
+            stack.extend(node.children_node)
+    whole = sum(totals.values()) or 1.0
+    return [(name, round(100 * t / whole, 1)) for name, t in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
 
 
 def _run_child(kind: str, spec: dict, env: dict[str, str], cwd: Path) -> dict:
@@ -248,6 +273,8 @@ def main() -> None:
     parser.add_argument("--onednn", action="store_true", help="model: also try each thread count with FLAGS_use_onednn=1 (and FLAGS_use_mkldnn=1)")
     parser.add_argument("--steps", type=int, default=6, help="model: timed steps per configuration (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="model: untimed steps first")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="model: also print the N operators taking most CPU time (paddle's profiler, 3 steps)")
     parser.add_argument("--skip-data", action="store_true", help="skip the data-pipeline measurement")
     parser.add_argument("--skip-model", action="store_true", help="skip the model-step measurement")
     parser.add_argument("--train", action="store_true", help="also run tools/train.py once (see --epochs, -o, --env)")
@@ -366,10 +393,12 @@ def main() -> None:
                     for onednn in ((False, True) if args.onednn else (False,)):
                         label = " ".join(x for x in (f"threads={threads}" + (" onednn" if onednn else ""), vlabel) if x)
                         confs.append((label, {"config": str(cfg), "engine_root": str(engine.root),
-                                              "steps": args.steps, "warmup": args.warmup},
+                                              "steps": args.steps, "warmup": args.warmup,
+                                              "profile": args.profile},
                                       {**env, **_thread_env(threads, onednn), **venv}))
             measure("model", confs, lambda r: f"step {r['step_s']:.2f}s, batch {r['batch']}; eval forward "
-                                              f"{r['eval_forward_samples_per_s']:.1f} samples/s")
+                                              f"{r['eval_forward_samples_per_s']:.1f} samples/s"
+                                              + "".join(f"\n        {pct:5.1f}%  {op}" for op, pct in r.get("profile", [])))
 
         if args.train:
             cfg = rendered("train", args.epochs)

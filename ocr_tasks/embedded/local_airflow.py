@@ -1,9 +1,14 @@
-"""Airflow on this machine (SQLite, LocalExecutor), driven through its own CLI.
+"""Airflow on this machine (SQLite, LocalExecutor), driven through its own CLI and REST API.
 
-`ocr-retrain demo` runs the real DAG with `airflow dags test`; `ocr-retrain ui` starts
-`airflow standalone` with the DAG ready to trigger. Both run Airflow as a subprocess of
-the venv's `airflow` command, never by importing it: `ocr_tasks` stays Airflow-free,
-and the run is exactly what a user typing the command would get.
+`ocr-retrain demo` starts Airflow's api-server, scheduler and dag-processor and triggers one
+run of the real DAG, as the UI's Trigger button does: the scheduler runs tasks side by side
+(train_det and train_rec at once, the `gpu` pool's two slots standing for two GPUs), exactly
+as a deployment does. `ocr-retrain ui` starts `airflow standalone` with the DAG ready to
+trigger. Both run Airflow as subprocesses of the venv's `airflow` command, never by importing
+it: `ocr_tasks` stays Airflow-free, and the run is what a user typing the commands would get.
+
+Why not `airflow dags test`: it runs one task after another in one process, so det and rec
+trained in turn (the demo's DAG run: 554 s, of which rec 135 s behind det's 364 s).
 
 Storage reaches the DAG the production way: the Airflow connection `ocr_retrain_s3`
 (here as an AIRFLOW_CONN_ environment variable of the child process, so the key never
@@ -12,16 +17,22 @@ lands in the metadata database or a log).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from ocr_tasks.config import REPO_ROOT
 from ocr_tasks.errors import UsageError
@@ -30,16 +41,13 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 DAG_ID = "ocr_retraining"
 CONNECTION_ENV = "AIRFLOW_CONN_OCR_RETRAIN_S3"
 
-_FINISHED = re.compile(r"DagRun Finished: .*?run_id=(?P<run_id>[^,]+),.*?state=(?P<state>\w+)")
-
 
 @dataclass(frozen=True)
 class DagRunResult:
-    returncode: int
-    run_id: str | None          # the Airflow run id, e.g. manual__2026-11-21T04:11:05.165556+00:00
-    state: str | None           # success | failed | None (Airflow did not get that far)
+    run_id: str                 # the Airflow run id, e.g. manual__2026-11-21T04:11:05.165556+00:00
+    state: str                  # success | failed
     seconds: float
-    log_file: Path
+    log_file: Path              # the run's task logs: a folder per task
 
 
 @dataclass
@@ -93,34 +101,65 @@ class LocalAirflow:
         self.cli("db", "migrate")
         self.cli("pools", "set", "gpu", str(gpu_slots), "training tasks: one slot per GPU (CPU here)")
 
-    def dags_test(self, conf: dict[str, object], log_file: Path,
-                  on_line: Callable[[str], None] | None = None, timeout: float = 3600) -> DagRunResult:
-        """One run of the DAG in this process tree (`airflow dags test`); every line goes to log_file."""
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        run_id = state = None
-        with open(log_file, "w", encoding="utf-8") as sink:
-            proc = subprocess.Popen([str(self.executable), "dags", "test", DAG_ID, "-c", json.dumps(conf)],
-                                    env=self.env(), cwd=self.home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", bufsize=1)
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    sink.write(line)
-                    sink.flush()
-                    finished = _FINISHED.search(line)
-                    if finished:
-                        run_id, state = finished["run_id"], finished["state"]
-                    if on_line:
-                        on_line(line.rstrip("\n"))
-                    if time.monotonic() - started > timeout:
-                        raise TimeoutError(f"airflow dags test ran over {timeout:.0f} s; log: {log_file}")
-                returncode = proc.wait()
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        return DagRunResult(returncode, run_id, state, time.monotonic() - started, log_file)
+    @contextlib.contextmanager
+    def services(self, port: int | None = None, *, timeout: float = 300) -> Iterator[AirflowApi]:
+        """Airflow's own components on this home, in the background: api-server, scheduler (LocalExecutor)
+        and dag-processor, as a deployment runs them (no triggerer: no task defers). Yields the REST API
+        once it serves the DAG; on exit every process they started, task processes included, is stopped."""
+        port = port or _free_port()
+        env = self.env()
+        env.update({
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # one secret for the components of this session: tokens the api-server signs must verify
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            # a handful of task processes at most on a laptop-sized machine (the gpu pool caps training)
+            "AIRFLOW__CORE__PARALLELISM": "4",
+        })
+        logs = self.home / "services"
+        logs.mkdir(parents=True, exist_ok=True)
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            for name in ("api-server", "scheduler", "dag-processor"):
+                with open(logs / f"{name}.log", "ab") as sink:
+                    procs[name] = subprocess.Popen([str(self.executable), name], env=env, cwd=self.home,
+                                                   stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                                   start_new_session=True)
+            api = AirflowApi(port)
+            deadline = time.monotonic() + timeout
+            while not api.ready(DAG_ID):
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        raise UsageError(f"airflow {name} exited ({proc.returncode}) while starting:\n"
+                                         + _tail(logs / f"{name}.log"))
+                if time.monotonic() > deadline:
+                    raise UsageError(f"Airflow's api-server did not serve {DAG_ID} within {timeout:.0f} s; "
+                                     f"logs in {logs}")
+                time.sleep(1)
+            yield api
+        finally:
+            for proc in procs.values():
+                stop_tree(proc)
+
+    def run_dag(self, conf: dict[str, object], on_line: Callable[[str], None], *,
+                gpu_slots: int = 2, timeout: float = 3600) -> DagRunResult:
+        """One run of the DAG through the scheduler: trigger it (as the UI's Trigger button does), follow
+        its tasks until it ends, print what a person wants to see (`RunFollower`), stop the services."""
+        self.prepare(gpu_slots)
+        with self.services() as api:
+            api.unpause(DAG_ID)
+            started = time.monotonic()
+            run_id = api.trigger(DAG_ID, conf)
+            follower = RunFollower(self.home / "logs", DAG_ID, run_id, on_line)
+            state = None
+            while state not in ("success", "failed"):
+                if time.monotonic() - started > timeout:
+                    raise UsageError(f"the DAG run {run_id} ran over {timeout:.0f} s; logs in {follower.run_logs}")
+                time.sleep(2)
+                state = api.get(f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")["state"]
+                follower.update(api.task_instances(DAG_ID, run_id))
+            return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs)
 
     def standalone(self) -> int:
         """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until
@@ -167,71 +206,167 @@ def stop_tree(proc: subprocess.Popen, grace: float = 20.0) -> None:
     proc.poll()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class AirflowApi:
+    """Airflow's REST API (v2) on 127.0.0.1, as the UI calls it; the simple auth manager's
+    all-admins mode hands out a token without a password (localhost only)."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self._token: str | None = None
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        if self._token is None:
+            with urllib.request.urlopen(f"{self.base}/auth/token", timeout=10) as answer:
+                self._token = json.load(answer)["access_token"]
+        request = urllib.request.Request(f"{self.base}/api/v2/{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": f"Bearer {self._token}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def get(self, path: str) -> dict:
+        return self._call("GET", path)
+
+    def ready(self, dag_id: str) -> bool:
+        """True once the api-server answers and the dag-processor has parsed the DAG."""
+        try:
+            self.get(f"dags/{dag_id}")
+            return True
+        except (OSError, ValueError):  # not listening yet, 404 until parsed, a half-started server
+            return False
+
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, object]) -> str:
+        return self._call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000")["task_instances"]
+
+
 # --------------------------------------------------------------------------- what a person watches
 
 
-_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(?P<task>\S+) map_index=(?P<index>-?\d+)")
-_TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(?P<task>\S+) map_index=(?P<index>-?\d+)")
-_OWN = re.compile(r"^\S+\s+\[(?P<level>\w+)\s*\]\s+(?P<message>.*?)\s+\[(?:ocr_retraining|ocr_tasks\.flow\.steps)\]")
 _EPOCH = re.compile(r"epoch: \[(?P<epoch>\d+)/(?P<epochs>\d+)\], global_step: (?P<step>\d+).*?"
                     r"(?:(?P<metric>acc|loss): (?P<value>[\d.]+))")
 _BEST = re.compile(r"best metric, (?P<metric>\w+): (?P<value>[\d.e-]+)")
-_FAILED = re.compile(r"\[error\s*\]")
+# the pipeline's own messages: the DAG file's logger and the chain's steps
+_OWN_LOGGERS = ("ocr_retraining", "ocr_tasks.flow.steps")
+_ENDED = {"success": "done", "failed": "failed", "up_for_retry": "failed, will retry"}
+# ended without running: one line per poll for all of them
+_NOT_RUN = {"skipped": "skipped", "upstream_failed": "not run (upstream failed)"}
 
 
-class ProgressPrinter:
-    """Turns Airflow's verbose `dags test` output into a few readable lines per task.
+class RunFollower:
+    """A DAG run as a few readable lines, from its task instances and their log files.
 
-    The full log is in the file; here: each task's start and end with elapsed time,
-    the DAG's own messages, one line per training epoch, and anything that failed.
+    Each poll (`update`) prints a task when it starts and when it ends (with its duration), and
+    from the task logs Airflow writes (one JSON record per line): the DAG's own messages, one line
+    per training epoch, the best validation metric, and the exception of a failed task. The
+    whole logs stay in the files (`run_logs`).
     """
 
-    def __init__(self, write: Callable[[str], None] = print) -> None:
+    def __init__(self, logs: Path, dag_id: str, run_id: str, write: Callable[[str], None] = print) -> None:
+        self.run_logs = logs / f"dag_id={dag_id}" / f"run_id={run_id}"
         self.write = write
         self.started = time.monotonic()
-        self.task_started: dict[str, float] = {}
-        self.last_epoch: tuple[str, str] | None = None
-        self.last_best: tuple[str, str, str] | None = None
-        self.last_progress = 0.0
-        self.in_traceback = False
-        self.current = ""
+        self.states: dict[str, str] = {}
+        self.offsets: dict[Path, int] = {}
+        self.last_epoch: dict[str, tuple[str, float]] = {}
+        self.last_best: dict[str, str] = {}
 
     def _clock(self) -> str:
         seconds = int(time.monotonic() - self.started)
         return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
-    def __call__(self, line: str) -> None:
-        if self.in_traceback:
-            if line and not line[0].isspace() and not line.startswith("Traceback"):
-                self.in_traceback = False  # the exception line closes a traceback: that is the message
-                self.write(f"            {line.strip()[:600]}")
+    def update(self, task_instances: list[dict]) -> None:
+        not_run: dict[str, list[str]] = {}
+        for ti in sorted(task_instances, key=lambda t: (t.get("start_date") or "~", t["task_id"], t["map_index"])):
+            label = _label(ti["task_id"], ti["map_index"])
+            state = ti.get("state") or "none"
+            before = self.states.get(label)
+            if state == before:
+                if state == "running":
+                    self._read_log(label, ti)
+                continue
+            self.states[label] = state
+            if state in _NOT_RUN:
+                not_run.setdefault(_NOT_RUN[state], []).append(label)
+                continue
+            if state in ("running", *_ENDED) and before != "running" and ti.get("start_date"):
+                self.write(f"  {self._clock()}  > {label}")
+            if ti.get("start_date"):
+                self._read_log(label, ti)   # short tasks start and end between two polls: read what they said
+            if state in _ENDED:
+                took = _seconds(ti.get("start_date"), ti.get("end_date"))
+                self.write(f"  {self._clock()}  {_ENDED[state]} {label}" + (f" ({took:.0f} s)" if took is not None else ""))
+        for what, labels in not_run.items():
+            self.write(f"  {self._clock()}  {what}: {', '.join(labels)}")
+
+    def _read_log(self, label: str, ti: dict) -> None:
+        folder = self.run_logs / f"task_id={ti['task_id']}"
+        if ti["map_index"] >= 0:
+            folder = folder / f"map_index={ti['map_index']}"
+        path = folder / f"attempt={max(int(ti.get('try_number') or 1), 1)}.log"
+        try:
+            with path.open("rb") as log:
+                log.seek(self.offsets.get(path, 0))
+                chunk = log.read()
+        except OSError:
             return
-        if "Task failed with exception" in line:
-            self.in_traceback = True
-            self.write(f"  {self._clock()}  ! {self.current} failed:")
-        elif m := _TASK_START.search(line):
-            self.current = _label(m["task"], m["index"])
-            self.task_started[self.current] = time.monotonic()
-            self.write(f"  {self._clock()}  > {self.current}")
-        elif m := _TASK_END.search(line):
-            label = _label(m["task"], m["index"])
-            took = time.monotonic() - self.task_started.get(label, time.monotonic())
-            self.write(f"  {self._clock()}  done {label} ({took:.0f} s)")
-        elif m := _OWN.search(line):
-            self.write(f"            {m['message']}")
-        elif m := _EPOCH.search(line):
-            key = (self.current, m["epoch"])
-            # the first log line of each epoch, and one every 30 s inside a long one
-            if key != self.last_epoch or time.monotonic() - self.last_progress > 30:
-                self.last_epoch, self.last_progress = key, time.monotonic()
-                self.write(f"            {self.current} epoch {m['epoch']}/{m['epochs']}, step {m['step']}, "
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+        self.offsets[path] = self.offsets.get(path, 0) + len(complete)
+        for raw in complete.decode("utf-8", errors="replace").splitlines():
+            self._record(label, raw)
+
+    def _record(self, label: str, raw: str) -> None:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = {"event": raw}
+        if not isinstance(record, dict):
+            return
+        event = str(record.get("event", ""))
+        level = str(record.get("level", "")).lower()
+        if record.get("logger") in _OWN_LOGGERS and level in ("info", "warning", "error"):
+            self.write(f"            {event[:600]}")
+        elif m := _EPOCH.search(event):
+            previous = self.last_epoch.get(label)
+            # the first line of each epoch, and one every 30 s inside a long one
+            if previous is None or previous[0] != m["epoch"] or time.monotonic() - previous[1] > 30:
+                self.last_epoch[label] = (m["epoch"], time.monotonic())
+                self.write(f"            {label} epoch {m['epoch']}/{m['epochs']}, step {m['step']}, "
                            f"{m['metric']} {float(m['value']):.3f}")
-        elif (m := _BEST.search(line)) and (self.current, m["metric"], m["value"]) != self.last_best:
-            self.last_best = (self.current, m["metric"], m["value"])
-            self.write(f"            {self.current} best {m['metric']} on val so far: {float(m['value']):.3f}")
-        elif _FAILED.search(line) and "ppocr" not in line:
-            self.write(f"  {self._clock()}  ! {line.strip()[:400]}")
+        elif (m := _BEST.search(event)) and self.last_best.get(label) != m["value"]:
+            self.last_best[label] = m["value"]
+            self.write(f"            {label} best {m['metric']} on val so far: {float(m['value']):.3f}")
+        elif event == "Task failed with exception" and record.get("error_detail"):
+            error = record["error_detail"][0]   # the exception raised; its causes are in the file
+            self.write(f"            {error.get('exc_type', '')}: {str(error.get('exc_value', ''))[:600]}")
 
 
-def _label(task: str, index: str) -> str:
+def _seconds(start: str | None, end: str | None) -> float | None:
+    """A task's run time from its start and end (the API's `duration` read twice the real time in 3.1.8)."""
+    if not start or not end:
+        return None
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def _label(task: str, index: int | str) -> str:
     return f"{task}[{index}]" if int(index) >= 0 else task
