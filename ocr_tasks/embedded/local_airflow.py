@@ -145,21 +145,48 @@ class LocalAirflow:
     def run_dag(self, conf: dict[str, object], on_line: Callable[[str], None], *,
                 gpu_slots: int = 2, timeout: float = 3600) -> DagRunResult:
         """One run of the DAG through the scheduler: trigger it (as the UI's Trigger button does), follow
-        its tasks until it ends, print what a person wants to see (`RunFollower`), stop the services."""
+        its tasks until it ends, print what a person wants to see (`RunFollower`), stop the services.
+
+        Ctrl-C or SIGTERM marks the run failed before the services stop, and a run an earlier,
+        killed demo left `running` is marked failed first: with one active run allowed, a stale one
+        would hold the new run in the queue until Airflow noticed its tasks had no heartbeat."""
         self.prepare(gpu_slots)
-        with self.services() as api:
-            api.unpause(DAG_ID)
-            started = time.monotonic()
-            run_id = api.trigger(DAG_ID, conf)
-            follower = RunFollower(self.home / "logs", DAG_ID, run_id, on_line)
-            state = None
-            while state not in ("success", "failed"):
-                if time.monotonic() - started > timeout:
-                    raise UsageError(f"the DAG run {run_id} ran over {timeout:.0f} s; logs in {follower.run_logs}")
-                time.sleep(2)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            with self.services() as api:
+                api.unpause(DAG_ID)
+                for stale in api.runs(DAG_ID, "running", "queued"):
+                    api.set_run_state(DAG_ID, stale, "failed")
+                    on_line(f"      run {stale}, left unfinished by an interrupted demo: marked failed")
+                started = time.monotonic()
+                run_id = api.trigger(DAG_ID, conf)
+                try:
+                    return self._follow(api, run_id, RunFollower(self.home / "logs", DAG_ID, run_id, on_line),
+                                        started, timeout)
+                except BaseException:
+                    with contextlib.suppress(OSError, ValueError):
+                        api.set_run_state(DAG_ID, run_id, "failed")
+                    raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    @staticmethod
+    def _follow(api: AirflowApi, run_id: str, follower: RunFollower, started: float, timeout: float) -> DagRunResult:
+        state, unanswered_since = None, None
+        while state not in ("success", "failed"):
+            if time.monotonic() - started > timeout:
+                raise UsageError(f"the DAG run {run_id} ran over {timeout:.0f} s; logs in {follower.run_logs}")
+            time.sleep(2)
+            try:
                 state = api.get(f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")["state"]
                 follower.update(api.task_instances(DAG_ID, run_id))
-            return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs)
+                unanswered_since = None
+            except (OSError, ValueError) as exc:  # an api-server busy on a loaded machine: ask again
+                unanswered_since = unanswered_since or time.monotonic()
+                if time.monotonic() - unanswered_since > 120:
+                    raise UsageError(f"Airflow's api-server stopped answering ({exc}); logs in "
+                                     f"{follower.run_logs.parents[2] / 'services'}") from exc
+        return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs)
 
     def standalone(self) -> int:
         """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until
@@ -251,6 +278,13 @@ class AirflowApi:
 
     def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"dags/{dag_id}", {"is_paused": False})
+
+    def runs(self, dag_id: str, *states: str) -> list[str]:
+        query = "&".join(f"state={state}" for state in states)
+        return [run["dag_run_id"] for run in self.get(f"dags/{dag_id}/dagRuns?{query}&limit=100")["dag_runs"]]
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        self._call("PATCH", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}", {"state": state})
 
     def trigger(self, dag_id: str, conf: dict[str, object]) -> str:
         return self._call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
