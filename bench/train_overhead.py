@@ -44,7 +44,7 @@ def main() -> None:
         export = make_export(tmp / "labeller", ExportSpec("bench", n_images=args.images, seed=3))
         data_dir = tmp / "data"
         prepare([str(export)], data_dir, load_config(overrides=[f"work_dir={tmp / 'work'}"]))
-        template = template_path(config.training.for_model(args.task).template)
+        template = template_path(config.training.for_model(args.task).template, engine)
 
         def rendered(name: str) -> Path:
             out = tmp / name

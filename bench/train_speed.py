@@ -337,7 +337,7 @@ def main() -> None:
 
         def rendered(name: str, epochs: int | None, extra: dict[str, str] | None = None) -> Path:
             shutil.rmtree(tmp / name, ignore_errors=True)  # a kept --work folder: no old checkpoints/logs
-            cfg = _stage_config(template, args.task, data_dir, tmp / name, stage, epochs, None, None, False)
+            cfg = _stage_config(template, engine, args.task, data_dir, tmp / name, stage, epochs, None, None, False)
             for key, value in {**overrides, **(extra or {})}.items():
                 node = cfg
                 *parents, last = key.split(".")

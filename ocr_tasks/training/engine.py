@@ -36,6 +36,7 @@ from typing import Final
 
 import yaml
 
+from ocr_tasks.training.checkout import REQUIREMENTS_FILE, missing_requirements
 from ocr_tasks.training.cpu_math import math_library_env
 from ocr_tasks.training.render import plain
 from ocr_tasks.training.train_log import LogParser
@@ -81,6 +82,7 @@ class Engine:
 
     root: Path  # folder holding tools/train.py, tools/eval.py, tools/export_model.py
     python: str = sys.executable
+    is_checkout: bool = False  # a PaddleOCR repository (configs/, requirements.txt), not the installed package
 
     @classmethod
     def locate(cls, checkout: str | Path | None = None) -> "Engine":
@@ -104,7 +106,16 @@ class Engine:
             raise EngineError(
                 f"{root} is not a PaddleOCR checkout: tools/train.py not found "
                 "(expected the repository root, the folder that holds tools/ and ppocr/)")
-        return cls(root=root)
+        if checkout is None:
+            return cls(root=root)
+        requirements = root / REQUIREMENTS_FILE
+        missing = missing_requirements(requirements) if requirements.is_file() else []
+        if missing:
+            names = " ".join(f"'{m.split(' (')[0]}'" for m in missing if not m.startswith(REQUIREMENTS_FILE))
+            raise EngineError(
+                f"the PaddleOCR checkout {root} needs what {sys.executable}'s environment lacks: "
+                + "; ".join(missing) + (f". Install with: {sys.executable} -m pip install {names}" if names else ""))
+        return cls(root=root, is_checkout=True)
 
     def tool(self, name: str) -> Path:
         script = self.root / "tools" / f"{name}.py"
@@ -347,6 +358,7 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     parser = LogParser()
     fatal: list[str] = []
+    unread_step: list[str] = []   # a line that looks like a training step but did not parse as one
 
     def handle(events: list[dict]) -> None:
         for event in events:
@@ -371,7 +383,10 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
             while chunk := proc.stdout.read1(65536):
                 for line in lines.feed(chunk):
                     _emit(line, sink, tail, logger)
-                    handle(parser.feed(line))
+                    events = parser.feed(line)
+                    if not unread_step and "global_step" in line and not any(e["kind"] == "train" for e in events):
+                        unread_step.append(line)
+                    handle(events)
             for line in lines.close():
                 _emit(line, sink, tail, logger)
                 handle(parser.feed(line))
@@ -385,6 +400,12 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
     if returncode != 0:
         raise EngineError(f"{label} failed (exit {returncode}) after {run.seconds:.1f}s; "
                           f"full log: {log_file}; last log lines:\n" + "\n".join(tail),
+                          returncode=returncode, tail=tail, log_file=log_file)
+    if tool == "train" and unread_step and not any(e["kind"] == "train" for e in run.history):
+        # another engine version's log format: reading it as "no steps" would hide every metric
+        raise EngineError(f"{label} ran, but no training step line was in the format this pipeline reads "
+                          f"(PaddleOCR 2.10-3.x: '[time] ppocr INFO: epoch: [e/n], global_step: s, ...'); "
+                          f"the engine at {engine.root} printed: {unread_step[0][:300]!r}; full log: {log_file}",
                           returncode=returncode, tail=tail, log_file=log_file)
     if fatal:
         raise EngineError(f"{label} exited 0 after {run.seconds:.1f}s but did nothing: {fatal[0]}; "

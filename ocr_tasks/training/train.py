@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ocr_tasks.storage import layout
 from ocr_tasks.config import REPO_ROOT, PipelineConfig, TrainStage
+from ocr_tasks.training.checkout import ENGINE_PREFIX, absolute_engine_paths, engine_config
 from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import Storage
@@ -47,7 +48,14 @@ class TrainedModel:
                    history=list(data.get("history") or []), stages=list(data.get("stages") or []))
 
 
-def template_path(template: str) -> Path:
+def template_path(template: str, engine: Engine) -> Path:
+    """A template as configured: ``engine:<path in the PaddleOCR repository>`` (see training/checkout.py),
+    a path relative to this project, or an absolute path."""
+    if template.startswith(ENGINE_PREFIX):
+        try:
+            return engine_config(template, engine.root, is_checkout=engine.is_checkout)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"training template: {exc}") from exc
     path = Path(template)
     path = path if path.is_absolute() else REPO_ROOT / path
     if not path.is_file():
@@ -75,7 +83,7 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
             # the resumed run rewrites best_accuracy only if it beats the best so far: keep that best
             _download_checkpoint(storage, remote, "best_accuracy", stage_dir)
             cfg_path = stage_dir / "config.yml"
-            write_config(_stage_config(settings.template, task, data_dir, stage_dir, stage, epochs, weights,
+            write_config(_stage_config(settings.template, engine, task, data_dir, stage_dir, stage, epochs, weights,
                                        resume, bool(gpus)), cfg_path)
             storage.upload_file(cfg_path, remote + "config.yml")
             if resume:
@@ -126,15 +134,18 @@ def _best_weights(stage_dir: Path) -> Path:
     return best if best.with_suffix(".pdparams").exists() else stage_dir / "latest"
 
 
-def _stage_config(template: str, task: str, data_dir: Path, stage_dir: Path, stage: TrainStage, epochs: int | None,
-                  weights: Path | None, resume: Path | None, use_gpu: bool) -> dict:
+def _stage_config(template: str, engine: Engine, task: str, data_dir: Path, stage_dir: Path, stage: TrainStage,
+                  epochs: int | None, weights: Path | None, resume: Path | None, use_gpu: bool) -> dict:
     extra = dict(stage.overrides)
     if stage.learning_rate is not None:
         extra["Optimizer.lr.learning_rate"] = stage.learning_rate
-    config = render_config(template_path(template), task=task, data_dir=data_dir,
+    config = render_config(template_path(template, engine), task=task, data_dir=data_dir,
                            dict_path=data_dir / "dict.txt" if task == "rec" else None, save_dir=stage_dir,
                            epochs=epochs or stage.epochs, pretrained=weights, checkpoints=resume,
                            use_gpu=use_gpu, extra=extra)
+    if template.startswith(ENGINE_PREFIX):
+        # its relative paths are the repository's; the tools run in the stage's own folder
+        config = absolute_engine_paths(config, engine.root)
     if stage.exports is not None:
         subset = _train_list_for_exports(data_dir, task, stage.exports, stage_dir / f"train_{task}.txt")
         config["Train"]["dataset"]["label_file_list"] = [str(subset)]

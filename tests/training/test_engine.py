@@ -203,6 +203,74 @@ def test_checkout_version_from_git_else_unknown(tmp_path):
     assert Engine.locate(root).version() == "git:v2.10.0-custom"
 
 
+def test_checkout_with_unmet_requirements_is_refused_naming_each_and_the_fix(tmp_path):
+    root = fake_engine(tmp_path / "PaddleOCR", "print('hi')")
+    (root / "requirements.txt").write_text(
+        "# PaddleOCR's own list\nshapely\nlmdb  # lmdb: its LMDBDataSet\nnumpy<2\nopencv-python\n"
+        "pyyaml>=6\nnot-a-package-anyone-has>=1; python_version >= '3'\nold-only; python_version < '3'\n"
+        "--extra-index-url https://example.invalid/simple\n")
+    with pytest.raises(EngineError) as refused:
+        Engine.locate(root)
+    message = str(refused.value)
+    assert "lmdb (not installed)" in message and "numpy<2 (2." in message
+    assert "not-a-package-anyone-has>=1; python_version >= \"3\" (not installed)" in message
+    assert "shapely" not in message and "pyyaml" not in message      # installed: not named
+    assert "opencv" not in message                                   # opencv-contrib-python provides cv2
+    assert "old-only" not in message                                 # its marker does not apply here
+    assert f"{sys.executable} -m pip install 'lmdb' 'numpy<2'" in message
+
+
+def test_checkout_whose_requirements_are_met_is_the_engine(tmp_path):
+    root = fake_engine(tmp_path / "PaddleOCR", "print('hi')")
+    (root / "requirements.txt").write_text("pyyaml\nnumpy>=2\nopencv-python\n")
+    engine = Engine.locate(root)
+    assert engine.is_checkout and engine.root == root.absolute()
+    assert not Engine.locate().is_checkout
+
+
+def test_engine_templates_name_a_config_inside_the_checkout_and_its_paths_become_absolute(tmp_path):
+    from ocr_tasks.errors import UsageError
+    from ocr_tasks.training.checkout import absolute_engine_paths
+    from ocr_tasks.training.train import template_path
+
+    root = fake_engine(tmp_path / "PaddleOCR", "print('hi')")
+    config = root / "configs" / "rec" / "PP-OCRv6" / "PP-OCRv6_small_rec.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text("Global: {}\n")
+    (root / "ppocr" / "utils" / "dict").mkdir(parents=True)
+    (root / "ppocr" / "utils" / "dict" / "ppocrv5_dict.txt").write_text("a\n")
+    engine = Engine.locate(root)
+    assert template_path("engine:configs/rec/PP-OCRv6/PP-OCRv6_small_rec.yml", engine) == config
+    assert template_path("configs/profiles/rec_cpu_small.yml", engine) == REPO / "configs/profiles/rec_cpu_small.yml"
+    for bad, says in (("engine:configs/rec/missing.yml", "no configs/rec/missing.yml in the engine"),
+                      ("engine:../outside.yml", "a path inside the PaddleOCR repository"),
+                      ("engine:/etc/passwd", "a path inside the PaddleOCR repository")):
+        with pytest.raises(UsageError, match=says):
+            template_path(bad, engine)
+    with pytest.raises(UsageError, match="ships no configs/: set training.engine_checkout"):
+        template_path("engine:configs/rec/PP-OCRv6/PP-OCRv6_small_rec.yml", Engine.locate())
+
+    rendered = absolute_engine_paths({"Global": {"character_dict_path": "./ppocr/utils/dict/ppocrv5_dict.txt",
+                                                 "save_res_path": "./output/rec/predicts.txt", "name": "x/y"},
+                                      "Train": {"transforms": [{"Op": {"path": "ppocr/utils/dict"}}]}}, root)
+    assert rendered["Global"]["character_dict_path"] == str((root / "ppocr/utils/dict/ppocrv5_dict.txt").resolve())
+    assert rendered["Train"]["transforms"][0]["Op"]["path"] == str((root / "ppocr/utils/dict").resolve())
+    assert rendered["Global"]["save_res_path"] == "./output/rec/predicts.txt"     # not the engine's: left alone
+    assert rendered["Global"]["name"] == "x/y"
+
+
+def test_a_training_log_in_an_unknown_format_is_an_error_not_an_empty_history(tmp_path):
+    engine = Engine.locate(fake_engine(tmp_path / "engine", """
+        print("[2026/12/01 07:00:00] ppocr INFO: train from scratch", flush=True)
+        print("[2026/12/01 07:00:01] ppocr INFO: ep 1/4 | global_step=5 | loss=6.2", flush=True)
+    """))
+    with pytest.raises(EngineError, match=r"no training step line was in the format this pipeline reads.*"
+                                          r"global_step=5"):
+        run_tool(engine, "train", tmp_path / "cfg.yml", log_file=tmp_path / "train.log")
+    # the same tool as eval: a step-looking line there is not a training log
+    assert run_tool(engine, "eval", tmp_path / "cfg.yml", log_file=tmp_path / "eval.log").history[0]["mode"] == "scratch"
+
+
 # --------------------------------------------------------------------------- run_tool with a fake tool
 
 
