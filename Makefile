@@ -45,7 +45,9 @@ test-fast: install
 # Re-resolve the verified stack (needs the package index); commit requirements.lock after checking it.
 lock:
 	uv pip compile pyproject.toml --extra engine --extra airflow --extra test \
-	  --excludes requirements.exclude --python-version 3.11 -o requirements.lock
+	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
+	  --custom-compile-command "make lock" -o requirements.lock.new
+	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
 
 bench: install
 	$(BIN)/python bench/ingest.py

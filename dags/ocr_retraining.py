@@ -26,8 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_context, task
 
 log = logging.getLogger("ocr_retraining")
 

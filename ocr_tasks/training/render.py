@@ -145,10 +145,10 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
 def _point_dataset(dataset: dict, data_dir: Path, label_file: Path) -> None:
     dataset["data_dir"] = str(data_dir)
     dataset["label_file_list"] = [str(label_file)]
-    ratio_list = dataset.get("ratio_list")
-    # SimpleDataSet asserts one ratio per label file; a template that mixed several
-    # lists now has exactly one.
-    if isinstance(ratio_list, list) and len(ratio_list) != 1:
+    # SimpleDataSet asserts one ratio per label file, and samples that share of each list every
+    # epoch: the template's ratios were for its own data mix (PP-OCRv6 medium rec says [0.5]),
+    # the pipeline's one list is the whole dataset version, all of it every epoch.
+    if "ratio_list" in dataset:
         dataset["ratio_list"] = [1.0]
 
 

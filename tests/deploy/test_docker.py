@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 
 import pytest
 import yaml
@@ -122,3 +123,190 @@ def test_cpu_images_come_from_one_dockerfile_with_two_targets():
     lock = (REPO / "requirements.lock").read_text()
     assert re.search(r"^apache-airflow-providers-celery==", lock, flags=re.MULTILINE)
     assert re.search(r"^psycopg2-binary==", lock, flags=re.MULTILINE)
+
+
+# --------------------------------------------------------------------------- the GPU image's training engine
+# The GPU worker trains with a PaddleOCR repository checkout (PP-OCRv6 exists only in PaddleOCR
+# >= 3.7's repository). These parse docker/Dockerfile.gpu-worker the way the shell would read it.
+
+PADDLEOCR_REF = "v3.7.0"
+
+
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comment lines dropped."""
+    steps: list[tuple[str, str]] = []
+    pending = ""
+    for line in (DOCKER / dockerfile).read_text().splitlines():
+        if line.lstrip().startswith("#") or (not line.strip() and not pending):
+            continue
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        instruction, _, arguments = pending.strip().partition(" ")
+        steps.append((instruction.upper(), arguments.strip()))
+        pending = ""
+    return steps
+
+
+def _args(dockerfile: str) -> dict[str, str]:
+    return dict(arguments.partition("=")[::2] for instruction, arguments in _instructions(dockerfile)
+                if instruction == "ARG")
+
+
+def _env(dockerfile: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction, arguments in _instructions(dockerfile):
+        if instruction == "ENV":
+            env.update(item.partition("=")[::2] for item in shlex.split(arguments))
+    return env
+
+
+def _commands(run: str) -> list[list[str]]:
+    """The simple commands of one RUN's shell line (split at && ; || and braces)."""
+    commands, current = [], []
+    for token in shlex.split(run):
+        word = token.rstrip(";")
+        if word in ("&&", "||", "{", "}", "then", "fi", "if") or not word:
+            if current:
+                commands.append(current)
+            current = []
+            continue
+        current.append(word)
+        if token.endswith(";"):
+            commands.append(current)
+            current = []
+    if current:
+        commands.append(current)
+    return commands
+
+
+def _runs(dockerfile: str) -> list[tuple[int, list[list[str]]]]:
+    return [(i, _commands(arguments)) for i, (instruction, arguments) in enumerate(_instructions(dockerfile))
+            if instruction == "RUN"]
+
+
+def _option(command: list[str], *names: str) -> list[str]:
+    """Every value given to one of the option names (``--opt value`` or ``--opt=value``)."""
+    values = []
+    for i, word in enumerate(command):
+        for name in names:
+            if word == name and i + 1 < len(command):
+                values.append(command[i + 1])
+            elif word.startswith(name + "="):
+                values.append(word.split("=", 1)[1])
+    return values
+
+
+def _clone(dockerfile: str) -> tuple[int, list[str]]:
+    """(instruction index, argv) of the one ``git clone`` of the PaddleOCR checkout."""
+    clones = [(i, command) for i, commands in _runs(dockerfile) for command in commands
+              if command[:1] == ["git"] and "clone" in command]
+    assert len(clones) == 1, f"{dockerfile}: expected one git clone, found {clones}"
+    return clones[0]
+
+
+def _clone_target(command: list[str]) -> str:
+    """The directory argument of ``git [-c k=v] clone [options] <repository> <directory>``."""
+    words = command[command.index("clone") + 1:]
+    positional, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--depth", "--branch", "-b", "--origin", "-o", "--config", "-c"):
+            skip = True
+        elif not word.startswith("-"):
+            positional.append(word)
+    assert len(positional) == 2, f"git clone needs <repository> <directory> spelled out, got {positional}"
+    return positional[1]
+
+
+def _overrides(value: str) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in shlex.split(value))
+
+
+def test_gpu_image_checks_out_paddleocr_at_the_pinned_release_tag():
+    args = _args("Dockerfile.gpu-worker")
+    assert args.get("PADDLEOCR_REF") == PADDLEOCR_REF
+    assert args.get("PADDLEOCR_REPO") == "https://github.com/PaddlePaddle/PaddleOCR.git"
+    _, clone = _clone("Dockerfile.gpu-worker")
+    # the tag comes from the build arg, shallow: the history is not needed to train
+    assert _option(clone, "--branch", "-b") == ["${PADDLEOCR_REF}"], clone
+    assert _option(clone, "--depth") == ["1"], clone
+    assert clone[clone.index("clone") + 1:][-2] == "${PADDLEOCR_REPO}", clone
+    assert _clone_target(clone).startswith("/opt/")
+
+
+def test_gpu_image_installs_the_checkouts_requirements_under_the_lock_without_other_opencv():
+    _, clone = _clone("Dockerfile.gpu-worker")
+    target = _clone_target(clone)
+    installs = [(i, command) for i, commands in _runs("Dockerfile.gpu-worker") for command in commands
+                if command[:3] == ["uv", "pip", "install"] and f"{target}/requirements.txt" in _option(command, "-r")]
+    assert len(installs) == 1, f"expected one uv pip install -r {target}/requirements.txt, found {installs}"
+    (index, install), = installs
+    assert index >= _clone("Dockerfile.gpu-worker")[0]
+    # the lock as constraints: nothing locked moves (paddlepaddle-gpu, numpy < 2.4, opencv-contrib-python)
+    assert "requirements.lock" in _option(install, "--constraints", "--constraint", "-c"), install
+    assert not {"-U", "--upgrade", "--upgrade-package", "-P", "--reinstall", "--force-reinstall"} & set(install)
+    # and the OpenCV distributions that would overwrite opencv-contrib-python's cv2 are never installed
+    assert "requirements.exclude" in _option(install, "--excludes", "--exclude"), install
+    excluded = {line.strip() for line in (REPO / "requirements.exclude").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    assert {"opencv-python", "opencv-python-headless"} <= excluded
+    lock = (REPO / "requirements.lock").read_text()
+    assert not re.search(r"^opencv-python(-headless)?==", lock, flags=re.MULTILINE)
+    assert re.search(r"^opencv-contrib-python==", lock, flags=re.MULTILINE)
+
+
+def test_gpu_image_points_the_pipelines_engine_at_its_checkout(monkeypatch):
+    from ocr_tasks.config import OVERRIDES_ENV, load_config
+
+    _, clone = _clone("Dockerfile.gpu-worker")
+    target = _clone_target(clone)
+    image_overrides = _env("Dockerfile.gpu-worker")[OVERRIDES_ENV]
+    assert _overrides(image_overrides)["training.engine_checkout"] == target
+    # compose's environment replaces the image's: worker-gpu must say it too, and keep the common items
+    common = _overrides(COMPOSE["x-airflow-env"][OVERRIDES_ENV])
+    gpu = _overrides(SERVICES["worker-gpu"]["environment"][OVERRIDES_ENV])
+    assert gpu["training.engine_checkout"] == target
+    assert common.items() <= gpu.items(), (common, gpu)
+    # and the pipeline's config reads it from there
+    monkeypatch.delenv("OCR_RETRAIN_CONFIG", raising=False)
+    for value in (image_overrides, SERVICES["worker-gpu"]["environment"][OVERRIDES_ENV]):
+        monkeypatch.setenv(OVERRIDES_ENV, value.replace("${OCR_BUCKET:-ocr-data}", "ocr-data"))
+        assert load_config().training.engine_checkout == target
+
+
+def test_gpu_image_checks_the_checkout_and_cv2_after_installing_its_requirements():
+    _, clone = _clone("Dockerfile.gpu-worker")
+    target = _clone_target(clone)
+    install_at = next(i for i, commands in _runs("Dockerfile.gpu-worker") for command in commands
+                      if f"{target}/requirements.txt" in _option(command, "-r"))
+    later = [command for i, commands in _runs("Dockerfile.gpu-worker") if i > install_at for command in commands]
+    assert ["test", "-f", f"{target}/tools/train.py"] in later
+    # the engine's own entry point gets through its imports (ppocr.*, lmdb, albumentations, cv2)
+    assert ["python", f"{target}/tools/train.py", "--help"] in [c[:3] for c in later]
+    imports = " ".join(c[2] for c in later if c[:2] == ["python", "-c"])
+    assert re.search(r"\bimport cv2\b", imports) and "is_compiled_with_cuda" in imports
+    assert "opencv-python-headless" in imports  # no second distribution writing cv2
+
+
+def test_docker_readme_names_the_gpu_images_build_args():
+    text = (DOCKER / "README.md").read_text()
+    args = _args("Dockerfile.gpu-worker")
+    assert {"PADDLE_GPU_IMAGE", "PADDLE_VERSION", "PADDLEOCR_REF", "PADDLEOCR_COMMIT"} <= set(args)
+    for name, default in args.items():   # the build-arg table: one row per ARG, with its default
+        row = re.search(rf"^\| `{name}` \| ([^|]+) \|", text, flags=re.MULTILINE)
+        assert row, f"docker/README.md: no build-arg row for {name}"
+        assert row[1].strip() == (f"`{default}`" if default else "empty"), (name, row[1], default)
+
+
+def test_default_worker_has_the_same_engine_as_the_gpu_worker():
+    # evaluate and publish run there (tools/eval.py, export_model.py): a PP-OCRv6 model trained on the
+    # gpu worker is built only by the same PaddleOCR checkout
+    _, gpu_clone = _clone("Dockerfile.gpu-worker")
+    _, cpu_clone = _clone("Dockerfile")
+    assert _clone_target(cpu_clone) == _clone_target(gpu_clone)
+    assert _args("Dockerfile").get("PADDLEOCR_REF") == _args("Dockerfile.gpu-worker")["PADDLEOCR_REF"]
+    default = _overrides(SERVICES["worker-default"]["environment"]["OCR_RETRAIN_OVERRIDES"])
+    assert default.get("training.engine_checkout") == _clone_target(gpu_clone)

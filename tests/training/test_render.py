@@ -129,13 +129,15 @@ def test_bad_arguments_are_refused(tmp_path):
         render_config(tmp_path / "notcfg.yml", task="det", data_dir=tmp_path, dict_path=None, save_dir=tmp_path)
 
 
-def test_mixed_label_lists_template_gets_one_ratio(tmp_path):
+def test_template_ratios_become_the_whole_dataset_list_every_epoch(tmp_path):
     config = yaml.safe_load((CONFIGS / "profiles" / "det_cpu_small.yml").read_text())
     config["Train"]["dataset"]["label_file_list"] = ["a.txt", "b.txt"]
     config["Train"]["dataset"]["ratio_list"] = [1.0, 0.5]
+    config["Eval"]["dataset"]["ratio_list"] = [0.5]      # one list, half of it: PP-OCRv6 medium rec's
     template = write_config(config, tmp_path / "mixed.yml")
     rendered = render_config(template, task="det", data_dir=tmp_path, dict_path=None, save_dir=tmp_path / "o")
     assert rendered["Train"]["dataset"]["ratio_list"] == [1.0]
+    assert rendered["Eval"]["dataset"]["ratio_list"] == [1.0]      # the whole dataset version, every epoch
     assert rendered["Train"]["dataset"]["label_file_list"] == [str(tmp_path / "det" / "train.txt")]
 
 
