@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def write_pack(root: Path, relpaths: list[str], out: Path) -> str:
                 info.mode = 0o644
                 with open(path, "rb") as data:
                     tar.addfile(info, data)
+                tar.members.clear()   # tarfile keeps every header it wrote (~0.5 kB each): a pack of
+                                      # 100,000 images held ~150 MB for nothing
     return hashing.digest.hexdigest()[:24]
 
 
@@ -46,14 +49,16 @@ def extract_pack(pack: Path, wanted: set[str], dest: Path) -> int:
     """Extract the members named in `wanted` (paths from our own label lists) into `dest`."""
     count = 0
     with tarfile.open(pack, "r") as tar:
-        for member in tar:
+        # header by header, forgetting each (iterating the TarFile would keep them all in tar.members)
+        while (member := tar.next()) is not None:
+            tar.members.clear()
             if member.name not in wanted or not member.isfile():
                 continue  # only regular files we asked for: no links, no paths of the pack's choosing
             target = dest / member.name
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.part")
             with tar.extractfile(member) as source, open(tmp, "wb") as out:
-                out.write(source.read())
+                shutil.copyfileobj(source, out)
             os.replace(tmp, target)
             count += 1
     return count
