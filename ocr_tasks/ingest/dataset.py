@@ -1,14 +1,15 @@
 """Merge validated exports into a cumulative, deduplicated, 6:2:2-split dataset version.
 
-In memory a dataset is only its index (one compact record per image and per crop: slotted,
-an image's boxes kept as their JSON text, about 1.4 kB per image with two boxes and two
-crops); image bytes stream from the export folder to the staging folder one file at a
-time, and the files a version is made of stream to disk line by line.
+A dataset's index (one record per image and per crop) lives on disk (`index.DatasetIndex`,
+an SQLite file in the step's scratch folder); image bytes stream from the export folder to
+the staging folder one file at a time, and the files a version is made of stream to disk
+line by line from the index. Memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -18,13 +19,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ocr_tasks.config import SplitConfig
 from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
 from ocr_tasks.ingest.images import decode_image
+from ocr_tasks.ingest.index import CropRecord, DatasetIndex, ImageRecord
 from ocr_tasks.ingest.ppocrlabel import Box
 from ocr_tasks.ingest.split import assign_split
 from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables
@@ -32,74 +34,46 @@ from ocr_tasks.vocabulary import MODEL_KINDS, SPLITS, timestamp
 
 DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
     f"{task}/{split}.txt" for task in MODEL_KINDS for split in SPLITS)
+INDEX_FILE = ".index.sqlite"   # a Dataset's index, in the folder the step writes the version into
 
 
-@dataclass(slots=True)
-class ImageRecord:
-    sha256: str
-    ext: str
-    export: str
-    source: str                  # "<export>/<file>" as uploaded
-    split: str
-    # PPOCRLabel's box list, unchanged, as the JSON text of det/*.txt lines: parsed boxes
-    # (a dict and a list per point each) cost about three times the memory
-    boxes_json: str
-
-    @classmethod
-    def of(cls, sha256: str, ext: str, export: str, source: str, split: str, boxes: list[dict]) -> "ImageRecord":
-        return cls(sha256, ext, export, source, split, json.dumps(boxes, ensure_ascii=False))
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ImageRecord":
-        return cls.of(data["sha256"], data["ext"], data["export"], data["source"], data["split"], data["boxes"])
-
-    @property
-    def boxes(self) -> list[dict]:
-        return json.loads(self.boxes_json)
-
-    def json_line(self) -> str:
-        """The images.jsonl line: json.dumps of the record with "boxes" last, byte for byte."""
-        head = json.dumps({"sha256": self.sha256, "ext": self.ext, "export": self.export, "source": self.source,
-                           "split": self.split}, ensure_ascii=False)
-        return f'{head[:-1]}, "boxes": {self.boxes_json}}}\n'
-
-    @property
-    def relpath(self) -> str:
-        return f"images/{self.sha256}{self.ext}"
-
-
-@dataclass(slots=True)
-class CropRecord:
-    name: str                    # file name under crops/
-    text: str
-    image_sha256: str            # the crop follows its source image's split
-    box: int
-    export: str
-    source: str                  # "<export>/crop_img/..." or "<export>/<file>#box<i>" when cut here
-    split: str
-    cut: bool                    # cut from the polygon here: derived data, re-cut when pulled, never stored
-
-    @property
-    def relpath(self) -> str:
-        return f"crops/{self.name}"
-
-
-@dataclass
 class Dataset:
-    images: dict[str, ImageRecord] = field(default_factory=dict)
-    crops: dict[str, list[CropRecord]] = field(default_factory=dict)   # by source image sha256
-    parent: str | None = None
+    """A dataset version being built or read: its index on disk at `index_path` (removed by `close`)."""
+
+    def __init__(self, index_path: Path, parent: str | None = None) -> None:
+        self._index = DatasetIndex(index_path)
+        self.images = self._index.images     # sha256 -> ImageRecord
+        self.crops = self._index.crops       # image sha256 -> its CropRecords
+        self.parent = parent
+
+    def close(self) -> None:
+        self._index.close()
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
-    def from_index(cls, images_jsonl: str, crops_jsonl: str, parent: str | None) -> "Dataset":
-        dataset = cls(parent=parent)
-        # split on "\n" only: str.splitlines() also breaks at U+2028 and friends inside labels
-        for line in filter(None, images_jsonl.split("\n")):
-            record = ImageRecord.from_json(json.loads(line))
-            dataset.images[record.sha256] = record
-        for line in filter(None, crops_jsonl.split("\n")):
-            crop = CropRecord(**json.loads(line))
-            dataset.crops.setdefault(crop.image_sha256, []).append(crop)
+    def from_index(cls, images_jsonl: Path, crops_jsonl: Path, parent: str | None, index_path: Path) -> "Dataset":
+        """A published version's index files (images.jsonl, crops.jsonl), read line by line."""
+        dataset = cls(index_path, parent=parent)
+        # lines end at "\n" only: str.splitlines() would also break at U+2028 and friends inside labels
+        with open(images_jsonl, encoding="utf-8", newline="\n") as lines:
+            for line in lines:
+                if line.strip():
+                    record = ImageRecord.from_json(json.loads(line))
+                    dataset.images[record.sha256] = record
+        with open(crops_jsonl, encoding="utf-8", newline="\n") as lines:
+            batch = []
+            for line in lines:
+                if line.strip():
+                    batch.append(CropRecord(**json.loads(line)))
+                if len(batch) >= 1000:
+                    dataset.crops.extend(batch)
+                    batch = []
+            dataset.crops.extend(batch)
         return dataset
 
     def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig, *, cut_crops: bool = True,
@@ -146,32 +120,29 @@ class Dataset:
               exports_merged: list[str]) -> dict:
         """Write the label lists, dict, index and dataset.json (last) into `out`.
 
-        Each file streams to disk line by line (the version hash with it): memory holds
-        the index, never the files' text as well.
+        Each file streams to disk line by line from the index (the version hash with it).
         """
-        by_path = sorted(self.images.values(), key=lambda r: r.relpath)
-        all_crops = sorted((c for crops in self.crops.values() for c in crops), key=lambda c: (c.relpath, c.image_sha256, c.box))  # noqa: E501
         chars = dictionary if dictionary is not None else dictionary_from_labels(self)
         lines = {
             "dict.txt": lambda: (f"{c}\n" for c in chars),
-            "images.jsonl": lambda: (r.json_line() for r in sorted(self.images.values(), key=lambda r: r.sha256)),
-            "crops.jsonl": lambda: (json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in all_crops),
+            "images.jsonl": self.images.lines,
+            "crops.jsonl": self.crops.lines,
         }
         for split in SPLITS:
             lines[f"det/{split}.txt"] = lambda split=split: (
-                f"{r.relpath}\t{r.boxes_json}\n" for r in by_path if r.split == split)
+                f"{r.relpath}\t{r.boxes_json}\n" for r in self.images.ordered(by="relpath", split=split))
             lines[f"rec/{split}.txt"] = lambda split=split: (
-                f"{c.relpath}\t{c.text}\n" for c in all_crops if c.split == split)
+                f"{c.relpath}\t{c.text}\n" for c in self.crops.ordered(split=split))
         digest = hashlib.sha256()
         for name in DATASET_FILES:
             digest.update(name.encode() + b"\0")
             write_lines_atomic(out / name, lines[name](), digest)
             digest.update(b"\0")
         counts = {split: {"images": 0, "boxes": 0, "crops": 0} for split in SPLITS}
-        for record in by_path:
+        for record in self.images.values():
             counts[record.split]["images"] += 1
             counts[record.split]["boxes"] += len(record.boxes)
-        for crop in all_crops:
+        for crop in self.crops.ordered():
             counts[crop.split]["crops"] += 1
         info = {
             "version": digest.hexdigest()[:16],
@@ -194,9 +165,8 @@ def dictionary_from_labels(dataset: Dataset) -> list[str]:
     Space is left out: PaddleOCR adds it with `use_space_char: true`.
     """
     chars: set[str] = set()
-    for crops in dataset.crops.values():
-        for crop in crops:
-            chars.update(crop.text)
+    for crop in dataset.crops.ordered():
+        chars.update(crop.text)
     for record in dataset.images.values():
         for box in record.boxes:
             if not Box(**box).is_ignore_region:
@@ -206,8 +176,8 @@ def dictionary_from_labels(dataset: Dataset) -> list[str]:
 
 
 def _per_export_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
-    images = Counter(r.export for r in dataset.images.values())
-    crops = Counter(c.export for cs in dataset.crops.values() for c in cs)
+    images = Counter(dataset.images.column("export"))
+    crops = Counter(dataset.crops.exports())
     return {name: {"images": images[name], "crops": crops[name]} for name in sorted(images)}
 
 
@@ -248,22 +218,31 @@ def _cut_name(image_sha256: str, index: int, points: list) -> str:
 
 def recut_crops(dataset: "Dataset", root: Path) -> int:
     """Re-create the crops cut from polygons, under `root`, from the images already there."""
-    def cut(sha: str) -> int:
-        record = dataset.images[sha]
-        wanted = [(c, record.boxes[c.box]["points"]) for c in dataset.crops.get(sha, [])
-                  if c.cut and not (root / c.relpath).exists()]
-        if wanted:
-            write_cut_crops(decode_image((root / record.relpath).read_bytes()), wanted, root)
+    def jobs() -> Iterator[tuple[ImageRecord, list[tuple[CropRecord, list]]]]:
+        for record in dataset.images.values():
+            missing = [c for c in dataset.crops.get(record.sha256) if c.cut and not (root / c.relpath).exists()]
+            if missing:
+                boxes = record.boxes
+                yield record, [(c, boxes[c.box]["points"]) for c in missing]
+
+    def cut(job: tuple[ImageRecord, list[tuple[CropRecord, list]]]) -> int:
+        record, wanted = job
+        write_cut_crops(decode_image((root / record.relpath).read_bytes()), wanted, root)
         return len(wanted)
 
+    done = 0
+    pending = jobs()
     with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
-        return sum(pool.map(cut, list(dataset.images)))
+        # a batch at a time: Executor.map would take every job (image records, polygons) up front
+        while batch := list(itertools.islice(pending, 256)):
+            done += sum(pool.map(cut, batch))
+    return done
 
 
-def stored_files(dataset: "Dataset") -> list[str]:
+def stored_files(dataset: "Dataset") -> Iterator[str]:
     """Relative paths of the files a dataset keeps in storage: images and PPOCRLabel's own crops."""
-    return [r.relpath for r in dataset.images.values()] + [
-        c.relpath for crops in dataset.crops.values() for c in crops if not c.cut]
+    yield from dataset.images.column("relpath")
+    yield from dataset.crops.stored_relpaths()
 
 
 def write_cut_crops(image, crops: list[tuple[CropRecord, list]], root: Path) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ocr_tasks.config import PipelineConfig
-from ocr_tasks.ingest.dataset import DATASET_FILES, Dataset, stored_files, write_text_atomic
+from ocr_tasks.ingest.dataset import DATASET_FILES, INDEX_FILE, Dataset, stored_files, write_text_atomic
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
 from ocr_tasks.ingest.ledger import load_ledger, record_exports
 from ocr_tasks.ingest.packs import write_pack
@@ -53,8 +53,8 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
     """
     ledger = load_ledger(storage)
     previous = ledger.get("dataset_version")
-    dataset = _load_dataset(storage, previous)
     stage = config.work.new_dataset_stage()
+    dataset = _load_dataset(storage, previous, stage / INDEX_FILE)
     try:
         for ref in refs:
             tables = build_tables(fetch_export(storage, ref, config.work.exports), config.validation, decode=False)
@@ -76,6 +76,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
         log.info("dataset %s published (%s): %s", version, storage.uri(prefix), info["counts"])
         return DatasetVersion(version, storage.uri(prefix), info["counts"], [r.name for r in refs])
     finally:
+        dataset.close()
         shutil.rmtree(stage, ignore_errors=True)
 
 
@@ -101,8 +102,13 @@ def _pack_new_files(storage: Storage, dataset: Dataset, stage: Path, packs: dict
     return kept
 
 
-def _load_dataset(storage: Storage, version: str | None) -> Dataset:
+def _load_dataset(storage: Storage, version: str | None, index_path: Path) -> Dataset:
     if not version:
-        return Dataset()
+        return Dataset(index_path)
     prefix = layout.dataset_prefix(version)
-    return Dataset.from_index(storage.get_text(prefix + "images.jsonl"), storage.get_text(prefix + "crops.jsonl"), version)
+    files = index_path.parent / ".previous"
+    storage.download_many((prefix + name, files / name) for name in ("images.jsonl", "crops.jsonl"))
+    try:
+        return Dataset.from_index(files / "images.jsonl", files / "crops.jsonl", version, index_path)
+    finally:
+        shutil.rmtree(files, ignore_errors=True)

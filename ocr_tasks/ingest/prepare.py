@@ -10,7 +10,7 @@ from pathlib import Path
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.check import check_local_export
-from ocr_tasks.ingest.dataset import Dataset
+from ocr_tasks.ingest.dataset import INDEX_FILE, Dataset
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
 from ocr_tasks.ingest.tables import read_dictionary
 from ocr_tasks.ingest.validate import ValidationReport
@@ -39,11 +39,11 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
                 passing.append(tables)
         if not passing:
             return PrepareResult(reports, None)
-        dataset = Dataset()
-        for tables in passing:
-            dataset.add_export(tables, out, config.split)
-        info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
-                             exports_merged=[t.name for t in passing])
+        with Dataset(Path(scratch) / INDEX_FILE) as dataset:
+            for tables in passing:
+                dataset.add_export(tables, out, config.split)
+            info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
+                                 exports_merged=[t.name for t in passing])
     return PrepareResult(reports, info)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tempfile
 from pathlib import Path
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.ingest.dataset import DATASET_FILES, Dataset, recut_crops, stored_files
+from ocr_tasks.ingest.dataset import DATASET_FILES, INDEX_FILE, Dataset, recut_crops, stored_files
 from ocr_tasks.ingest.packs import extract_pack
 from ocr_tasks.storage import layout
 from ocr_tasks.storage.s3 import Storage
@@ -29,13 +30,12 @@ def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
         raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")
     dest.mkdir(parents=True, exist_ok=True)
     storage.download_many((prefix + name, dest / name) for name in DATASET_FILES + ("packs.json", "dataset.json"))
-    dataset = Dataset.from_index((dest / "images.jsonl").read_text(encoding="utf-8"),
-                                 (dest / "crops.jsonl").read_text(encoding="utf-8"), version)
-    packs = json.loads((dest / "packs.json").read_text(encoding="utf-8"))
-    for rel in [*stored_files(dataset), *(rel for members in packs.values() for rel in members)]:
-        if not _DATASET_FILE.fullmatch(rel):
-            raise UsageError(f"dataset {version}: refusing file path {rel!r} (not images/<name> or crops/<name>)")
-    with tempfile.TemporaryDirectory(prefix=".packs-", dir=dest) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest) as scratch, \
+            Dataset.from_index(dest / "images.jsonl", dest / "crops.jsonl", version, Path(scratch) / INDEX_FILE) as dataset:
+        packs = json.loads((dest / "packs.json").read_text(encoding="utf-8"))
+        for rel in itertools.chain(stored_files(dataset), (rel for members in packs.values() for rel in members)):
+            if not _DATASET_FILE.fullmatch(rel):
+                raise UsageError(f"dataset {version}: refusing file path {rel!r} (not images/<name> or crops/<name>)")
         for pack_id, members in packs.items():
             wanted = {rel for rel in members if not (dest / rel).exists()}
             if wanted:
@@ -43,8 +43,9 @@ def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
                 storage.download_file(layout.pack_key(pack_id), tar)
                 extract_pack(tar, wanted, dest)
                 tar.unlink()
-    absent = [rel for rel in stored_files(dataset) if not (dest / rel).exists()]
-    if absent:
-        raise UsageError(f"dataset {version}: {len(absent)} file(s) missing from its packs, e.g. {absent[0]}")
-    recut_crops(dataset, dest)
+        absent = next((rel for rel in stored_files(dataset) if not (dest / rel).exists()), None)
+        if absent is not None:
+            missing = sum(1 for rel in stored_files(dataset) if not (dest / rel).exists())
+            raise UsageError(f"dataset {version}: {missing} file(s) missing from its packs, e.g. {absent}")
+        recut_crops(dataset, dest)
     return dest

@@ -109,10 +109,16 @@ def test_validate_exit_codes(tmp_path, capsys):
     assert "no Label.txt" in capsys.readouterr().err
 
 
-def test_index_survives_unicode_line_separators_in_labels():
+def test_index_survives_unicode_line_separators_in_labels(tmp_path):
     from ocr_tasks.ingest.dataset import Dataset
 
     image = {"sha256": "a" * 64, "ext": ".jpg", "export": "e", "source": "e/x.jpg", "split": "train",
-             "boxes": [{"transcription": "A\u2028B", "points": [[0, 0], [1, 0], [1, 1], [0, 1]], "difficult": False}]}
-    dataset = Dataset.from_index(json.dumps(image, ensure_ascii=False) + "\n", "", None)
-    assert dataset.images["a" * 64].boxes[0]["transcription"] == "A\u2028B"
+             "boxes": [{"transcription": "A\u2028B\u0085C", "points": [[0, 0], [1, 0], [1, 1], [0, 1]],
+                        "difficult": False}]}
+    (tmp_path / "images.jsonl").write_text(json.dumps(image, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp_path / "crops.jsonl").write_text("", encoding="utf-8")
+    with Dataset.from_index(tmp_path / "images.jsonl", tmp_path / "crops.jsonl", None, tmp_path / "index") as dataset:
+        assert len(dataset.images) == 1
+        assert dataset.images["a" * 64].boxes[0]["transcription"] == "A\u2028B\u0085C"
+        assert dataset.images["a" * 64].json_line() == json.dumps(image, ensure_ascii=False) + "\n"   # byte for byte
+    assert not (tmp_path / "index").exists()                  # the index file goes with the dataset
