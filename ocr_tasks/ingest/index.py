@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+
 @dataclass(slots=True)
 class ImageRecord:
     sha256: str
@@ -84,8 +85,8 @@ class DatasetIndex:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
-        # one writer, the merging thread; cut crops are read back in the main thread too
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # used by the thread that builds the dataset only (image staging threads never touch it)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("pragma journal_mode = off")     # scratch data: rebuilt from storage after a crash
         self._db.execute("pragma synchronous = off")
         self._db.executescript(_SCHEMA)
