@@ -5,9 +5,9 @@ Fixtures (the S3 server, a bucket per test, the webhook receiver) are in conftes
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
+from ocr_tasks.embedded.local_airflow import free_port
 from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,10 +43,3 @@ def ingest(storage, config):
     from ocr_tasks.flow.run import RunContext, RunRequest
 
     return ingest_half(RunContext(config, storage, RunRequest("ingest")))
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the OS picks it), for servers the tests start."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

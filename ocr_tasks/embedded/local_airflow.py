@@ -106,7 +106,7 @@ class LocalAirflow:
         """Airflow's own components on this home, in the background: api-server, scheduler (LocalExecutor)
         and dag-processor, as a deployment runs them (no triggerer: no task defers). Yields the REST API
         once it serves the DAG; on exit every process they started, task processes included, is stopped."""
-        port = port or _free_port()
+        port = port or free_port()
         env = self.env()
         env.update({
             "AIRFLOW__API__PORT": str(port),
@@ -178,7 +178,7 @@ class LocalAirflow:
                 raise UsageError(f"the DAG run {run_id} ran over {timeout:.0f} s; logs in {follower.run_logs}")
             time.sleep(2)
             try:
-                state = api.get(f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")["state"]
+                state = api.run_state(DAG_ID, run_id)
                 follower.update(api.task_instances(DAG_ID, run_id))
                 unanswered_since = None
             except (OSError, ValueError) as exc:  # an api-server busy on a loaded machine: ask again
@@ -233,7 +233,8 @@ def stop_tree(proc: subprocess.Popen, grace: float = 20.0) -> None:
     proc.poll()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the OS picks it), for a server started next."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -288,6 +289,9 @@ class AirflowApi:
 
     def trigger(self, dag_id: str, conf: dict[str, object]) -> str:
         return self._call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000")["task_instances"]

@@ -66,14 +66,7 @@ class Dataset:
                     record = ImageRecord.from_json(json.loads(line))
                     dataset.images[record.sha256] = record
         with open(crops_jsonl, encoding="utf-8", newline="\n") as lines:
-            batch = []
-            for line in lines:
-                if line.strip():
-                    batch.append(CropRecord(**json.loads(line)))
-                if len(batch) >= 1000:
-                    dataset.crops.extend(batch)
-                    batch = []
-            dataset.crops.extend(batch)
+            dataset.crops.extend(CropRecord(**json.loads(line)) for line in lines if line.strip())
         return dataset
 
     def add_export(self, tables: ExportTables, stage: Path, ratios: SplitConfig, *, cut_crops: bool = True,
@@ -142,8 +135,8 @@ class Dataset:
         for record in self.images.values():
             counts[record.split]["images"] += 1
             counts[record.split]["boxes"] += len(record.boxes)
-        for crop in self.crops.ordered():
-            counts[crop.split]["crops"] += 1
+        for split, crops in self.crops.split_counts().items():
+            counts[split]["crops"] = crops
         info = {
             "version": digest.hexdigest()[:16],
             "parent": self.parent,
@@ -165,8 +158,8 @@ def dictionary_from_labels(dataset: Dataset) -> list[str]:
     Space is left out: PaddleOCR adds it with `use_space_char: true`.
     """
     chars: set[str] = set()
-    for crop in dataset.crops.ordered():
-        chars.update(crop.text)
+    for text in dataset.crops.texts():
+        chars.update(text)
     for record in dataset.images.values():
         for box in record.boxes:
             if not Box(**box).is_ignore_region:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,6 +75,8 @@ create table images (sha256 text primary key, relpath text not null, split text 
 create table crops (image_sha256 text not null, box integer not null, relpath text not null, split text not null,
                     export text not null, cut integer not null, line text not null);
 create index crops_by_image on crops (image_sha256);
+create index images_by_path on images (relpath);
+create index crops_by_path on crops (relpath, image_sha256, box);
 """
 
 
@@ -156,10 +158,10 @@ class CropTable:
         self._db.execute("delete from crops where image_sha256 = ?", (image_sha256,))
         self.extend(crops)
 
-    def extend(self, crops: list[CropRecord]) -> None:
+    def extend(self, crops: Iterable[CropRecord]) -> None:
         self._db.executemany("insert into crops values (?, ?, ?, ?, ?, ?, ?)",
-                             [(c.image_sha256, c.box, c.relpath, c.split, c.export, int(c.cut), c.json_line())
-                              for c in crops])
+                             ((c.image_sha256, c.box, c.relpath, c.split, c.export, int(c.cut), c.json_line())
+                              for c in crops))
 
     def get(self, image_sha256: str, default: list | None = None) -> list[CropRecord]:
         rows = self._db.execute("select line from crops where image_sha256 = ? order by box, relpath",
@@ -181,6 +183,12 @@ class CropTable:
 
     def exports(self) -> Iterator[str]:
         return (row[0] for row in self._db.execute("select export from crops"))
+
+    def texts(self) -> Iterator[str]:
+        return (json.loads(row[0])["text"] for row in self._db.execute("select line from crops"))
+
+    def split_counts(self) -> dict[str, int]:
+        return dict(self._db.execute("select split, count(*) from crops group by split").fetchall())
 
 
 def _image(line: str) -> ImageRecord:

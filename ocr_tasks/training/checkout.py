@@ -22,13 +22,14 @@ things follow from running someone else's repository, both decided here:
 from __future__ import annotations
 
 import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["ENGINE_PREFIX", "absolute_engine_paths", "engine_config", "missing_requirements"]
+__all__ = ["ENGINE_PREFIX", "Unmet", "absolute_engine_paths", "engine_config", "missing_requirements"]
 
 ENGINE_PREFIX: Final = "engine:"
 REQUIREMENTS_FILE: Final = "requirements.txt"
@@ -37,7 +38,18 @@ _OPENCV: Final = frozenset({"opencv-python", "opencv-python-headless", "opencv-c
                             "opencv-contrib-python-headless"})
 
 
-def missing_requirements(requirements: Path) -> list[str]:
+@dataclass(frozen=True)
+class Unmet:
+    """One line of a requirements file this environment does not satisfy."""
+
+    requirement: str | None      # what pip would install (None: the line is not a requirement pip reads)
+    why: str                     # "not installed", "2.3.5 installed", or what is wrong with the line
+
+    def __str__(self) -> str:
+        return f"{self.requirement} ({self.why})" if self.requirement else self.why
+
+
+def missing_requirements(requirements: Path) -> list[Unmet]:
     """The requirements of ``requirements`` this environment does not satisfy, each with why
     (``lmdb (not installed)``, ``numpy<2 (2.3.5 installed)``); empty when all are met.
     Lines whose environment marker does not apply here are skipped; pip options (``-r``,
@@ -50,15 +62,15 @@ def missing_requirements(requirements: Path) -> list[str]:
         try:
             requirement = Requirement(text)
         except InvalidRequirement as exc:
-            problems.append(f"{requirements.name}:{number} {text!r} is not a requirement pip reads ({exc})")
+            problems.append(Unmet(None, f"{requirements.name}:{number} {text!r} is not a requirement pip reads ({exc})"))
             continue
         if requirement.url or (requirement.marker is not None and not requirement.marker.evaluate()):
             continue
         installed = _installed_version(requirement.name)
         if installed is None:
-            problems.append(f"{requirement} (not installed)")
+            problems.append(Unmet(str(requirement), "not installed"))
         elif requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
-            problems.append(f"{requirement} ({installed} installed)")
+            problems.append(Unmet(str(requirement), f"{installed} installed"))
     return problems
 
 

@@ -111,10 +111,10 @@ class Engine:
         requirements = root / REQUIREMENTS_FILE
         missing = missing_requirements(requirements) if requirements.is_file() else []
         if missing:
-            names = " ".join(f"'{m.split(' (')[0]}'" for m in missing if not m.startswith(REQUIREMENTS_FILE))
+            names = " ".join(f"'{m.requirement}'" for m in missing if m.requirement)
             raise EngineError(
                 f"the PaddleOCR checkout {root} needs what {sys.executable}'s environment lacks: "
-                + "; ".join(missing) + (f". Install with: {sys.executable} -m pip install {names}" if names else ""))
+                + "; ".join(map(str, missing)) + (f". Install with: {sys.executable} -m pip install {names}" if names else ""))
         return cls(root=root, is_checkout=True)
 
     def tool(self, name: str) -> Path:
@@ -358,7 +358,7 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     parser = LogParser()
     fatal: list[str] = []
-    unread_step: list[str] = []   # a line that looks like a training step but did not parse as one
+    unread_step: str | None = None   # the first line that looks like a training step but did not parse as one
 
     def handle(events: list[dict]) -> None:
         for event in events:
@@ -384,8 +384,8 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
                 for line in lines.feed(chunk):
                     _emit(line, sink, tail, logger)
                     events = parser.feed(line)
-                    if not unread_step and "global_step" in line and not any(e["kind"] == "train" for e in events):
-                        unread_step.append(line)
+                    if unread_step is None and "global_step" in line and not any(e["kind"] == "train" for e in events):
+                        unread_step = line
                     handle(events)
             for line in lines.close():
                 _emit(line, sink, tail, logger)
@@ -401,11 +401,11 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
         raise EngineError(f"{label} failed (exit {returncode}) after {run.seconds:.1f}s; "
                           f"full log: {log_file}; last log lines:\n" + "\n".join(tail),
                           returncode=returncode, tail=tail, log_file=log_file)
-    if tool == "train" and unread_step and not any(e["kind"] == "train" for e in run.history):
+    if tool == "train" and unread_step is not None and not any(e["kind"] == "train" for e in run.history):
         # another engine version's log format: reading it as "no steps" would hide every metric
         raise EngineError(f"{label} ran, but no training step line was in the format this pipeline reads "
                           f"(PaddleOCR 2.10-3.x: '[time] ppocr INFO: epoch: [e/n], global_step: s, ...'); "
-                          f"the engine at {engine.root} printed: {unread_step[0][:300]!r}; full log: {log_file}",
+                          f"the engine at {engine.root} printed: {unread_step[:300]!r}; full log: {log_file}",
                           returncode=returncode, tail=tail, log_file=log_file)
     if fatal:
         raise EngineError(f"{label} exited 0 after {run.seconds:.1f}s but did nothing: {fatal[0]}; "

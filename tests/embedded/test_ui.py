@@ -9,18 +9,17 @@ from what the run left in storage.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
+from ocr_tasks.embedded.local_airflow import AirflowApi
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
@@ -29,14 +28,6 @@ from tests.kit import free_port
 pytestmark = pytest.mark.slow(minutes=1.5)
 
 BIN = Path(sys.executable).parent
-
-
-def _api(port: int, path: str, body: dict | None = None) -> dict:
-    token = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/auth/token", timeout=10))["access_token"]
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/{path}", method="POST" if body else "GET",
-                                     data=json.dumps(body).encode() if body else None,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(request, timeout=30))
 
 
 def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path):
@@ -60,18 +51,18 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     proc = subprocess.Popen([str(BIN / "ocr-retrain"), "ui", "--work-dir", str(work), "--port", str(port)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")})
+    api = AirflowApi(port)   # the REST API the UI calls (the demo drives its runs with it too)
     try:
-        dag = _wait("the api-server and the DAG", lambda: _api(port, "dags/ocr_retraining"), 300, proc, log)
+        dag = _wait("the api-server and the DAG", lambda: api.get("dags/ocr_retraining"), 300, proc, log)
         assert dag["is_paused"] is False                    # ready to trigger
         assert "Airflow UI: http://127.0.0.1:" in log.read_text()
 
         conf = {"models": "rec", "epochs": 1, "dry_run": True}
-        run_id = _api(port, "dags/ocr_retraining/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+        run_id = api.trigger("ocr_retraining", conf)
         state = _wait("the triggered run to finish",
-                      lambda: (s := _api(port, f"dags/ocr_retraining/dagRuns/{run_id}")["state"]) in ("success", "failed")
-                      and s, 900, proc, log)
-        tis = {t["task_id"]: t["state"] for t in
-               _api(port, f"dags/ocr_retraining/dagRuns/{run_id}/taskInstances")["task_instances"]}
+                      lambda: (s := api.run_state("ocr_retraining", run_id)) in ("success", "failed") and s,
+                      900, proc, log)
+        tis = {t["task_id"]: t["state"] for t in api.task_instances("ocr_retraining", run_id)}
         assert state == "success", tis
         assert tis["train_rec"] == "success" and tis["train_det"] == "skipped"      # the form's models=rec
         assert tis["record"] == "success" and tis["publish"] == "skipped"           # dry run: nothing published
