@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ __all__ = [
     "EngineError",
     "ToolRun",
     "render_overrides",
+    "offline_env",
+    "run_logged",
     "run_tool",
     "tool_command",
     "visible_gpus",
@@ -355,7 +358,6 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
 
     run = ToolRun(tool=tool, command=command, log_file=log_file)
     label = f"tools/{tool}.py"
-    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     parser = LogParser()
     fatal: list[str] = []
     unread_step: str | None = None   # the first line that looks like a training step but did not parse as one
@@ -371,31 +373,16 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
             if on_event is not None:
                 on_event(event)
 
-    logger.info("running %s", " ".join(command))
-    started = time.monotonic()
-    with open(log_file, "w", encoding="utf-8") as sink:
-        sink.write(f"# {' '.join(command)}\n")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=child_env, start_new_session=True)
-        try:
-            lines = _DisplayLines()
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):
-                for line in lines.feed(chunk):
-                    _emit(line, sink, tail, logger)
-                    events = parser.feed(line)
-                    if unread_step is None and "global_step" in line and not any(e["kind"] == "train" for e in events):
-                        unread_step = line
-                    handle(events)
-            for line in lines.close():
-                _emit(line, sink, tail, logger)
-                handle(parser.feed(line))
-            handle(parser.close())
-            returncode = proc.wait()
-        finally:
-            if proc.poll() is None:
-                _stop(proc)
-    run.seconds = time.monotonic() - started
+    def on_line(line: str) -> None:
+        nonlocal unread_step
+        events = parser.feed(line)
+        if unread_step is None and "global_step" in line and not any(e["kind"] == "train" for e in events):
+            unread_step = line
+        handle(events)
+
+    returncode, tail, run.seconds = run_logged(command, log_file, cwd=cwd, env=child_env, on_line=on_line,
+                                               log=logger)
+    handle(parser.close())
 
     if returncode != 0:
         raise EngineError(f"{label} failed (exit {returncode}) after {run.seconds:.1f}s; "
@@ -413,6 +400,61 @@ def run_tool(engine: Engine, tool: str, config: Path, overrides: Mapping[str, ob
                           returncode=returncode, tail=tail, log_file=log_file)
     logger.info("%s finished in %.1fs", label, run.seconds)
     return run
+
+
+def run_logged(command: Sequence[str], log_file: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+               on_line: Callable[[str], None] | None = None, log: logging.Logger | None = None,
+               timeout_s: float | None = None) -> tuple[int, list[str], float]:
+    """Run `command` in its own process group to the end: (exit status, last log lines, seconds).
+
+    Each output line goes to `log` (INFO), to `log_file` as it arrives, and to `on_line`.
+    `env` is the child's whole environment (see `offline_env`). If this process is
+    interrupted, `on_line` raises or `timeout_s` passes, the child and everything it
+    started are stopped first (a timeout then reads as exit status 124).
+    """
+    logger = log or _log
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    logger.info("running %s", " ".join(command))
+    started = time.monotonic()
+    timed_out = threading.Event()
+
+    def stop_for_timeout() -> None:
+        timed_out.set()
+        _stop(proc)
+
+    with open(log_file, "w", encoding="utf-8") as sink:
+        sink.write(f"# {' '.join(command)}\n")
+        proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=cwd, env=dict(env) if env is not None else None,
+                                start_new_session=True)
+        timer = threading.Timer(timeout_s, stop_for_timeout) if timeout_s else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            lines = _DisplayLines()
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(65536):
+                for line in lines.feed(chunk):
+                    _emit(line, sink, tail, logger)
+                    if on_line is not None:
+                        on_line(line)
+            for line in lines.close():
+                _emit(line, sink, tail, logger)
+                if on_line is not None:
+                    on_line(line)
+            returncode = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if proc.poll() is None:
+                _stop(proc)
+    return (124 if timed_out.is_set() else returncode), list(tail), time.monotonic() - started
+
+
+def offline_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a child that must not reach the network (see _NO_NETWORK_PROXY)."""
+    return _child_env(env)
 
 
 def _emit(line: str, sink, tail: collections.deque[str], logger: logging.Logger) -> None:

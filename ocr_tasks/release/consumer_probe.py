@@ -1,0 +1,121 @@
+"""Read the test split with an exported det+rec, inside a consumer's PaddleOCR 3.x runtime.
+
+    <runtime python> consumer_probe.py job.json
+
+Run by the infra validation (ocr_tasks/release/infra_validation.py) with the interpreter
+of each configured consumer runtime: a venv holding nothing but paddleocr and
+paddlepaddle, as consumers install them. Standalone on purpose (stdlib + paddleocr): that
+interpreter has no ocr_tasks.
+
+Everything runs with PaddleOCR's defaults, as a consumer's code would: no
+enable_mkldnn, no thresholds, no resize settings. The job names the model folders and
+the labelled test images and crops; the answer (one JSON file) holds what the runtime
+read, not metrics: those are computed by the pipeline, one way for every runtime.
+
+    {"runtime": {"python", "paddle", "paddleocr", "paddlex"},
+     "det": [{"image", "polys"}], "rec": [{"crop", "text", "score"}],
+     "ocr": [{"image", "lines": [{"poly", "text", "score"}], "seconds"}],
+     "error": null | {"stage", "type", "message"}}
+"""
+
+import glob
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+
+def _versions():
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("paddlepaddle", "paddleocr", "paddlex"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    if found["paddlepaddle"] is None:
+        try:
+            found["paddlepaddle"] = version("paddlepaddle-gpu")
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _polys(value):
+    return [[[float(x), float(y)] for x, y in poly] for poly in (value if value is not None else [])]
+
+
+def _offline_font(work_dir):
+    """paddlex 3.0.x downloads two fonts at import, to draw results (the probe draws none), unless
+    PADDLE_PDX_LOCAL_FONT_FILE_PATH names a file: a system font, else an empty placeholder."""
+    if os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH"):
+        return
+    fonts = sorted(glob.glob("/usr/share/fonts/**/*.ttf", recursive=True))
+    if fonts:
+        path = fonts[0]
+    else:
+        path = os.path.join(work_dir, "placeholder-font.ttf")
+        open(path, "ab").close()
+    os.environ["PADDLE_PDX_LOCAL_FONT_FILE_PATH"] = path
+
+
+def _read(job, answer):
+    from paddleocr import PaddleOCR, TextDetection, TextRecognition
+
+    det_dir, rec_dir = job["det_dir"], job["rec_dir"]
+    det_name, rec_name = job["det_model_name"], job["rec_model_name"]
+    device = job.get("device", "cpu")
+
+    answer["stage"] = "det"
+    detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
+    for image in job["images"]:
+        (result,) = detector.predict(image)
+        answer["det"].append({"image": image, "polys": _polys(result["dt_polys"])})
+    del detector
+
+    answer["stage"] = "rec"
+    recognizer = TextRecognition(model_name=rec_name, model_dir=rec_dir, device=device)
+    for crop in job["crops"]:
+        (result,) = recognizer.predict(crop)
+        answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
+    del recognizer
+
+    answer["stage"] = "ocr"
+    ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
+                    text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,
+                    use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False,
+                    device=device)
+    ocr.predict(job["images"][0])   # warm-up: the first call builds the predictors' kernels
+    for image in job["images"]:
+        started = time.perf_counter()
+        (result,) = ocr.predict(image)
+        seconds = time.perf_counter() - started
+        lines = [{"poly": [[float(x), float(y)] for x, y in poly], "text": str(text), "score": float(score)}
+                 for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])]
+        answer["ocr"].append({"image": image, "lines": lines, "seconds": seconds})
+    answer.pop("stage")
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        job = json.load(handle)
+    # PaddleX probes its model hosts at import unless told not to: consumers read offline too
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    _offline_font(os.path.dirname(os.path.abspath(job["out"])))
+    answer = {"runtime": _versions(), "det": [], "rec": [], "ocr": [], "error": None, "stage": "import"}
+    try:
+        _read(job, answer)
+    except Exception as exc:  # the runtime's own error is the answer: the gate refuses with it
+        answer["error"] = {"stage": answer.pop("stage", "?"), "type": type(exc).__name__,
+                           "message": str(exc).strip()[-2000:], "traceback": traceback.format_exc()[-4000:]}
+    tmp = job["out"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(answer, handle)
+    os.replace(tmp, job["out"])
+
+
+if __name__ == "__main__":
+    main()

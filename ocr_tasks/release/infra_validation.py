@@ -1,0 +1,186 @@
+"""Infra validation (TFX's InfraValidator, for PaddleOCR): the exported det+rec read the test split
+inside each consumer runtime before production may move.
+
+The gate's other metrics come from tools/eval.py on checkpoints; consumers run something
+else, the exported inference models in PaddleOCR 3.x with its defaults. For each runtime
+configured under `infra_validation.runtimes` (name -> python of a venv with paddleocr and
+paddlepaddle), `consumer_probe.py` runs in that interpreter, offline, and reads:
+
+    det   the exported det alone on every test image          -> precision, recall, hmean
+    rec   the exported rec alone on every test crop           -> acc, norm_edit_dis
+    e2e   the PaddleOCR pipeline (det+rec) on every test image -> e2e_precision/recall/hmean,
+          and the CPU (or GPU) seconds each image took         -> latency_ms (mean, p50, p95)
+
+A runtime that cannot load or run the models answers with its own error; the gate refuses
+with it (ocr_tasks/release/gate.py), as it refuses metrics that drift from eval.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocr_tasks.errors import UsageError
+from ocr_tasks.release.read_metrics import LabelledBox, TextLine, det_scores, end_to_end_scores, rec_scores
+from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
+
+log = logging.getLogger(__name__)
+
+PROBE = Path(__file__).with_name("consumer_probe.py")
+PIPELINE_RUNTIME = "pipeline"     # the name of the pipeline's own interpreter when it is a runtime
+E2E = "e2e"
+
+
+@dataclass
+class RuntimeRead:
+    """What one consumer runtime made of the exported models."""
+
+    name: str
+    python: str
+    versions: dict[str, str | None] = field(default_factory=dict)   # python, paddlepaddle, paddleocr, paddlex
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)   # det, rec, e2e
+    latency_ms: dict[str, float] = field(default_factory=dict)   # per image, the whole pipeline
+    error: dict[str, str] | None = None   # {"stage", "type", "message"}: the runtime's own error
+    log_file: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.error is None
+
+    def label(self) -> str:
+        v = self.versions
+        return f"{self.name} (paddleocr {v.get('paddleocr') or '?'}, paddlepaddle {v.get('paddlepaddle') or '?'})"
+
+
+@dataclass
+class InfraValidation:
+    """infra_validate -> gate, publish: what each consumer runtime read on the test split."""
+
+    runtimes: list[RuntimeRead] = field(default_factory=list)
+    images: int = 0
+    crops: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "InfraValidation":
+        return cls([RuntimeRead(**r) for r in data.get("runtimes") or []], int(data.get("images", 0)),
+                   int(data.get("crops", 0)))
+
+    def verified_on(self) -> list[dict[str, Any]]:
+        """The runtimes that loaded and read the models: what the manifest promises consumers."""
+        return [{"name": r.name, **r.versions, "latency_ms": r.latency_ms} for r in self.runtimes if r.loaded]
+
+
+def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str | None], work: Path, *,
+                         timeout_s: float) -> InfraValidation:
+    """Read the test split of `data_dir` with bundle/det and bundle/rec in every runtime."""
+    from ocr_tasks.release.inference import model_name_of
+    from ocr_tasks.training.engine import offline_env, run_logged
+
+    bundle, data_dir, work = Path(bundle).absolute(), Path(data_dir).absolute(), Path(work).absolute()
+    boxes = _labelled_images(data_dir / DET / f"{TEST_SPLIT}.txt", data_dir)
+    crops = _labelled_crops(data_dir / REC / f"{TEST_SPLIT}.txt", data_dir)
+    if not boxes or not crops:
+        raise UsageError(f"{data_dir}: the test split has {len(boxes)} images and {len(crops)} crops; "
+                         "infra validation needs both")
+    work.mkdir(parents=True, exist_ok=True)
+    result = InfraValidation(images=len(boxes), crops=len(crops))
+    for name, python in runtimes.items():
+        interpreter = str(Path(python).expanduser().absolute()) if python else sys.executable
+        answer_file = work / f"{name}.json"
+        job = {"det_dir": str(bundle / DET), "rec_dir": str(bundle / REC),
+               "det_model_name": model_name_of(bundle / DET), "rec_model_name": model_name_of(bundle / REC),
+               "images": list(boxes), "crops": list(crops), "out": str(answer_file), "device": "cpu"}
+        job_file = work / f"{name}.job.json"
+        job_file.write_text(json.dumps(job), encoding="utf-8")
+        answer_file.unlink(missing_ok=True)
+        log_file = work / f"{name}.log"
+        read = RuntimeRead(name, interpreter, log_file=str(log_file))
+        if not Path(interpreter).is_file():
+            read.error = {"stage": "start", "type": "FileNotFoundError",
+                          "message": f"no python interpreter at {interpreter} (infra_validation.runtimes.{name}); "
+                                     "`make consumer-envs` builds the test runtimes"}
+            result.runtimes.append(read)
+            continue
+        code, tail, seconds = run_logged([interpreter, str(PROBE), str(job_file)], log_file, cwd=work,
+                                         env=offline_env(), log=log, timeout_s=timeout_s)
+        answer = _answer(answer_file)
+        if answer is None:
+            why = "timed out" if code == 124 else f"exited {code} without an answer"
+            read.error = {"stage": "start", "type": "ProbeFailed",
+                          "message": f"{why} after {seconds:.0f}s; log {log_file}: " + " | ".join(tail[-5:])}
+        else:
+            read.versions = answer.get("runtime") or {}
+            read.error = answer.get("error")
+            if read.error is None:
+                read.metrics, read.latency_ms = _score(answer, boxes, crops)
+        if read.error:
+            read.error.pop("traceback", None)
+            log.warning("runtime %s could not read the exported models: %s: %s", read.label(),
+                        read.error.get("type"), read.error.get("message", "")[:500])
+        else:
+            log.info("runtime %s read the test split: %s, latency %s", read.label(), read.metrics, read.latency_ms)
+        result.runtimes.append(read)
+    return result
+
+
+def _score(answer: dict[str, Any], boxes: dict[str, list[LabelledBox]], crops: dict[str, str]
+           ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    if len(answer["det"]) != len(boxes) or len(answer["rec"]) != len(crops) or len(answer["ocr"]) != len(boxes):
+        raise UsageError("the consumer probe answered for fewer images or crops than it was given")
+    det = det_scores((boxes[r["image"]], r["polys"]) for r in answer["det"])
+    rec = rec_scores((r["text"], crops[r["crop"]]) for r in answer["rec"])
+    e2e = end_to_end_scores((boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
+                            for r in answer["ocr"])
+    seconds = sorted(r["seconds"] for r in answer["ocr"])
+    latency = {"mean": 1000 * statistics.fmean(seconds), "p50": 1000 * statistics.median(seconds),
+               "p95": 1000 * seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
+               "images": len(seconds)}
+    return {DET: det, REC: rec, E2E: e2e}, {k: round(v, 2) for k, v in latency.items()}
+
+
+def _answer(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _labelled_images(label_file: Path, data_dir: Path) -> dict[str, list[LabelledBox]]:
+    """{absolute image path: its labelled boxes} from a PaddleOCR det label file."""
+    images: dict[str, list[LabelledBox]] = {}
+    for number, (path, label) in enumerate(_label_lines(label_file), 1):
+        try:
+            boxes = [LabelledBox(box["points"], str(box["transcription"])) for box in json.loads(label)]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"{label_file}:{number}: not a PaddleOCR det label ({exc})") from None
+        images[str(data_dir / path)] = boxes
+    return images
+
+
+def _labelled_crops(label_file: Path, data_dir: Path) -> dict[str, str]:
+    """{absolute crop path: its text} from a PaddleOCR rec label file."""
+    return {str(data_dir / path): text for path, text in _label_lines(label_file)}
+
+
+def _label_lines(label_file: Path) -> list[tuple[str, str]]:
+    try:
+        lines = label_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"{label_file}: cannot read the test split ({exc})") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        path, sep, label = line.partition("\t")
+        if not sep:
+            raise UsageError(f"{label_file}:{number}: expected 'path<TAB>label'")
+        pairs.append((path, label))
+    return pairs
