@@ -7,7 +7,8 @@ paddle). Artifacts travel between tasks as their JSON (`to_json`/`from_json`).
 
     discover -> should_run (short-circuit) -> check_export (mapped, one per new export)
              -> merge -> has_dataset (short-circuit) -> train_det | train_rec (gpu pool/queue)
-             -> evaluate -> gate -> route -> publish (Asset) | record
+             -> evaluate -> export -> infra_validate (the consumer runtimes read the exported models)
+             -> gate -> route -> publish (Asset) | record
 
 The pipeline run id is the Airflow run id, sanitised, so every task and every retry of a
 run shares runs/<run_id>/ in storage: a retried train task resumes from its checkpoints,
@@ -204,11 +205,27 @@ def ocr_retraining() -> None:
         return steps.evaluate(_context(), MergedDataset.from_json(merged), trained).to_json()
 
     @task
-    def gate(evaluation: dict) -> dict:
+    def export(merged: dict, evaluation: dict) -> dict:
+        from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Evaluation, MergedDataset
+
+        return steps.export(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation)).to_json()
+
+    @task
+    def infra_validate(merged: dict, exported: dict) -> dict:
+        from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import ExportedBundle, MergedDataset
+
+        return steps.infra_validate(_context(), MergedDataset.from_json(merged),
+                                    ExportedBundle.from_json(exported)).to_json()
+
+    @task
+    def gate(evaluation: dict, served: dict) -> dict:
         from ocr_tasks.flow import steps
         from ocr_tasks.flow.run import Evaluation
+        from ocr_tasks.release.infra_validation import InfraValidation
 
-        return steps.gate(_context(), Evaluation.from_json(evaluation)).to_json()
+        return steps.gate(_context(), Evaluation.from_json(evaluation), InfraValidation.from_json(served)).to_json()
 
     @task.branch
     def route(decision: dict) -> str:
@@ -217,22 +234,24 @@ def ocr_retraining() -> None:
 
         return steps.route(_context(), GateDecision.from_json(decision))
 
-    def _end(step: str, merged: dict, evaluation: dict, decision: dict) -> dict:
+    def _end(step: str, merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
         from ocr_tasks.flow import steps
-        from ocr_tasks.flow.run import Evaluation, MergedDataset
+        from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset
         from ocr_tasks.release.gate import GateDecision
+        from ocr_tasks.release.infra_validation import InfraValidation
 
         run = getattr(steps, step)
         return run(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
+                   ExportedBundle.from_json(exported), InfraValidation.from_json(served),
                    GateDecision.from_json(decision)).to_json()
 
     @task(outlets=[PRODUCTION_MODEL])
-    def publish(merged: dict, evaluation: dict, decision: dict) -> dict:
-        return _end("publish", merged, evaluation, decision)
+    def publish(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
+        return _end("publish", merged, evaluation, exported, served, decision)
 
     @task
-    def record(merged: dict, evaluation: dict, decision: dict) -> dict:
-        return _end("record", merged, evaluation, decision)
+    def record(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
+        return _end("record", merged, evaluation, exported, served, decision)
 
     found = discover()
     go = should_run(found["discovery"])
@@ -244,8 +263,11 @@ def ocr_retraining() -> None:
     det, rec = train_det(merged), train_rec(merged)
     ready >> [det, rec]
     evaluation = evaluate(merged, det, rec)
-    decision = gate(evaluation)
-    route(decision) >> [publish(merged, evaluation, decision), record(merged, evaluation, decision)]
+    exported = export(merged, evaluation)
+    served = infra_validate(merged, exported)
+    decision = gate(evaluation, served)
+    route(decision) >> [publish(merged, evaluation, exported, served, decision),
+                        record(merged, evaluation, exported, served, decision)]
 
 
 ocr_retraining_dag = ocr_retraining()

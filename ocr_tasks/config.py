@@ -65,6 +65,26 @@ class GateConfig:
     rec_min_acc: float = 0.9        # rec acc on the test split must be strictly greater
     det_min_hmean: float = 0.5      # det hmean on the test split must be at least this
     max_regression: float = 0.01    # allowed drop (absolute) against production on the same test split
+    max_export_drift: float = 0.02  # allowed |exported model's metric - tools/eval.py's|, in every consumer runtime
+    e2e_min_hmean: float | None = None   # end-to-end (det+rec) hmean floor in every runtime; None: recorded only
+
+
+@dataclass(frozen=True)
+class InfraValidationConfig:
+    """The consumer runtimes the exported det+rec must load and read the test split in, before the gate."""
+
+    # name -> python of a venv with paddleocr + paddlepaddle as consumers install them; null: this interpreter
+    runtimes: dict = field(default_factory=lambda: {"pipeline": None})
+    timeout_s: int = 1800           # per runtime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.runtimes, dict) or not all(
+                isinstance(name, str) and name.strip() and (python is None or isinstance(python, str))
+                for name, python in self.runtimes.items()):
+            raise UsageError("infra_validation.runtimes must map names to python interpreter paths (or null), "
+                             f"got {self.runtimes!r}")
+        if not isinstance(self.timeout_s, int) or self.timeout_s < 1:
+            raise UsageError(f"infra_validation.timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,7 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    infra_validation: InfraValidationConfig = field(default_factory=InfraValidationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
@@ -235,5 +256,5 @@ _SCALARS = {
     "str | None": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
 }
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig,
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig, InfraValidationConfig,
                                          TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}

@@ -36,6 +36,7 @@ from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
 from ocr_tasks.vocabulary import DET, TEST_SPLIT
 
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
@@ -94,6 +95,11 @@ def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
         yield storage, load_config(config_file), airflow
 
 
+def _runtime(name: str, read: dict) -> str:
+    versions = read.get("versions") or {}
+    return f"{name} (paddleocr {versions.get('paddleocr')}, paddle {versions.get('paddlepaddle')})"
+
+
 def write_demo_config(work_dir: Path, bucket: str) -> Path:
     """configs/pipeline.yaml with the demo's bucket and scratch folder: what the DAG tasks load."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
@@ -102,6 +108,9 @@ def write_demo_config(work_dir: Path, bucket: str) -> Path:
     # The demo's data is easy; 0.85 on the held-out test split is a real bar for it, where
     # the shipped 0.5 is only a floor for teams starting out.
     raw["gate"]["det_min_hmean"] = DEMO_DET_MIN_HMEAN
+    # the consumer runtimes `make consumer-envs` built (newest and oldest PaddleOCR 3.x), beside the pipeline's own
+    raw["infra_validation"]["runtimes"].update(
+        {name: str(python) for name, python in CONSUMER_RUNTIMES.items() if python.is_file()})
     target = work_dir / "pipeline.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(f"# written by `ocr-retrain demo` from {DEFAULT_CONFIG}\n"
@@ -156,9 +165,24 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
         out(f"      run {result.run_id}: nothing new, nothing to train: short-circuited in {result.seconds:.0f} s")
         return True
     out(f"      run {result.run_id}: {outcome['status']} in {result.seconds:.0f} s, dataset {outcome['dataset_version']}")
+    exported = outcome.get("exported_metrics") or {}
     for task, metrics in sorted(outcome.get("metrics", {}).items()):
         out(f"      {task} on the held-out test split: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            + "   (tools/eval.py, checkpoint)")
+        for runtime, read in exported.items():
+            if read.get("metrics"):
+                out(f"          exported, read in {_runtime(runtime, read)}: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in read["metrics"].get(task, {}).items()))
+    for runtime, read in exported.items():
+        if read.get("error"):
+            error = read["error"]
+            out(f"      {_runtime(runtime, read)} cannot read the exported models: {error.get('type')}: "
+                + str(error.get("message", "")).splitlines()[0][:200])
+        elif read.get("metrics"):
+            e2e, latency = read["metrics"].get("e2e", {}), read.get("latency_ms") or {}
+            out(f"      end to end (det+rec) in {_runtime(runtime, read)}: hmean {e2e.get('e2e_hmean', 0):.3f}, "
+                f"{latency.get('mean', 0):.0f} ms per image on CPU (p95 {latency.get('p95', 0):.0f} ms)")
     for reason in (outcome.get("gate") or {}).get("reasons") or []:
         out(f"      gate: {reason}")
     if outcome.get("report_uri"):

@@ -86,6 +86,8 @@ def run_local(ctx: RunContext) -> RunOutcome:
         return RunOutcome(ctx.run_id, NOTHING_NEW)
     trained = {kind: steps.train(ctx, kind, merged) for kind in ctx.request.models}
     evaluation = steps.evaluate(ctx, merged, trained)
-    decision = steps.gate(ctx, evaluation)
+    exported = steps.export(ctx, merged, evaluation)
+    served = steps.infra_validate(ctx, merged, exported)
+    decision = steps.gate(ctx, evaluation, served)
     end = steps.publish if steps.route(ctx, decision) == steps.PUBLISH else steps.record
-    return end(ctx, merged, evaluation, decision)
+    return end(ctx, merged, evaluation, exported, served, decision)

@@ -158,6 +158,22 @@ class Evaluation:
 
 
 @dataclass
+class ExportedBundle:
+    """export -> infra_validate, publish: the exported det/, rec/, checkpoints/ under `prefix` in storage."""
+
+    prefix: str                                  # runs/<run_id>/bundle/
+    exported: list[str]                          # kinds exported from this run's checkpoints
+    carried_over: dict[str, str] = field(default_factory=dict)   # kind -> the production version it came from
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ExportedBundle":
+        return cls(**data)
+
+
+@dataclass
 class RunOutcome:
     """How the run ended: run.json in storage, the CLI's summary, the notification."""
 
@@ -167,6 +183,7 @@ class RunOutcome:
     model_version: str | None = None
     metrics: dict = field(default_factory=dict)
     baseline: dict | None = None
+    exported_metrics: dict | None = None   # runtime -> {versions, metrics, latency_ms, error}: the infra validation
     gate: dict | None = None
     report: str | None = None        # local summary.html
     report_uri: str | None = None

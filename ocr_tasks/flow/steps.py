@@ -3,7 +3,8 @@
 every step in one process, for `ocr-retrain run`).
 
     discover -> should_run -> check_export (one per new export) -> merge -> has_dataset
-             -> train det | train rec -> evaluate -> gate -> route -> publish | record
+             -> train det | train rec -> evaluate -> export -> infra_validate -> gate
+             -> route -> publish | record
 
 Each step takes the run's `RunContext` and the artifacts of the steps before it
 (ocr_tasks/flow/run.py) and returns its own. Tasks may run on different workers, so a
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.flow.run import Discovery, Evaluation, MergedDataset, RunContext, RunOutcome
+from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
     from ocr_tasks.ingest.exports import ExportRef
     from ocr_tasks.release.gate import GateDecision
+    from ocr_tasks.release.infra_validation import InfraValidation
     from ocr_tasks.storage.s3 import Storage
     from ocr_tasks.training.train import TrainedModel
 
@@ -160,15 +162,62 @@ def evaluate(ctx: RunContext, merged: MergedDataset, trained: dict[str, TrainedM
     return evaluation
 
 
+# --------------------------------------------------------------------------- export / infra validation
+
+
+def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> ExportedBundle:
+    """Export the new models (portable to every PaddleOCR 3.x runtime) into runs/<run_id>/bundle/.
+
+    A kind this run did not train comes from production unchanged, so the bundle is what
+    consumers will get: infra_validate reads it, publish publishes it byte for byte.
+    """
+    from ocr_tasks.release.bundle import assemble_bundle
+    from ocr_tasks.release.registry import production_version, pull_model
+    from ocr_tasks.training.engine import Engine
+
+    storage, config = ctx.storage, ctx.config
+    models = _fetch_all(ctx, evaluation.trained)
+    carried_over = [kind for kind in MODEL_KINDS if kind not in models]
+    current = production_version(storage, config.model_name)
+    if carried_over and current is None:
+        raise UsageError(f"run {ctx.run_id} trained only {', '.join(models)} and there is no production model "
+                         f"to take {', '.join(carried_over)} from: train both the first time")
+    production = pull_model(storage, config.model_name, config.work.production(ctx.run_id), current,
+                            include_checkpoints=True) if carried_over else None
+    bundle = assemble_bundle(config, ctx.run_id, local_dataset(ctx, _version(merged)), models,
+                             Engine.locate(config.training.engine_checkout), production)
+    prefix = layout.run_bundle_prefix(ctx.run_id)
+    storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
+    storage.upload_dir(bundle, prefix)
+    log.info("exported %s (%s from production %s) to %s", ", ".join(models), ", ".join(carried_over) or "none",
+             current, storage.uri(prefix))
+    return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current})
+
+
+def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
+    """Read the test split with the exported bundle in every configured consumer runtime (the gate judges it)."""
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+
+    settings = ctx.config.infra_validation
+    if not settings.runtimes:
+        log.warning("infra_validation.runtimes is empty: the exported models are not checked in any consumer runtime")
+    bundle = _local_bundle(ctx, exported)
+    served = validate_in_runtimes(bundle, local_dataset(ctx, _version(merged)), settings.runtimes,
+                                  ctx.config.work.infra_validation(ctx.run_id), timeout_s=settings.timeout_s)
+    ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), served.to_json())
+    return served
+
+
 # --------------------------------------------------------------------------- gate / publish / record
 
 
-def gate(ctx: RunContext, evaluation: Evaluation) -> GateDecision:
-    """May the new models replace production? (thresholds and regression against production)"""
+def gate(ctx: RunContext, evaluation: Evaluation, served: InfraValidation) -> GateDecision:
+    """May the new models replace production? (thresholds, regression against production, and what the
+    consumer runtimes read with the exported models)"""
     from ocr_tasks.release.gate import decide
 
     decision = decide(evaluation.metrics, evaluation.baseline or None, ctx.config.gate,
-                      models=sorted(evaluation.trained))
+                      models=sorted(evaluation.trained), served=served)
     log.info("gate %s: %s", "PASSED" if decision.passed else "FAILED", decision.reasons or "all checks passed")
     return decision
 
@@ -177,21 +226,21 @@ def route(ctx: RunContext, decision: GateDecision) -> str:
     return PUBLISH if decision.passed and not ctx.request.dry_run else RECORD
 
 
-def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, decision: GateDecision) -> RunOutcome:
-    """Export the inference models, publish them as the next version and make it production.
+def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
+            served: InfraValidation, decision: GateDecision) -> RunOutcome:
+    """Publish the exported bundle as the next version and make it production.
 
     Idempotent per run: a retried publish finds the version an earlier try stored and
     finishes moving production to it, never publishing the run twice.
     """
-    from ocr_tasks.release.bundle import assemble_bundle, build_manifest, write_report
+    from ocr_tasks.release.bundle import build_manifest, write_report
     from ocr_tasks.release.registry import (next_model_version, production_version, publish_model,
-                                            published_by_run, pull_model, rollback)
-    from ocr_tasks.training.engine import Engine
+                                            published_by_run, rollback)
 
     if not decision.passed:
         raise UsageError(f"run {ctx.run_id} failed the gate; refusing to publish: {decision.reasons}")
     storage, config = ctx.storage, ctx.config
-    outcome = _outcome(ctx, PUBLISHED, merged, evaluation, decision)
+    outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision)
     already = published_by_run(storage, config.model_name, ctx.run_id)
     if already is not None:  # an earlier try of this step got as far as the manifest
         log.warning("run %s already published %s %s (an earlier try): not publishing it again", ctx.run_id,
@@ -200,37 +249,32 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, deci
             rollback(storage, config.model_name, already)   # the earlier try died before moving production
         outcome.model_version = already
     else:
-        engine = Engine.locate(config.training.engine_checkout)
-        data_dir = local_dataset(ctx, _version(merged))
-        models = _fetch_all(ctx, evaluation.trained)
-        current = production_version(storage, config.model_name)
-        carried_over = [kind for kind in MODEL_KINDS if kind not in models]   # not retrained: production's
-        production = pull_model(storage, config.model_name, config.work.production(ctx.run_id), current,
-                                include_checkpoints=True) if current and carried_over else None
+        bundle = _local_bundle(ctx, exported)
         outcome.model_version = next_model_version(storage, config.model_name)
-        bundle = assemble_bundle(config, ctx.run_id, data_dir, models, engine, production)
-        outcome.report = str(write_report(config, outcome, models, bundle / "report"))
+        outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report"))
         publish_model(storage, config.model_name, outcome.model_version, bundle,
-                      build_manifest(config, outcome, models, engine))
+                      build_manifest(config, outcome, evaluation.trained, exported, served))
     outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
                                      + "summary.html")
     log.info("published %s %s: %s", config.model_name, outcome.model_version, outcome.report_uri)
     return _finish(ctx, outcome)
 
 
-def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, decision: GateDecision) -> RunOutcome:
-    """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/."""
+def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
+           served: InfraValidation, decision: GateDecision) -> RunOutcome:
+    """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/;
+    the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
     from ocr_tasks.release.bundle import write_report
 
-    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, decision)
+    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, served, decision)
     # the report needs only the curves (history), no weights: nothing to download
     report_dir = ctx.config.work.report(ctx.run_id)
     outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
     outcome.report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
     if outcome.status == GATE_FAILED:
-        log.warning("run %s failed the gate: %s (report %s)", ctx.run_id, "; ".join(decision.reasons),
-                    outcome.report_uri)
+        log.warning("run %s failed the gate: %s (report %s; exported bundle %s)", ctx.run_id,
+                    "; ".join(decision.reasons), outcome.report_uri, ctx.storage.uri(exported.prefix))
     else:
         log.info("run %s: dry run, nothing published; report %s", ctx.run_id, outcome.report_uri)
     return _finish(ctx, outcome)
@@ -271,10 +315,22 @@ def _fetch_all(ctx: RunContext, trained: dict[str, TrainedModel]) -> dict[str, T
     return {kind: fetch_trained(ctx.storage, ctx.config, model) for kind, model in sorted(trained.items())}
 
 
+def _local_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
+    """The exported bundle on this worker, fresh from storage (export may have run on another worker)."""
+    import shutil
+
+    bundle = ctx.config.work.bundle(ctx.run_id)
+    shutil.rmtree(bundle, ignore_errors=True)
+    if not ctx.storage.download_prefix(exported.prefix, bundle):
+        raise UsageError(f"run {ctx.run_id}: no exported bundle under {ctx.storage.uri(exported.prefix)}")
+    return bundle
+
+
 def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Evaluation,
-             decision: GateDecision) -> RunOutcome:
+             served: InfraValidation, decision: GateDecision) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
-                      baseline=evaluation.baseline_record(), gate=decision.to_json())
+                      baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
+                      gate=decision.to_json())
 
 
 def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:

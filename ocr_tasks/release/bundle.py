@@ -1,6 +1,7 @@
 """What a publish uploads: the bundle folder (inference models, dict, checkpoints, report) and its manifest.
 
-    bundle/det/, bundle/rec/          PaddleOCR inference models (tools/export_model.py), rec/dict.txt
+    bundle/det/, bundle/rec/          PaddleOCR inference models (tools/export_model.py, portable to every
+                                      paddle 3.x: training/export.py), rec/dict.txt
     bundle/checkpoints/<kind>/        best_accuracy.* and config.yml: the next run's baseline
     bundle/report/                    summary.html and the curves
 
@@ -60,24 +61,34 @@ def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, Traine
     baseline = {k: v for k, v in (outcome.baseline or {}).items() if k != "version"}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=outcome.gate or {},
-                         curves=[c.name for c in curves if c])
+                         curves=[c.name for c in curves if c], exported=outcome.exported_metrics)
 
 
-def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], engine: Engine) -> dict:
-    """The caller's part of manifest.json (the registry adds files, name, version, published_at)."""
+def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], exported: Any,
+                   served: Any) -> dict:
+    """The caller's part of manifest.json (the registry adds files, name, version, published_at).
+
+    `exported` is the run's ExportedBundle, `served` its InfraValidation: the manifest says
+    which consumer runtimes read this model (with their versions and CPU latency per image).
+    """
+    engine = Engine.locate(config.training.engine_checkout)
     return {
         "created_at": timestamp(),
         "run_id": outcome.run_id,
         "dataset_version": outcome.dataset_version,
         "metrics": outcome.metrics,
         "baseline": outcome.baseline,
+        "exported_metrics": outcome.exported_metrics,
+        "verified_runtimes": served.verified_on(),
+        "carried_over": exported.carried_over,
         "gate": outcome.gate,
         "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
                           "config_sha256": config_hash(Path(m.config)), "stages": m.stages,
                           "run": layout.run_model_prefix(outcome.run_id, kind)} for kind, m in trained.items()},
         "versions": {"ocr-retrain": _version("ocr-retrain"),
                      "paddle": _version("paddlepaddle-gpu") or _version("paddlepaddle"),
-                     "engine": engine.version()},
+                     "engine": engine.version(),
+                     "export": "portable (paddle 3.0 program format, no interpolation ops for nearest x2^k)"},
     }
 
 

@@ -3,7 +3,12 @@
 A pure function over metrics measured on the held-out *test* split. The baseline is
 the current production model evaluated on that same split in the same run, so a
 regression check compares like with like even as the test split grows night by night.
-A failed gate is an ordinary outcome (`passed=False` with reasons), never an exception.
+The infra validation (release/infra_validation.py) adds what consumers will see: the
+exported models must load in every consumer runtime, and what they read there must not
+drift from tools/eval.py's metrics by more than `max_export_drift` (a model that evals
+well and reads badly once exported is a known PaddleOCR trap: mismatched post-processing,
+resize or dict). A failed gate is an ordinary outcome (`passed=False` with reasons), never
+an exception.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocr_tasks.config import GateConfig
 from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
+
+if TYPE_CHECKING:
+    from ocr_tasks.release.infra_validation import InfraValidation
 
 __all__ = ["KEY_METRICS", "GateDecision", "decide"]
 
@@ -48,6 +56,7 @@ def decide(
     baseline: dict[str, dict[str, float]] | None,
     gate: GateConfig,
     models: Sequence[str] = MODEL_KINDS,
+    served: InfraValidation | None = None,
 ) -> GateDecision:
     """Check `new` test metrics against the thresholds in `gate` and against `baseline`.
 
@@ -104,8 +113,50 @@ def decide(
                 f"{_fmt(base_value)} (at most {_fmt(gate.max_regression)} allowed)"
             )
 
+    if served is not None:
+        _check_served(new, served, gate, models, checks, reasons)
     return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks,
                         thresholds=asdict(gate))
+
+
+def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gate: GateConfig,
+                  models: Sequence[str], checks: list[dict[str, Any]], reasons: list[str]) -> None:
+    """Every runtime loads the exported models; their metrics there stay within max_export_drift of eval.py's."""
+    for runtime in served.runtimes:
+        label = runtime.label()
+        load = _check("det+rec", "loads", None, None, "==", runtime.loaded, kind="runtime")
+        load["runtime"] = label
+        checks.append(load)
+        if not runtime.loaded:
+            error = runtime.error or {}
+            message = str(error.get("message", "")).strip().splitlines()
+            reasons.append(f"the exported models do not load or run in consumer runtime {label} "
+                           f"({error.get('stage', '?')}): {error.get('type', 'error')}: {message[0] if message else ''}")
+            continue
+        for model in models:
+            metric = KEY_METRICS[model]
+            evaluated, eval_problem = _metric(new, model, metric)
+            exported, problem = _metric(runtime.metrics, model, metric)
+            drift = None if problem or eval_problem else abs(exported - evaluated)
+            passed = drift is not None and drift <= gate.max_export_drift + _EPSILON
+            check = _check(model, metric, exported, gate.max_export_drift, "drift <=", passed, kind="export_drift")
+            check.update(runtime=label, eval_value=evaluated, drift=drift)
+            checks.append(check)
+            if problem:
+                reasons.append(f"{model} {metric} of the exported model {problem} in runtime {label}")
+            elif not passed and drift is not None:
+                reasons.append(f"{model} {metric} drifts once exported: {_fmt(exported)} read in runtime {label}, "
+                               f"{_fmt(evaluated)} from tools/eval.py (drift {_fmt(drift)}, at most "
+                               f"{_fmt(gate.max_export_drift)} allowed)")
+        if gate.e2e_min_hmean is not None:
+            value, problem = _metric(runtime.metrics, "e2e", "e2e_hmean")
+            passed = problem is None and _compare(value, ">=", gate.e2e_min_hmean)
+            check = _check("e2e", "e2e_hmean", value, gate.e2e_min_hmean, ">=", passed, kind="threshold")
+            check["runtime"] = label
+            checks.append(check)
+            if not passed:
+                reasons.append(f"end-to-end hmean {_fmt(value) if problem is None else problem} in runtime {label} "
+                               f"is not >= {_fmt(gate.e2e_min_hmean)}")
 
 
 def _metric(metrics: dict[str, dict[str, float]], model: str, metric: str) -> tuple[float | None, str | None]:

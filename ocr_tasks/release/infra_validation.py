@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ocr_tasks.config import REPO_ROOT
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.read_metrics import LabelledBox, TextLine, det_scores, end_to_end_scores, rec_scores
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 PROBE = Path(__file__).with_name("consumer_probe.py")
 PIPELINE_RUNTIME = "pipeline"     # the name of the pipeline's own interpreter when it is a runtime
 E2E = "e2e"
+# the test runtimes `make consumer-envs` builds from runtimes/*.lock: the newest and the oldest PaddleOCR 3.x
+CONSUMER_RUNTIMES = {name: REPO_ROOT / f".venv-consumer-{name}" / "bin" / "python" for name in ("newest", "oldest")}
 
 
 @dataclass
@@ -73,6 +76,11 @@ class InfraValidation:
         return cls([RuntimeRead(**r) for r in data.get("runtimes") or []], int(data.get("images", 0)),
                    int(data.get("crops", 0)))
 
+    def by_runtime(self) -> dict[str, dict[str, Any]]:
+        """{runtime name: versions, metrics, latency_ms, error}: what run.json and the manifest record."""
+        return {r.name: {"versions": r.versions, "metrics": r.metrics, "latency_ms": r.latency_ms, "error": r.error}
+                for r in self.runtimes}
+
     def verified_on(self) -> list[dict[str, Any]]:
         """The runtimes that loaded and read the models: what the manifest promises consumers."""
         return [{"name": r.name, **r.versions, "latency_ms": r.latency_ms} for r in self.runtimes if r.loaded]
@@ -93,7 +101,7 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
     work.mkdir(parents=True, exist_ok=True)
     result = InfraValidation(images=len(boxes), crops=len(crops))
     for name, python in runtimes.items():
-        interpreter = str(Path(python).expanduser().absolute()) if python else sys.executable
+        interpreter = str(_interpreter(python))
         answer_file = work / f"{name}.json"
         job = {"det_dir": str(bundle / DET), "rec_dir": str(bundle / REC),
                "det_model_name": model_name_of(bundle / DET), "rec_model_name": model_name_of(bundle / REC),
@@ -129,6 +137,15 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
             log.info("runtime %s read the test split: %s, latency %s", read.label(), read.metrics, read.latency_ms)
         result.runtimes.append(read)
     return result
+
+
+def _interpreter(python: str | None) -> Path:
+    """A configured runtime's python: relative paths are this project's (like training templates).
+    Not resolved: a venv's bin/python is a symlink, and following it would leave the venv."""
+    if not python:
+        return Path(sys.executable)
+    path = Path(python).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _score(answer: dict[str, Any], boxes: dict[str, list[LabelledBox]], crops: dict[str, str]

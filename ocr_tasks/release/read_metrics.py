@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from shapely.geometry import Polygon
 
-IGNORE_TRANSCRIPTIONS = ("###", "*")   # PaddleOCR's DetLabelEncode ignore tags
+from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
+
 IOU_THRESHOLD = 0.5
 DONT_CARE_AREA = 0.5
 

@@ -51,13 +51,29 @@ def plot_curves(task: str, history: list[dict], out: Path) -> Path | None:
 
 
 def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: dict, baseline: dict | None,
-                  gate: dict, curves: list[str]) -> Path:
-    """A self-contained HTML page: facts, test metrics vs production, gate checks, curves."""
+                  gate: dict, curves: list[str], exported: dict | None = None) -> Path:
+    """A self-contained HTML page: facts, test metrics vs production and as each consumer runtime
+    read them with the exported models, gate checks, curves."""
     rows = []
     for task, values in sorted(metrics.items()):
         for metric, value in sorted(values.items()):
             before = (baseline or {}).get(task, {}).get(metric)
             rows.append(f"<tr><td>{task}</td><td>{metric}</td><td>{_fmt(value)}</td><td>{_fmt(before)}</td></tr>")
+    runtime_rows = []
+    for name, read in sorted((exported or {}).items()):
+        versions = read.get("versions") or {}
+        where = html.escape(f"{name} (paddleocr {versions.get('paddleocr')}, paddlepaddle {versions.get('paddlepaddle')})")
+        if read.get("error"):
+            error = read["error"]
+            runtime_rows.append(f"<tr class=bad><td>{where}</td><td colspan=4>does not load or run: "
+                                f"{html.escape(str(error.get('type')))}: {html.escape(str(error.get('message'))[:300])}</td></tr>")
+            continue
+        values = read.get("metrics") or {}
+        latency = read.get("latency_ms") or {}
+        runtime_rows.append(
+            f"<tr><td>{where}</td><td>{_fmt(values.get('det', {}).get('hmean'))}</td>"
+            f"<td>{_fmt(values.get('rec', {}).get('acc'))}</td><td>{_fmt(values.get('e2e', {}).get('e2e_hmean'))}</td>"
+            f"<td>{_fmt(latency.get('mean'))} (p95 {_fmt(latency.get('p95'))})</td></tr>")
     checks = "".join(
         f"<tr class={'ok' if c.get('passed') else 'bad'}><td>{html.escape(str(c.get('model')))}</td>"
         f"<td>{html.escape(str(c.get('metric')))}</td><td>{_fmt(c.get('value'))} {html.escape(str(c.get('op')))} "
@@ -75,6 +91,8 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
 <table><tr><th>model</th><th>metric</th><th>check</th><th></th></tr>{checks}</table>
 <h2>Test split metrics</h2>
 <table><tr><th>model</th><th>metric</th><th>new</th><th>production</th></tr>{''.join(rows)}</table>
+<h2>Exported models in the consumer runtimes (test split, PaddleOCR defaults)</h2>
+<table><tr><th>runtime</th><th>det hmean</th><th>rec acc</th><th>end-to-end hmean</th><th>ms per image</th></tr>{''.join(runtime_rows)}</table>
 <h2>Training curves</h2>{images}
 <details><summary>gate JSON</summary><pre>{html.escape(json.dumps(gate, indent=2))}</pre></details>
 """

@@ -9,6 +9,8 @@
     runs/last_trained.json        the dataset version the last finished (non-dry) run trained on
     runs/<run_id>/<det|rec>/<stage>/   config.yml (replayable), train.log, history.jsonl, latest.* and best_accuracy.*
                                   checkpoints as they are saved, done.json when the stage finished
+    runs/<run_id>/bundle/         the exported det/, rec/ and checkpoints/ (export), exactly what publish publishes
+    runs/<run_id>/infra_validation.json   what each consumer runtime read with that bundle
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
                                   (training checkpoints: the next run's baseline), report/,
                                   manifest.json (sha256 and size of every file; written last)
@@ -22,7 +24,8 @@ On each worker, `work_dir` (config) holds the local side, laid out by `WorkDir`:
                                   across runs: a pull fetches only new packs
     datasets/stage-<id>/          a merge being built (removed when done)
     runs/<run_id>/<det|rec>/<stage>/   the engine's save_model_dir, config.yml, train.log
-    runs/<run_id>/{bundle,production,report}/   what publish assembles, production's model, the report
+    runs/<run_id>/{bundle,production,report}/   the exported bundle, production's model, the report
+    runs/<run_id>/infra_validation/   each consumer runtime's job, answer and log
     pretrained/<key>              pretrained weights from the bucket
     tmp/                          scratch; nothing is written outside work_dir
 
@@ -103,6 +106,15 @@ def run_metrics_key(run_id: str) -> str:
     return run_prefix(run_id) + "metrics.json"
 
 
+def run_bundle_prefix(run_id: str) -> str:
+    """runs/<run_id>/bundle/: the exported models infra validation reads and publish publishes."""
+    return run_prefix(run_id) + "bundle/"
+
+
+def run_infra_validation_key(run_id: str) -> str:
+    return run_prefix(run_id) + "infra_validation.json"
+
+
 @dataclass(frozen=True)
 class WorkDir:
     """The worker's local folders under the configured work_dir (see the module docstring)."""
@@ -135,6 +147,9 @@ class WorkDir:
 
     def production(self, run_id: str) -> Path:
         return self.run(run_id) / "production"
+
+    def infra_validation(self, run_id: str) -> Path:
+        return self.run(run_id) / "infra_validation"
 
     def report(self, run_id: str) -> Path:
         return self.run(run_id) / "report"

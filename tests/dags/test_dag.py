@@ -65,7 +65,8 @@ def test_dag_file_imports_without_errors(dagbag):
 def test_no_cycles_and_the_expected_chain(dag):
     dag.check_cycle()
     assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",
-                                             "train_det", "train_rec", "evaluate", "gate", "route", "publish",
+                                             "train_det", "train_rec", "evaluate", "export", "infra_validate",
+                                             "gate", "route", "publish",
                                              "record"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert {"should_run", "check_export"} <= down["discover"]
@@ -73,8 +74,10 @@ def test_no_cycles_and_the_expected_chain(dag):
     assert "merge" in down["check_export"]
     assert set(TRAIN_TASKS) <= down["has_dataset"]
     assert all("evaluate" in down[t] for t in TRAIN_TASKS)
-    assert "gate" in down["evaluate"] and "route" in down["gate"]
+    assert "export" in down["evaluate"] and "infra_validate" in down["export"]
+    assert "gate" in down["infra_validate"] and "route" in down["gate"]   # the gate judges the exported models
     assert {"publish", "record"} <= down["route"]
+    assert {"export", "infra_validate"} <= {t.task_id for t in dag.get_task("publish").upstream_list}
     assert dag.get_task("check_export").is_mapped if hasattr(dag.get_task("check_export"), "is_mapped") else True
 
 

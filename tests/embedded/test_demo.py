@@ -52,7 +52,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
 
     # what the user sees: every task, the quarantined export, the gate, the text read back
     for task in ("discover", "should_run", "check_export[0]", "check_export[1]", "merge", "train_det", "train_rec",
-                 "evaluate", "gate", "route", "publish"):
+                 "evaluate", "export", "infra_validate", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
     assert "export digits_broken QUARANTINED" in first
     assert re.search(r"train_det epoch \d+/4,", first) and re.search(r"train_rec epoch \d+/12,", first)

@@ -98,16 +98,24 @@ def test_local_runner_whole_chain_then_the_consumer_path(local_run, tmp_path):
     assert run_local(RunContext(config, storage, RunRequest("quiet"))).status == "nothing-new"
     assert not storage.exists("runs/quiet/run.json")
 
-    # the consumer path: this run's models through the publish bundle (kept, not production), pulled, loaded
-    from ocr_tasks.release.bundle import assemble_bundle, build_manifest
-    from ocr_tasks.training.engine import Engine
+    # the exported bundle, read in the consumer runtime before the gate: it loads, and the gate judged it
+    served = storage.get_json("runs/e2e/infra_validation.json")
+    assert [r["name"] for r in served["runtimes"]] == ["pipeline"] and served["runtimes"][0]["error"] is None
+    assert set(outcome.exported_metrics["pipeline"]["metrics"]) == {"det", "rec", "e2e"}
+    assert any(c["kind"] == "runtime" and c["passed"] for c in outcome.gate["checks"])
+
+    # the consumer path: that very bundle published (kept, not production), pulled, loaded
+    from ocr_tasks.flow.run import ExportedBundle
+    from ocr_tasks.release.bundle import build_manifest
+    from ocr_tasks.release.infra_validation import InfraValidation
     from ocr_tasks.training.train import TrainedModel, fetch_trained
 
-    engine = Engine.locate()
     trained = {kind: fetch_trained(storage, config, TrainedModel(kind, "e2e", "", "")) for kind in ("det", "rec")}
-    bundle = assemble_bundle(config, "e2e", config.work.current_dataset, trained, engine, production=None)
+    bundle = tmp_path / "bundle"
+    storage.download_prefix("runs/e2e/bundle/", bundle)
     publish_model(storage, config.model_name, "e2e-candidate", bundle,
-                  build_manifest(config, outcome, trained, engine), promote=False)
+                  build_manifest(config, outcome, trained, ExportedBundle("runs/e2e/bundle/", ["det", "rec"]),
+                                 InfraValidation.from_json(served)), promote=False)
     pulled = pull_model(storage, config.model_name, tmp_path / "pulled", "e2e-candidate")
 
     os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")

@@ -268,8 +268,9 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
     """The worker died after the manifest but before the task was marked done: the retry must reuse it."""
     from ocr_tasks.config import load_config
     from ocr_tasks.flow import steps
-    from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext, RunRequest
+    from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunRequest
     from ocr_tasks.release.gate import GateDecision
+    from ocr_tasks.release.infra_validation import InfraValidation
 
     config = load_config(overrides=[f"model_name={NAME}", f"work_dir={tmp_path / 'work'}",
                                     f"storage.bucket={storage.settings.bucket}"])
@@ -280,10 +281,12 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
 
     ctx = RunContext(config, storage, RunRequest("r7"))
     evaluation = Evaluation({"rec": {"acc": 0.95}}, trained={})
-    outcome = steps.publish(ctx, MergedDataset("ds123"), evaluation, GateDecision.from_json(PASSED_GATE))
+    outcome = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
+                            InfraValidation(), GateDecision.from_json(PASSED_GATE))
     assert outcome.model_version == "20260102T000000Z" and outcome.status == "published"
     assert [v["version"] for v in list_versions(storage, NAME)] == ["20260101T000000Z", "20260102T000000Z"]
     assert production_version(storage, NAME) == "20260102T000000Z"
     # and once more: still the same single version
-    again = steps.publish(ctx, MergedDataset("ds123"), evaluation, GateDecision.from_json(PASSED_GATE))
+    again = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
+                            InfraValidation(), GateDecision.from_json(PASSED_GATE))
     assert again.model_version == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2
