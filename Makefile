@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo ui test test-fast lock bench
+.PHONY: install consumer-envs demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -17,6 +17,21 @@ $(BIN)/ocr-retrain: requirements.lock pyproject.toml
 	uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
 	uv pip install --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import cv2, numpy, paddle; assert numpy.__version__ < '2.4', numpy.__version__"
+	touch $@
+
+# Consumer runtimes: the newest and the oldest PaddleOCR 3.x a consumer may run the published models
+# in (runtimes/consumer-*.in, pinned in runtimes/consumer-*.lock), each in its own venv as consumers
+# install them, plus ocr-retrain without dependencies (for `ocr-retrain read`). The infra validation
+# of `make demo` and the suite reads the exported models in both when they exist. Cached like .venv:
+# rebuilt only when a lock changes.
+CONSUMER_ENVS := .venv-consumer-newest .venv-consumer-oldest
+consumer-envs: $(foreach env,$(CONSUMER_ENVS),$(env)/bin/ocr-retrain)
+
+.venv-consumer-%/bin/ocr-retrain: runtimes/consumer-%.lock pyproject.toml
+	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
+	uv venv --allow-existing --python $(PY) .venv-consumer-$*
+	uv pip sync --compile-bytecode --python .venv-consumer-$*/bin/python runtimes/consumer-$*.lock
+	uv pip install --python .venv-consumer-$*/bin/python --no-deps -e .
 	touch $@
 
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
@@ -35,7 +50,7 @@ ui: install
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install
+test: install consumer-envs
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Without the tests that run the training engine.
@@ -48,6 +63,8 @@ lock:
 	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock.new
 	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
+	for env in newest oldest; do uv pip compile runtimes/consumer-$$env.in --python-version 3.11 \
+	  --custom-compile-command "make lock" -o runtimes/consumer-$$env.lock; done
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ocr_tasks.errors import UsageError
+from ocr_tasks.errors import StorageError, UsageError
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from ocr_tasks.training.engine import EngineError
-    from ocr_tasks.storage.s3 import StorageError
 
     try:
         return args.handler(args)

@@ -48,16 +48,22 @@ def _polys(value):
     return [[[float(x), float(y)] for x, y in poly] for poly in (value if value is not None else [])]
 
 
-def _offline_font(work_dir):
-    """paddlex 3.0.x downloads two fonts at import, to draw results (the probe draws none), unless
-    PADDLE_PDX_LOCAL_FONT_FILE_PATH names a file: a system font, else an empty placeholder."""
+def offline_paddlex_env(scratch_dir):
+    """Settings PaddleX needs to start offline (also used by `ocr-retrain read`).
+
+    It probes its model hosts at import unless told not to; paddlex 3.0.x also downloads
+    two fonts at import, to draw results (nobody here draws), unless
+    PADDLE_PDX_LOCAL_FONT_FILE_PATH names a file: a system font, else an empty placeholder
+    in `scratch_dir`. A user's own settings win.
+    """
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
     if os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH"):
         return
     fonts = sorted(glob.glob("/usr/share/fonts/**/*.ttf", recursive=True))
     if fonts:
         path = fonts[0]
     else:
-        path = os.path.join(work_dir, "placeholder-font.ttf")
+        path = os.path.join(scratch_dir, "placeholder-font.ttf")
         open(path, "ab").close()
     os.environ["PADDLE_PDX_LOCAL_FONT_FILE_PATH"] = path
 
@@ -102,9 +108,7 @@ def _read(job, answer):
 def main():
     with open(sys.argv[1], encoding="utf-8") as handle:
         job = json.load(handle)
-    # PaddleX probes its model hosts at import unless told not to: consumers read offline too
-    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-    _offline_font(os.path.dirname(os.path.abspath(job["out"])))
+    offline_paddlex_env(os.path.dirname(os.path.abspath(job["out"])))
     answer = {"runtime": _versions(), "det": [], "rec": [], "ocr": [], "error": None, "stage": "import"}
     try:
         _read(job, answer)

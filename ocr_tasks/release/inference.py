@@ -8,13 +8,14 @@ nothing is downloaded.
 
 from __future__ import annotations
 
-import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ocr_tasks.errors import UsageError
+from ocr_tasks.release.consumer_probe import offline_paddlex_env
 from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
 
 
@@ -45,8 +46,7 @@ def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[Rea
             raise UsageError(f"{model_dir}: no {part}/inference.yml; pull a model with `ocr-retrain pull-model` first")
     if not image.is_file():
         raise UsageError(f"image not found: {image}")
-    # PaddleX probes model hosts at import unless told not to: this must work offline
-    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    offline_paddlex_env(tempfile.gettempdir())   # this must work offline, on every PaddleOCR 3.x
     from paddleocr import PaddleOCR
 
     ocr = PaddleOCR(

@@ -41,6 +41,8 @@ from botocore.retries.standard import (
     TransientRetryableChecker,
 )
 
+from ocr_tasks.errors import StorageError
+
 __all__ = [
     "MISSING",
     "ObjectInfo",
@@ -144,15 +146,6 @@ class ObjectInfo:
     key: str  # relative to settings.prefix
     size: int
     etag: str  # without quotes; for multipart uploads AWS's is "md5-N", rclone's is the plain MD5
-
-
-class StorageError(Exception):
-    """A storage operation failed. The message names the s3:// URI and the problem,
-    never credentials. `code` is the S3 error code when there was one."""
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ObjectNotFoundError(StorageError):

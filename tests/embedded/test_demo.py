@@ -12,20 +12,27 @@ server over the demo's folder), not only against what it printed.
 
 from __future__ import annotations
 
+import ast
 import difflib
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
 
 BIN = Path(sys.executable).parent
+README = Path(__file__).resolve().parents[2] / "README.md"
 BUCKET = "ocr-data"
 
 
@@ -38,6 +45,73 @@ def _demo(work: Path, *args: str, timeout: float) -> str:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stdout + done.stderr
     return done.stdout
+
+
+def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
+    """The infra validation ran before the gate, in every runtime there is, and agreed with eval.py."""
+    exported = outcome["exported_metrics"]
+    expected = {"pipeline"} | {name for name, python in CONSUMER_RUNTIMES.items() if python.is_file()}
+    assert set(exported) == expected
+    for name, read in exported.items():
+        assert read["error"] is None, (name, read["error"])
+        assert abs(read["metrics"]["det"]["hmean"] - outcome["metrics"]["det"]["hmean"]) <= 0.02, name
+        assert abs(read["metrics"]["rec"]["acc"] - outcome["metrics"]["rec"]["acc"]) <= 0.02, name
+        assert 0 < read["latency_ms"]["mean"] and read["latency_ms"]["images"] > 0
+        assert re.search(rf"exported, read in {name} \(paddleocr [\d.]+, paddle [\d.]+\): precision", printed)
+    # the same program in every runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3)
+    assert len({json.dumps(read["metrics"], sort_keys=True) for read in exported.values()}) == 1
+    assert {c["runtime"].split()[0] for c in outcome["gate"]["checks"] if c["kind"] == "runtime"} == expected
+
+
+def _consumer_runtimes_read_the_published_model(model: Path, image: Path, text: str) -> None:
+    """The README's consumer snippet and `ocr-retrain read`, unchanged, in the newest and oldest PaddleOCR 3.x."""
+    snippet = re.search(r"```python\n(from paddleocr import PaddleOCR\n.*?)```", README.read_text(), re.S).group(1)
+    snippet = snippet.replace("models/<v>", str(model)) + f"\nprint('READ', ocr.predict({str(image)!r})[0]['rec_texts'])\n"
+    for name, python in CONSUMER_RUNTIMES.items():
+        if not python.is_file():
+            print(f"consumer runtime {name} not built ({python}): `make consumer-envs`; not checked here")
+            continue
+        env = {**os.environ, "PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK": "True",
+               "PADDLE_PDX_LOCAL_FONT_FILE_PATH": str(image)}   # paddlex 3.0 wants a font file at import (README)
+        done = subprocess.run([str(python), "-c", snippet], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        (read,) = re.findall(r"^READ (.*)$", done.stdout, re.M)
+        assert sorted(ast.literal_eval(read)) == sorted(text.split(" | ")), (name, read)   # what the demo read
+        done = subprocess.run([str(python.parent / "ocr-retrain"), "read", "--model", str(model), str(image)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        assert " | ".join(line.split("\t")[0] for line in done.stdout.splitlines()) == text, (name, done.stdout)
+
+
+
+def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Path, outcome: dict,
+                                                       tmp_path: Path) -> None:
+    """A good eval and a bad export: the gate refuses, naming the drift; a model that does not load, with its error."""
+    from ocr_tasks.config import GateConfig
+    from ocr_tasks.release.gate import decide
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+
+    gate = GateConfig(det_min_hmean=0.85)
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(model, mismatched)
+    spec = mismatched / "det" / "inference.yml"
+    raw = yaml.safe_load(spec.read_text())
+    raw["PostProcess"]["box_thresh"] = 0.995        # export post-processing that eval.py did not use
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    served = validate_in_runtimes(mismatched, data_dir, {"pipeline": None}, tmp_path / "iv-mismatch", timeout_s=900)
+    decision = decide(outcome["metrics"], None, gate, served=served)
+    assert not decision.passed
+    assert any(r.startswith("det hmean drifts once exported") and "tools/eval.py" in r for r in decision.reasons), \
+        decision.reasons
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    (broken / "rec" / "inference.json").write_text('{"base_code": {"magic": "pir", "version": 1}, "program": {}}')
+    served = validate_in_runtimes(broken, data_dir, {"pipeline": None}, tmp_path / "iv-broken", timeout_s=900)
+    decision = decide(outcome["metrics"], None, gate, served=served)
+    assert not decision.passed and not served.runtimes[0].loaded
+    (reason,) = [r for r in decision.reasons if "do not load" in r]
+    assert "consumer runtime pipeline" in reason and served.runtimes[0].error["type"] in reason, reason
 
 
 def _runs(storage: Storage) -> dict[str, dict]:
@@ -77,6 +151,13 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert ledger["exports"]["digits_broken"]["status"] == "quarantined"
         assert ledger["exports"]["digits_800"]["status"] == "merged"
         first_dataset = outcome["dataset_version"]
+
+    model = work / "models" / outcome["model_version"]
+    _exported_metrics_printed_and_recorded(first, outcome)
+    _consumer_runtimes_read_the_published_model(model, work / "work" / "datasets" / "current" / "images" / image,
+                                                text)
+    _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current", outcome,
+                                                       tmp_path)
 
     # a quiet night: nothing new -> short-circuit, nothing trained, production unchanged
     quiet = _demo(work, timeout=600)

@@ -180,3 +180,43 @@ def test_both_runners_produce_the_same_run(local_run, dag_run):
         return {o.key[len(prefix):] for o in storage.list(prefix)}
 
     assert files(dag_storage, dag_record["run_id"]) == files(local_storage, "e2e")
+
+
+def test_portable_export_has_no_interpolation_ops_and_identical_outputs(local_run, tmp_path):
+    """The det export's nearest upsampling written as shape ops, in paddle 3.0's format: same numbers, bit for bit."""
+    import numpy as np
+    import paddle.inference as paddle_infer
+
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.export import export_inference
+
+    storage, config, _, _ = local_run
+    checkpoints = tmp_path / "checkpoints"
+    storage.download_prefix("runs/e2e/bundle/checkpoints/", checkpoints)
+    exports = {}
+    for portable in (False, True):
+        for kind in ("det", "rec"):
+            out = tmp_path / f"{kind}-{'portable' if portable else 'plain'}"
+            exports[kind, portable] = export_inference(
+                kind, checkpoints / kind / "config.yml", checkpoints / kind / "best_accuracy", out,
+                config.training.for_model(kind).pdx_model_name, Engine.locate(), tmp_path / f"{out.name}.log",
+                portable=portable)
+    plain_det = (exports["det", False] / "inference.json").read_text()
+    portable_det = (exports["det", True] / "inference.json").read_text()
+    assert '"1.nearest_interp"' in plain_det and "interp" not in portable_det
+    assert '"version":1' in portable_det.replace(" ", "") and '"0.a_i64"' in plain_det
+
+    def outputs(model_dir, array):
+        settings = paddle_infer.Config(str(model_dir / "inference.json"), str(model_dir / "inference.pdiparams"))
+        settings.disable_gpu()
+        predictor = paddle_infer.create_predictor(settings)
+        predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(array)
+        predictor.run()
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+    rng = np.random.default_rng(0)
+    for kind, shapes in (("det", [(1, 3, 160, 320), (2, 3, 96, 224)]), ("rec", [(1, 3, 32, 128), (3, 3, 32, 128)])):
+        for shape in shapes:
+            array = rng.standard_normal(shape).astype("float32")
+            plain, portable = outputs(exports[kind, False], array), outputs(exports[kind, True], array)
+            assert plain.shape == portable.shape and np.array_equal(plain, portable), (kind, shape)

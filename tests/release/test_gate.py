@@ -117,3 +117,61 @@ def test_asking_for_nothing_or_an_unknown_model_is_an_error():
         decide(metrics(), None, GATE, models=())
     with pytest.raises(ValueError, match="unknown model 'cls'"):
         decide(metrics(), None, GATE, models=("cls",))
+
+
+# --------------------------------------------------------------------------- the exported models, as consumers read them
+
+def served(*runtimes):
+    from ocr_tasks.release.infra_validation import InfraValidation, RuntimeRead
+
+    return InfraValidation([RuntimeRead(**r) for r in runtimes], images=10, crops=20)
+
+
+def runtime(name="newest", hmean=0.8, acc=0.95, e2e=0.7, error=None):
+    read = {"name": name, "python": f"/venvs/{name}/bin/python",
+            "versions": {"paddleocr": "3.7.0", "paddlepaddle": "3.3.1"}, "error": error}
+    if error is None:
+        read["metrics"] = {"det": {"hmean": hmean}, "rec": {"acc": acc}, "e2e": {"e2e_hmean": e2e}}
+    return read
+
+
+def test_exported_models_that_read_like_eval_pass_and_every_runtime_is_a_check():
+    decision = decide(metrics(), None, GATE, served=served(runtime("pipeline"), runtime("oldest", hmean=0.79)))
+    assert decision.passed and decision.reasons == []
+    kinds = [(c["kind"], c.get("runtime", "").split()[0] if c.get("runtime") else None) for c in decision.checks]
+    assert kinds.count(("runtime", "pipeline")) == 1 and kinds.count(("export_drift", "oldest")) == 2
+    drift = next(c for c in decision.checks if c["kind"] == "export_drift" and c["model"] == "det"
+                 and c["runtime"].startswith("oldest"))
+    assert drift["value"] == 0.79 and drift["eval_value"] == 0.8 and drift["drift"] == pytest.approx(0.01)
+
+
+def test_a_planted_mismatch_is_refused_naming_the_drift_and_the_runtime():
+    decision = decide(metrics(acc=0.97), None, GATE, served=served(runtime("newest", acc=0.62)))
+    assert not decision.passed and failed(decision) == [("rec", "export_drift")]
+    (reason,) = decision.reasons
+    assert reason == ("rec acc drifts once exported: 0.62 read in runtime newest (paddleocr 3.7.0, paddlepaddle "
+                      "3.3.1), 0.97 from tools/eval.py (drift 0.35, at most 0.02 allowed)")
+    # better once exported is a mismatch too: eval.py and the consumers do not compute the same thing
+    assert not decide(metrics(hmean=0.6), None, GATE, served=served(runtime(hmean=0.9))).passed
+    # exactly at the tolerance passes
+    assert decide(metrics(hmean=0.8), None, GATE, served=served(runtime(hmean=0.78))).passed
+
+
+def test_a_model_that_does_not_load_is_refused_with_the_runtimes_error():
+    error = {"stage": "det", "type": "NotImplementedError",
+             "message": "(Unimplemented) ConvertPirAttribute2RuntimeAttribute not support\nmore lines"}
+    decision = decide(metrics(), None, GATE, served=served(runtime("pipeline"), runtime("newest", error=error)))
+    assert not decision.passed and failed(decision) == [("det+rec", "runtime")]
+    assert decision.reasons == ["the exported models do not load or run in consumer runtime newest (paddleocr 3.7.0, "
+                                "paddlepaddle 3.3.1) (det): NotImplementedError: (Unimplemented) "
+                                "ConvertPirAttribute2RuntimeAttribute not support"]
+
+
+def test_only_the_retrained_kinds_are_compared_and_the_e2e_floor_is_optional():
+    only_rec = decide({"rec": {"acc": 0.95}}, None, GATE, models=["rec"], served=served(runtime(hmean=0.1)))
+    assert only_rec.passed            # det came from production: its eval metrics are not this run's
+    floor = GateConfig(rec_min_acc=0.9, det_min_hmean=0.5, max_regression=0.01, e2e_min_hmean=0.75)
+    decision = decide(metrics(), None, floor, served=served(runtime(e2e=0.7)))
+    assert decision.reasons == ["end-to-end hmean 0.7 in runtime newest (paddleocr 3.7.0, paddlepaddle 3.3.1) "
+                                "is not >= 0.75"]
+    assert decide(metrics(), None, GATE, served=served(runtime(e2e=0.1))).passed   # default: recorded, not gated
