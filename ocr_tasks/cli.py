@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--name", help="model name (default: config model_name)")
     rollback.set_defaults(handler=cmd_rollback)
 
+    served = commands.add_parser("infra-validate", help="read a dataset's test split with a model folder in each "
+                                 "consumer runtime (what the gate checks before publishing)")
+    served.add_argument("model", type=Path, help="a model folder (det/, rec/): a pulled version or runs/<id>/bundle")
+    served.add_argument("--data", type=Path, required=True, help="a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+    served.add_argument("--runtime", action="append", default=[], metavar="NAME=PYTHON",
+                        help="a consumer runtime's python (repeatable); default: infra_validation.runtimes")
+    served.set_defaults(handler=cmd_infra_validate)
+
     read = commands.add_parser("read", help="read the text of an image with a published model (PaddleOCR 3.x)")
     read.add_argument("image", type=Path)
     read.add_argument("--model", type=Path, help="a pulled model folder (det/, rec/); default: pull production")
@@ -279,6 +287,32 @@ def cmd_rollback(args) -> int:
     pointer = rollback(storage_from_config(config), args.name or config.model_name, args.version)
     print(f"production is now {pointer['version']} (was {pointer.get('previous')})")
     return EXIT_OK
+
+
+def cmd_infra_validate(args) -> int:
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+
+    config = _config(args)
+    runtimes = dict(config.infra_validation.runtimes)
+    if args.runtime:
+        pairs = [item.partition("=") for item in args.runtime]
+        if any(not name or not sep for name, sep, _ in pairs):
+            raise UsageError(f"--runtime must look like NAME=PYTHON, got {args.runtime}")
+        runtimes = {name: python or None for name, _, python in pairs}
+    served = validate_in_runtimes(args.model, args.data, runtimes, config.work.scratch / "infra_validation",
+                                  timeout_s=config.infra_validation.timeout_s)
+    print(f"test split of {args.data}: {served.images} images, {served.crops} crops")
+    for read in served.runtimes:
+        if not read.loaded:
+            error = read.error or {}
+            print(f"{read.label()}: DOES NOT LOAD ({error.get('stage')}): {error.get('type')}: "
+                  f"{str(error.get('message', '')).strip()[:500]}\n  log: {read.log_file}")
+            continue
+        m = read.metrics
+        print(f"{read.label()}: det hmean {m['det']['hmean']:.4f}, rec acc {m['rec']['acc']:.4f}, "
+              f"end-to-end hmean {m['e2e']['e2e_hmean']:.4f}, {read.latency_ms['mean']:.1f} ms per image "
+              f"(p95 {read.latency_ms['p95']:.1f})")
+    return EXIT_OK if all(r.loaded for r in served.runtimes) else EXIT_DATA
 
 
 def cmd_read(args) -> int:

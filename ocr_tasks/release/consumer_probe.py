@@ -48,24 +48,19 @@ def _polys(value):
     return [[[float(x), float(y)] for x, y in poly] for poly in (value if value is not None else [])]
 
 
-def offline_paddlex_env(scratch_dir):
+def offline_paddlex_env():
     """Settings PaddleX needs to start offline (also used by `ocr-retrain read`).
 
     It probes its model hosts at import unless told not to; paddlex 3.0.x also downloads
-    two fonts at import, to draw results (nobody here draws), unless
-    PADDLE_PDX_LOCAL_FONT_FILE_PATH names a file: a system font, else an empty placeholder
-    in `scratch_dir`. A user's own settings win.
+    two fonts at import, to draw results, unless PADDLE_PDX_LOCAL_FONT_FILE_PATH names a
+    file. Nobody here draws, and paddlex opens that file only to draw, so it is a system
+    font when there is one, else this very file: nothing is downloaded or written. A
+    user's own settings win.
     """
     os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-    if os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH"):
-        return
-    fonts = sorted(glob.glob("/usr/share/fonts/**/*.ttf", recursive=True))
-    if fonts:
-        path = fonts[0]
-    else:
-        path = os.path.join(scratch_dir, "placeholder-font.ttf")
-        open(path, "ab").close()
-    os.environ["PADDLE_PDX_LOCAL_FONT_FILE_PATH"] = path
+    if not os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH"):
+        fonts = sorted(glob.glob("/usr/share/fonts/**/*.ttf", recursive=True))
+        os.environ["PADDLE_PDX_LOCAL_FONT_FILE_PATH"] = fonts[0] if fonts else os.path.abspath(__file__)
 
 
 def _read(job, answer):
@@ -108,7 +103,7 @@ def _read(job, answer):
 def main():
     with open(sys.argv[1], encoding="utf-8") as handle:
         job = json.load(handle)
-    offline_paddlex_env(os.path.dirname(os.path.abspath(job["out"])))
+    offline_paddlex_env()
     answer = {"runtime": _versions(), "det": [], "rec": [], "ocr": [], "error": None, "stage": "import"}
     try:
         _read(job, answer)

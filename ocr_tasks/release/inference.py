@@ -8,7 +8,6 @@ nothing is downloaded.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[Rea
             raise UsageError(f"{model_dir}: no {part}/inference.yml; pull a model with `ocr-retrain pull-model` first")
     if not image.is_file():
         raise UsageError(f"image not found: {image}")
-    offline_paddlex_env(tempfile.gettempdir())   # this must work offline, on every PaddleOCR 3.x
+    offline_paddlex_env()   # this must work offline, on every PaddleOCR 3.x
     from paddleocr import PaddleOCR
 
     ocr = PaddleOCR(

@@ -112,6 +112,7 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
         log_file = work / f"{name}.log"
         read = RuntimeRead(name, interpreter, log_file=str(log_file))
         if not Path(interpreter).is_file():
+            read.log_file = None
             read.error = {"stage": "start", "type": "FileNotFoundError",
                           "message": f"no python interpreter at {interpreter} (infra_validation.runtimes.{name}); "
                                      "`make consumer-envs` builds the test runtimes"}
