@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--dest", type=Path, required=True)
     pull.set_defaults(handler=cmd_pull_dataset)
 
-    run = commands.add_parser("run", help="storage: ingest -> train -> evaluate -> gate -> export -> publish")
+    run = commands.add_parser("run", help="storage: ingest -> train -> evaluate -> export -> infra-validate -> gate -> publish")
     run.add_argument("--force", action="store_true", help="retrain even when no new export arrived")
     run.add_argument("--models", help="comma-separated subset of det,rec (default: training.models)")
     run.add_argument("--epochs", type=int, help="override every stage's epochs")

@@ -136,7 +136,7 @@ class MergedDataset:
 
 @dataclass
 class Evaluation:
-    """evaluate -> gate, publish, record: test-split metrics of the new models and of production's."""
+    """evaluate -> export, gate, publish, record: test-split metrics of the new models and of production's."""
 
     metrics: dict[str, dict[str, float]]
     trained: dict[str, TrainedModel]

@@ -189,8 +189,8 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     prefix = layout.run_bundle_prefix(ctx.run_id)
     storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
     storage.upload_dir(bundle, prefix)
-    log.info("exported %s (%s from production %s) to %s", ", ".join(models), ", ".join(carried_over) or "none",
-             current, storage.uri(prefix))
+    log.info("exported %s%s to %s", ", ".join(models),
+             f" ({', '.join(carried_over)} from production {current})" if carried_over else "", storage.uri(prefix))
     return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current})
 
 

@@ -48,6 +48,15 @@ def _polys(value):
     return [[[float(x), float(y)] for x, y in poly] for poly in (value if value is not None else [])]
 
 
+def _paddlex_line():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return ".".join(version("paddlex").split(".")[:2])
+    except PackageNotFoundError:
+        return None
+
+
 def offline_paddlex_env():
     """Settings PaddleX needs to start offline (also used by `ocr-retrain read`).
 
@@ -58,7 +67,7 @@ def offline_paddlex_env():
     user's own settings win.
     """
     os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
-    if not os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH"):
+    if not os.environ.get("PADDLE_PDX_LOCAL_FONT_FILE_PATH") and _paddlex_line() == "3.0":
         fonts = sorted(glob.glob("/usr/share/fonts/**/*.ttf", recursive=True))
         os.environ["PADDLE_PDX_LOCAL_FONT_FILE_PATH"] = fonts[0] if fonts else os.path.abspath(__file__)
 
