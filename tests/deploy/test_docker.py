@@ -310,3 +310,15 @@ def test_default_worker_has_the_same_engine_as_the_gpu_worker():
     assert _args("Dockerfile").get("PADDLEOCR_REF") == _args("Dockerfile.gpu-worker")["PADDLEOCR_REF"]
     default = _overrides(SERVICES["worker-default"]["environment"]["OCR_RETRAIN_OVERRIDES"])
     assert default.get("training.engine_checkout") == _clone_target(gpu_clone)
+
+
+def test_default_worker_infra_validates_in_the_newest_and_oldest_consumer_runtimes():
+    """infra_validate runs on the default queue: its image holds both runtimes, built from their locks."""
+    text = (DOCKER / "Dockerfile").read_text()
+    worker = text[text.index("FROM base AS worker-cpu"):]
+    assert "COPY runtimes/ runtimes/" in worker and 'runtimes/consumer-$env.lock' in worker
+    assert re.search(r"for env in newest oldest; do", worker)
+    default = _overrides(SERVICES["worker-default"]["environment"]["OCR_RETRAIN_OVERRIDES"])
+    for name in ("newest", "oldest"):
+        assert default.get(f"infra_validation.runtimes.{name}") == f"/opt/consumer-{name}/bin/python"
+        assert (REPO / "runtimes" / f"consumer-{name}.lock").is_file()
