@@ -308,10 +308,12 @@ def cmd_infra_validate(args) -> int:
             print(f"{read.label()}: DOES NOT LOAD ({error.get('stage')}): {error.get('type')}: "
                   f"{str(error.get('message', '')).strip()[:500]}\n  log: {read.log_file}")
             continue
-        m = read.metrics
-        print(f"{read.label()}: det hmean {m['det']['hmean']:.4f}, rec acc {m['rec']['acc']:.4f}, "
-              f"end-to-end hmean {m['e2e']['e2e_hmean']:.4f}, {read.latency_ms['mean']:.1f} ms per image "
-              f"(p95 {read.latency_ms['p95']:.1f})")
+        m, latency = read.metrics, read.latency_ms
+        parts = [f"det hmean {m['det']['hmean']:.4f}" if "det" in m else "",
+                 f"rec acc {m['rec']['acc']:.4f}" if "rec" in m else "",
+                 f"end-to-end hmean {m['e2e']['e2e_hmean']:.4f}, {latency['mean']:.1f} ms per image "
+                 f"(p95 {latency['p95']:.1f})" if "e2e" in m else ""]
+        print(f"{read.label()}: " + ", ".join(p for p in parts if p))
     return EXIT_OK if all(r.loaded for r in served.runtimes) else EXIT_DATA
 
 

@@ -179,11 +179,11 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     models = _fetch_all(ctx, evaluation.trained)
     carried_over = [kind for kind in MODEL_KINDS if kind not in models]
     current = production_version(storage, config.model_name)
-    if carried_over and current is None:
-        raise UsageError(f"run {ctx.run_id} trained only {', '.join(models)} and there is no production model "
-                         f"to take {', '.join(carried_over)} from: train both the first time")
+    if carried_over and current is None:   # a first run of one kind: the bundle holds that kind alone
+        log.warning("no production model to take %s from: the bundle holds %s alone", ", ".join(carried_over),
+                    ", ".join(models))
     production = pull_model(storage, config.model_name, config.work.production(ctx.run_id), current,
-                            include_checkpoints=True) if carried_over else None
+                            include_checkpoints=True) if carried_over and current else None
     bundle = assemble_bundle(config, ctx.run_id, local_dataset(ctx, _version(merged)), models,
                              Engine.locate(config.training.engine_checkout), production)
     prefix = layout.run_bundle_prefix(ctx.run_id)

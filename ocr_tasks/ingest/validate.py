@@ -152,6 +152,8 @@ def _failure(table: str, result) -> Failure:
 
 def _quiet_gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # before the import: GX logs a few hundred INFO lines while importing (_docs_decorators)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
 
     # GX sets some of its loggers to INFO explicitly at import; the report is ours.

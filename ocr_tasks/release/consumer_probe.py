@@ -73,39 +73,43 @@ def offline_paddlex_env():
 
 
 def _read(job, answer):
+    """det alone, rec alone, then the whole pipeline; a model kind the job lacks is not read."""
     from paddleocr import PaddleOCR, TextDetection, TextRecognition
 
-    det_dir, rec_dir = job["det_dir"], job["rec_dir"]
-    det_name, rec_name = job["det_model_name"], job["rec_model_name"]
+    det_dir, rec_dir = job.get("det_dir"), job.get("rec_dir")
+    det_name, rec_name = job.get("det_model_name"), job.get("rec_model_name")
     device = job.get("device", "cpu")
 
-    answer["stage"] = "det"
-    detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
-    for image in job["images"]:
-        (result,) = detector.predict(image)
-        answer["det"].append({"image": image, "polys": _polys(result["dt_polys"])})
-    del detector
+    if det_dir:
+        answer["stage"] = "det"
+        detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
+        for image in job["images"]:
+            (result,) = detector.predict(image)
+            answer["det"].append({"image": image, "polys": _polys(result["dt_polys"])})
+        del detector
 
-    answer["stage"] = "rec"
-    recognizer = TextRecognition(model_name=rec_name, model_dir=rec_dir, device=device)
-    for crop in job["crops"]:
-        (result,) = recognizer.predict(crop)
-        answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
-    del recognizer
+    if rec_dir:
+        answer["stage"] = "rec"
+        recognizer = TextRecognition(model_name=rec_name, model_dir=rec_dir, device=device)
+        for crop in job["crops"]:
+            (result,) = recognizer.predict(crop)
+            answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
+        del recognizer
 
-    answer["stage"] = "ocr"
-    ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
-                    text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,
-                    use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False,
-                    device=device)
-    ocr.predict(job["images"][0])   # warm-up: the first call builds the predictors' kernels
-    for image in job["images"]:
-        started = time.perf_counter()
-        (result,) = ocr.predict(image)
-        seconds = time.perf_counter() - started
-        lines = [{"poly": [[float(x), float(y)] for x, y in poly], "text": str(text), "score": float(score)}
-                 for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])]
-        answer["ocr"].append({"image": image, "lines": lines, "seconds": seconds})
+    if det_dir and rec_dir:
+        answer["stage"] = "ocr"
+        ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
+                        text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,
+                        use_doc_orientation_classify=False, use_doc_unwarping=False,
+                        use_textline_orientation=False, device=device)
+        ocr.predict(job["images"][0])   # warm-up: the first call builds the predictors' kernels
+        for image in job["images"]:
+            started = time.perf_counter()
+            (result,) = ocr.predict(image)
+            seconds = time.perf_counter() - started
+            lines = [{"poly": [[float(x), float(y)] for x, y in poly], "text": str(text), "score": float(score)}
+                     for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])]
+            answer["ocr"].append({"image": image, "lines": lines, "seconds": seconds})
     answer.pop("stage")
 
 

@@ -93,19 +93,24 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
     from ocr_tasks.training.engine import offline_env, run_logged
 
     bundle, data_dir, work = Path(bundle).absolute(), Path(data_dir).absolute(), Path(work).absolute()
-    boxes = _labelled_images(data_dir / DET / f"{TEST_SPLIT}.txt", data_dir)
-    crops = _labelled_crops(data_dir / REC / f"{TEST_SPLIT}.txt", data_dir)
-    if not boxes or not crops:
+    # a first run that trained one kind publishes that kind alone: it is read alone (no end-to-end)
+    kinds = [kind for kind in (DET, REC) if (bundle / kind / "inference.yml").is_file()]
+    if not kinds:
+        raise UsageError(f"{bundle}: no det/inference.yml or rec/inference.yml: not an exported model folder")
+    boxes = _labelled_images(data_dir / DET / f"{TEST_SPLIT}.txt", data_dir) if DET in kinds else {}
+    crops = _labelled_crops(data_dir / REC / f"{TEST_SPLIT}.txt", data_dir) if REC in kinds else {}
+    if (DET in kinds and not boxes) or (REC in kinds and not crops):
         raise UsageError(f"{data_dir}: the test split has {len(boxes)} images and {len(crops)} crops; "
-                         "infra validation needs both")
+                         f"infra validation of {' and '.join(kinds)} needs "
+                         + " and ".join({DET: "images", REC: "crops"}[k] for k in kinds))
     work.mkdir(parents=True, exist_ok=True)
     result = InfraValidation(images=len(boxes), crops=len(crops))
     for name, python in runtimes.items():
         interpreter = str(_interpreter(python))
         answer_file = work / f"{name}.json"
-        job = {"det_dir": str(bundle / DET), "rec_dir": str(bundle / REC),
-               "det_model_name": model_name_of(bundle / DET), "rec_model_name": model_name_of(bundle / REC),
-               "images": list(boxes), "crops": list(crops), "out": str(answer_file), "device": "cpu"}
+        job = {"out": str(answer_file), "device": "cpu", "images": list(boxes), "crops": list(crops)}
+        for kind in kinds:
+            job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
         job_file = work / f"{name}.job.json"
         job_file.write_text(json.dumps(job), encoding="utf-8")
         answer_file.unlink(missing_ok=True)
@@ -151,17 +156,24 @@ def _interpreter(python: str | None) -> Path:
 
 def _score(answer: dict[str, Any], boxes: dict[str, list[LabelledBox]], crops: dict[str, str]
            ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    if len(answer["det"]) != len(boxes) or len(answer["rec"]) != len(crops) or len(answer["ocr"]) != len(boxes):
+    both = bool(boxes) and bool(crops)
+    if len(answer["det"]) != len(boxes) or len(answer["rec"]) != len(crops) or \
+            len(answer["ocr"]) != (len(boxes) if both else 0):
         raise UsageError("the consumer probe answered for fewer images or crops than it was given")
-    det = det_scores((boxes[r["image"]], r["polys"]) for r in answer["det"])
-    rec = rec_scores((r["text"], crops[r["crop"]]) for r in answer["rec"])
-    e2e = end_to_end_scores((boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
-                            for r in answer["ocr"])
+    metrics: dict[str, dict[str, float]] = {}
+    if boxes:
+        metrics[DET] = det_scores((boxes[r["image"]], r["polys"]) for r in answer["det"])
+    if crops:
+        metrics[REC] = rec_scores((r["text"], crops[r["crop"]]) for r in answer["rec"])
+    if not both:
+        return metrics, {}
+    metrics[E2E] = end_to_end_scores((boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
+                                     for r in answer["ocr"])
     seconds = sorted(r["seconds"] for r in answer["ocr"])
     latency = {"mean": 1000 * statistics.fmean(seconds), "p50": 1000 * statistics.median(seconds),
                "p95": 1000 * seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
                "images": len(seconds)}
-    return {DET: det, REC: rec, E2E: e2e}, {k: round(v, 2) for k, v in latency.items()}
+    return metrics, {k: round(v, 2) for k, v in latency.items()}
 
 
 def _answer(path: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 from ocr_tasks.ingest.prepare import prepare
 from ocr_tasks.training.engine import Engine, EngineError
 from ocr_tasks.training.evaluate import evaluate
-from ocr_tasks.training.export import export_inference
+from ocr_tasks.training.export import PORTABLE_EXPORT, export_inference
 from ocr_tasks.training.train import train_model
 
 from tests.kit import REPO
@@ -76,5 +76,5 @@ def test_checkout_engine_trains_evaluates_and_exports_from_an_engine_template(st
                            "PP-OCRv5_mobile_rec", engine, tmp_path / "export" / "export_rec.log")
     assert {p.name for p in out.iterdir()} >= {"inference.json", "inference.pdiparams", "inference.yml"}
     assert yaml.safe_load((out / "inference.yml").read_text())["Global"]["model_name"] == "PP-OCRv5_mobile_rec"
-    assert (tmp_path / "export" / "export_rec.log").read_text().startswith(
-        f"# {engine.python} {checkout / 'tools' / 'export_model.py'}")
+    assert (tmp_path / "export" / "export_rec.log").read_text().startswith(   # the checkout's, made portable
+        f"# {engine.python} {PORTABLE_EXPORT} {checkout / 'tools' / 'export_model.py'}")
