@@ -75,6 +75,10 @@ class ExportSpec:
     crlf: bool = False               # write text files with \r\n
     bom: bool = False                # UTF-8 BOM at the start of Label.txt/fileState.txt/rec_gt.txt
     rotate_degrees: float = 0.0      # max abs rotation of text lines; polygons follow the text
+    # which PPOCRLabel wrote it (see ocr_tasks/ingest/ppocrlabel.py): 2 (2.1.x) or 3 (3.1.x: fileState.txt
+    # paths relative to the parent folder, a crop for every box, ### and difficult ones included)
+    ppocrlabel_version: int = 2
+    key_cls: str | None = None       # KIE mode: every box gets this key_cls (PPOCRLabel writes "None" when unset)
 
     def __post_init__(self) -> None:
         # Fail at construction: a bad spec found half-way through writing would leave a
@@ -107,6 +111,8 @@ class ExportSpec:
             raise ValueError("difficult_ratio + ignore_ratio must be <= 1 (the two sets are disjoint)")
         if not 0.0 <= self.rotate_degrees < 90.0:
             raise ValueError("rotate_degrees must be in [0, 90)")
+        if self.ppocrlabel_version not in (2, 3):
+            raise ValueError("ppocrlabel_version must be 2 or 3")
 
 
 
@@ -204,6 +210,8 @@ def make_export(parent: Path, spec: ExportSpec) -> Path:
                       for px, py in ln.quad.tolist()]
             boxes.append({"transcription": IGNORE_TRANSCRIPTION if kind == "ignore" else text,
                           "points": points, "difficult": kind == "difficult"})
+            if spec.key_cls is not None:
+                boxes[-1]["key_cls"] = spec.key_cls
             # Auto-labels are the detector's guess before a person fixed them: boxes a
             # pixel off, no ignore/difficult marks. Cache.cach must never be mistaken
             # for training data, and differing from Label.txt lets tests check that.
@@ -224,7 +232,7 @@ def make_export(parent: Path, spec: ExportSpec) -> Path:
 
         if i in unconfirmed:
             continue
-        state_lines.append(f"{labeller_dir}{file_name}\t1")
+        state_lines.append(f"{key if spec.ppocrlabel_version == 3 else labeller_dir + file_name}\t1")
         # savePPlabel skips confirmed images whose label list is empty.
         if boxes:
             label_lines.append(f"{key}\t{_label_json(boxes)}")
@@ -233,7 +241,7 @@ def make_export(parent: Path, spec: ExportSpec) -> Path:
             src = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ext == "jpg" else img
             stem = Path(file_name).stem
             for j, box in enumerate(boxes):
-                if box["difficult"]:
+                if box["difficult"] and spec.ppocrlabel_version == 2:   # 3.x crops every box
                     continue
                 crop = crop_text_region(src, box["points"])
                 crop_name = f"{stem}_crop_{j}.jpg"

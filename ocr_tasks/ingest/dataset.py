@@ -29,7 +29,7 @@ from ocr_tasks.ingest.images import decode_image
 from ocr_tasks.ingest.index import CropRecord, DatasetIndex, ImageRecord
 from ocr_tasks.ingest.ppocrlabel import Box
 from ocr_tasks.ingest.split import assign_split
-from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables
+from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables, abbreviate
 from ocr_tasks.vocabulary import MODEL_KINDS, SPLITS, timestamp
 
 DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
@@ -83,26 +83,33 @@ class Dataset:
         """
         (stage / "images").mkdir(parents=True, exist_ok=True)
         (stage / "crops").mkdir(parents=True, exist_ok=True)
-        given_crops = _given_crops(tables)
+        max_length = tables.limits.max_text_length
         jobs = []
         for line in tables.labels:
             fact = tables.facts[line.relpath]
+            boxes = tables.boxes_of(line)   # re-open rewrites undone (TextConflict)
             record = ImageRecord.of(
                 sha256=fact.sha256, ext=sys.intern(PurePosixPath(line.relpath).suffix.lower()), export=tables.name,
                 source=f"{tables.name}/{line.relpath}", split=assign_split(fact.sha256, ratios),
-                boxes=[box.to_json() for box in line.boxes])
+                boxes=[box.to_json() for box in boxes])
             owner = self.images.get(record.sha256)
             if remerge and owner is not None and owner.export != tables.name:
                 continue
             self.images[record.sha256] = record
-            jobs.append((record, tables.folder / line.relpath, line.boxes, given_crops.get(PurePosixPath(line.relpath).stem)))
+            # rec takes the boxes that are text (not ###/difficult) and fit max_text_length; each from
+            # PPOCRLabel's own crop when rec_gt.txt has one, else cut from its polygon
+            wanted = {i: box for i, box in enumerate(boxes)
+                      if not box.is_ignore_region and len(box.transcription) <= max_length}
+            given = {i: tables.crop_of(line, i) for i in wanted if tables.crop_of(line, i) is not None}
+            jobs.append((record, tables.folder / line.relpath, wanted, given))
 
         def stage_image(job) -> tuple[str, list[CropRecord]]:
-            record, source, boxes, given = job
+            record, source, wanted, given = job
             _place(source, stage / record.relpath)
-            crops = (_stage_given_crops(record, given, tables, stage) if given
-                     else _cut_crops(record, source, boxes, stage if cut_crops else None))
-            return record.sha256, crops
+            crops = _stage_given_crops(record, {i: (given[i], wanted[i].transcription) for i in given}, tables, stage)
+            crops += _cut_crops(record, source, {i: box for i, box in wanted.items() if i not in given},
+                                stage if cut_crops else None)
+            return record.sha256, sorted(crops, key=lambda crop: crop.box)
 
         with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
             for sha, crops in pool.map(stage_image, jobs):
@@ -110,7 +117,7 @@ class Dataset:
         return len(jobs)
 
     def write(self, out: Path, *, dictionary: list[str] | None, ratios: SplitConfig,
-              exports_merged: list[str]) -> dict:
+              exports_merged: list[str], max_text_length: int) -> dict:
         """Write the label lists, dict, index and dataset.json (last) into `out`.
 
         Each file streams to disk line by line from the index (the version hash with it).
@@ -144,7 +151,8 @@ class Dataset:
             "split_ratios": asdict(ratios),
             "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
             "counts": counts,
-            "exports": _per_export_counts(self),
+            "exports": _per_export_counts(self, max_text_length),
+            "max_text_length": max_text_length,
             "merged_in_this_version": sorted(exports_merged),
             "files": list(DATASET_FILES),
         }
@@ -168,36 +176,41 @@ def dictionary_from_labels(dataset: Dataset) -> list[str]:
     return sorted(chars)
 
 
-def _per_export_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
+def _per_export_counts(dataset: Dataset, max_text_length: int) -> dict[str, dict]:
+    """Images and crops per export, and the boxes left out of rec for being longer than max_text_length."""
     images = Counter(dataset.images.column("export"))
     crops = Counter(dataset.crops.exports())
-    return {name: {"images": images[name], "crops": crops[name]} for name in sorted(images)}
+    too_long: dict[str, list[str]] = defaultdict(list)
+    for record in dataset.images.values():
+        for index, box in enumerate(record.boxes):
+            if not Box(**box).is_ignore_region and len(box["transcription"]) > max_text_length:
+                too_long[record.export].append(f"{record.source} box {index}: {abbreviate(box['transcription'])!r}")
+    counts = {}
+    for name in sorted(images):
+        counts[name] = {"images": images[name], "crops": crops[name]}
+        if too_long[name]:
+            counts[name]["left_out_of_rec"] = {"longer_than_max_text_length": len(too_long[name]),
+                                               "examples": sorted(too_long[name])[:5]}
+    return counts
 
 
-def _given_crops(tables: ExportTables) -> dict[str, list]:
-    by_stem = defaultdict(list)
-    for crop in tables.crops:
-        if not crop.is_ignore_region:
-            by_stem[crop.source_stem].append(crop)
-    return by_stem
-
-
-def _stage_given_crops(record: ImageRecord, given: list, tables: ExportTables, stage: Path) -> list[CropRecord]:
+def _stage_given_crops(record: ImageRecord, given: dict, tables: ExportTables, stage: Path) -> list[CropRecord]:
+    """PPOCRLabel's own crops (index -> (rec_gt line, the box's text: TextConflict's rule))."""
     crops = []
-    for line in given:
+    for index, (line, text) in sorted(given.items()):
         # named by image and box too: identical crop bytes from images in two splits stay two files
-        name = f"{record.sha256}_{line.box_index}_{tables.facts[line.relpath].sha256[:8]}.jpg"
-        crop = CropRecord(name, line.text, record.sha256, line.box_index,
+        name = f"{record.sha256}_{index}_{tables.facts[line.relpath].sha256[:8]}.jpg"
+        crop = CropRecord(name, text, record.sha256, index,
                           tables.name, f"{tables.name}/{line.relpath}", record.split, cut=False)
         _place(tables.folder / line.relpath, stage / crop.relpath)
         crops.append(crop)
     return crops
 
 
-def _cut_crops(record: ImageRecord, source: Path, boxes: list[Box], stage: Path | None) -> list[CropRecord]:
+def _cut_crops(record: ImageRecord, source: Path, boxes: dict[int, Box], stage: Path | None) -> list[CropRecord]:
     crops = [CropRecord(_cut_name(record.sha256, index, box.points), box.transcription, record.sha256, index,
                         record.export, f"{record.source}#box{index}", record.split, cut=True)
-             for index, box in enumerate(boxes) if not box.is_ignore_region]
+             for index, box in sorted(boxes.items())]
     if crops and stage is not None:
         write_cut_crops(decode_image(source.read_bytes()), [(c, boxes[c.box].points) for c in crops], stage)
     return crops

@@ -61,7 +61,8 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
-                             exports_merged=[r.name for r in refs])
+                             exports_merged=[r.name for r in refs],
+                             max_text_length=config.validation.max_text_length)
         version = info["version"]
         prefix = layout.dataset_prefix(version)
         if not storage.exists(prefix + "dataset.json"):

@@ -3,6 +3,22 @@
 Parsing never raises for bad data: every line comes back with its line number and,
 when it is broken, a `problem` saying why, so validation can report `file:line`.
 Real exports are tolerated as they are: UTF-8 BOM, CRLF, and Windows `\\` paths.
+
+What the two PPOCRLabel generations write (read from their source: 2.1.3 and the
+`ppocrlabel` 3.1.6 package):
+
+    Label.txt      both: `<folder>/<file>\t[{"transcription", "points", "difficult"(, "key_cls")}]`;
+                   images without boxes are left out; KIE mode adds key_cls ("None" when unset);
+                   four-point mode can save polygons of more than four points
+    fileState.txt  2.x: the labeller's absolute paths (Windows `\\` common); 3.x: `<folder>/<file>`;
+                   `<path>\t1` for a confirmed image (matched here by file name either way)
+    rec_gt.txt     `crop_img/<stem>_crop_<i>.jpg\t<text>`, i = the box's index in Label.txt;
+                   2.x skips difficult boxes, 3.x crops every box (`###` and difficult ones too);
+                   PPOCRLabel's cropper fails on polygons of more than four points, and the rest of
+                   that image's crops are missing
+    re-opening     PPOCRLabel `eval`s each Label.txt line after replacing false/true/null with
+                   False/True/None everywhere in it, transcriptions included ("nullable" ->
+                   "Noneable"), and saves that; rec_gt.txt keeps the text as exported
 """
 
 from __future__ import annotations
@@ -27,13 +43,22 @@ class Box:
     transcription: str
     points: list[list[float]]    # as labelled (ints from PPOCRLabel), written back unchanged
     difficult: bool = False
+    key_cls: str | None = None   # PPOCRLabel's KIE mode: the box's key class ("None" when unset), kept as written
 
     @property
     def is_ignore_region(self) -> bool:
         return self.difficult or self.transcription in IGNORE_TRANSCRIPTIONS
 
     def to_json(self) -> dict:
-        return {"transcription": self.transcription, "points": self.points, "difficult": self.difficult}
+        data = {"transcription": self.transcription, "points": self.points, "difficult": self.difficult}
+        if self.key_cls is not None:
+            data["key_cls"] = self.key_cls
+        return data
+
+
+def reopen_rewrite(text: str) -> str:
+    """What PPOCRLabel makes of a transcription when it re-opens a folder (see the module notes)."""
+    return text.replace("false", "False").replace("true", "True").replace("null", "None")
 
 
 @dataclass(frozen=True)
@@ -157,7 +182,10 @@ def _parse_box(item: object) -> tuple[Box | None, str | None]:
     difficult = item.get("difficult", False)
     if not isinstance(difficult, bool):
         return None, "difficult must be true or false"
-    return Box(text, points, difficult), None
+    key_cls = item.get("key_cls")
+    if key_cls is not None and not isinstance(key_cls, str):
+        key_cls = str(key_cls)
+    return Box(text, points, difficult, key_cls), None
 
 
 def _is_number(value: object) -> bool:

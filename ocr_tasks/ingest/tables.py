@@ -13,16 +13,47 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from shapely.geometry import LinearRing
 
 from ocr_tasks.config import ValidationConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.images import ImageFacts, hash_image, inspect_image
 from ocr_tasks.ingest.ppocrlabel import (
-    FILE_STATE, LABEL_FILE, REC_GT, CropLine, LabelLine,
-    parse_file_state, parse_label_file, parse_rec_gt, polygon_area,
+    FILE_STATE, LABEL_FILE, REC_GT, Box, CropLine, LabelLine,
+    parse_file_state, parse_label_file, parse_rec_gt, polygon_area, reopen_rewrite,
 )
 
 IMAGE_WORKERS = 8  # image decoding releases the GIL; a few threads keep 2 cores busy
+EXAMPLES = 3
+
+
+def abbreviate(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class TextConflict:
+    """A crop whose rec_gt.txt text differs from its box's transcription in Label.txt.
+
+    The rule: when Label.txt's text is PPOCRLabel's re-open rewrite of rec_gt.txt's
+    (false/true/null -> False/True/None, see ppocrlabel.py), PPOCRLabel corrupted it and
+    rec_gt.txt's text wins, for the crop and the box. Otherwise Label.txt wins: it is
+    saved on every edit, rec_gt.txt only by "Export Recognition Result", so it is the
+    labeller's later word.
+    """
+
+    crop_where: str      # rec_gt.txt:7
+    box_where: str       # Label.txt:3 box 1
+    label_text: str
+    crop_text: str
+
+    @property
+    def reopened(self) -> bool:
+        return reopen_rewrite(self.crop_text) == self.label_text
+
+    @property
+    def text(self) -> str:
+        return self.crop_text if self.reopened else self.label_text
 
 
 @dataclass
@@ -35,6 +66,77 @@ class ExportTables:
     unconfirmed: int                 # Label.txt lines not confirmed in fileState.txt (skipped)
     limits: ValidationConfig
     dictionary: set[str] | None
+
+    def crop_of(self, line: LabelLine, index: int) -> CropLine | None:
+        """The rec_gt.txt crop of box `index` of `line`, if the export has one."""
+        return self._crops_by_box().get((PurePosixPath(line.relpath).stem, index))
+
+    def conflicts(self) -> list[TextConflict]:
+        found = []
+        for line in self.labels:
+            for index, box in enumerate(line.boxes if not line.problem else []):
+                crop = self.crop_of(line, index)
+                if crop is not None and not box.is_ignore_region and crop.text != box.transcription:
+                    found.append(TextConflict(f"{REC_GT}:{crop.line_no}", f"{LABEL_FILE}:{line.line_no} box {index}",
+                                              box.transcription, crop.text))
+        return found
+
+    def boxes_of(self, line: LabelLine) -> list[Box]:
+        """The line's boxes with re-open rewrites undone (TextConflict's rule)."""
+        boxes = list(line.boxes)
+        for index, box in enumerate(boxes):
+            crop = self.crop_of(line, index)
+            if crop is not None and not box.is_ignore_region and crop.text != box.transcription:
+                conflict = TextConflict("", "", box.transcription, crop.text)
+                if conflict.reopened:
+                    boxes[index] = Box(crop.text, box.points, box.difficult, box.key_cls)
+        return boxes
+
+    def notes(self) -> list[str]:
+        """What was accepted but changed on the way in: said in the report, never a failure."""
+        limit = self.limits.max_text_length
+        too_long, missing, skipped = [], [], 0
+        for line in self.labels:
+            if line.problem:
+                continue
+            for index, box in enumerate(self.boxes_of(line)):
+                where = f"{LABEL_FILE}:{line.line_no} box {index}"
+                crop = self.crop_of(line, index)
+                if box.is_ignore_region:
+                    skipped += crop is not None
+                elif len(box.transcription) > limit:
+                    too_long.append(f"{where} {abbreviate(box.transcription)!r} ({len(box.transcription)} characters)")
+                elif self.crops and crop is None:
+                    missing.append(f"{where} ({len(box.points)} points)")
+        notes = []
+        if too_long:
+            notes.append(f"{len(too_long)} box(es) longer than max_text_length ({limit}) stay in det and are left out "
+                         f"of rec (raise validation.max_text_length to keep them): " + "; ".join(too_long[:EXAMPLES]))
+        if skipped:
+            notes.append(f"{skipped} crop(s) of ignore regions (###, difficult) skipped: not training data "
+                         "(PPOCRLabel 3.x crops every box)")
+        if missing:
+            notes.append(f"{len(missing)} box(es) without a crop in {REC_GT} (PPOCRLabel's cropper fails on polygons of "
+                         "more than 4 points, and skips the rest of that image): cut from their polygons: "
+                         + "; ".join(missing[:EXAMPLES]))
+        conflicts = self.conflicts()
+        if conflicts:
+            reopened = [c for c in conflicts if c.reopened]
+            examples = "; ".join(f"{c.crop_where} {c.crop_text!r} vs {c.box_where} {c.label_text!r} -> {c.text!r}"
+                                 for c in conflicts[:EXAMPLES])
+            notes.append(f"{len(conflicts)} crop text(s) in {REC_GT} differ from {LABEL_FILE}: {len(reopened)} are "
+                         "PPOCRLabel's re-open rewrite (false/true/null -> False/True/None), where the text in "
+                         f"{REC_GT} wins; in the other {len(conflicts) - len(reopened)}, {LABEL_FILE} (saved later) "
+                         f"wins: {examples}")
+        return notes
+
+    def _crops_by_box(self) -> dict[tuple[str, int], CropLine]:
+        cached = getattr(self, "_by_box", None)
+        if cached is None:
+            cached = {(c.source_stem, c.box_index): c for c in self.crops
+                      if not c.problem and c.source_stem is not None and c.box_index is not None}
+            self._by_box = cached
+        return cached
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables GX validates, built on demand: merge keeps only the parsed labels."""
@@ -130,11 +232,19 @@ def _box_table(labels, facts, dictionary) -> pd.DataFrame:
                 "transcription": box.transcription,
                 "points": len(box.points),
                 "area": polygon_area(box.points),
+                "simple": _is_simple(box.points),
                 "inside_image": inside,
                 **_text_checks(box.transcription, box.is_ignore_region, dictionary),
             })
-    return _frame(rows, ["where", "transcription", "points", "area", "inside_image",
+    return _frame(rows, ["where", "transcription", "points", "area", "simple", "inside_image",
                          "text_ok", "text_length", "chars_outside_dict"])
+
+
+def _is_simple(points: list) -> bool | None:
+    """False for a polygon whose edges cross (a bow-tie: non-zero area, blank crop); None below 3 points."""
+    if len(points) < 3 or polygon_area(points) == 0:
+        return None   # the point-count and area expectations say what is wrong
+    return LinearRing([(float(x), float(y)) for x, y in points]).is_simple
 
 
 def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
@@ -142,9 +252,11 @@ def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
     rows = []
     for crop in crops:
         boxes = boxes_by_stem.get(crop.source_stem or "")
-        maps = (None if crop.problem or crop.is_ignore_region else
-                boxes is not None and crop.box_index is not None and crop.box_index < len(boxes)
-                and not boxes[crop.box_index].difficult)
+        box = boxes[crop.box_index] if boxes is not None and crop.box_index is not None \
+            and crop.box_index < len(boxes) else None
+        # a crop of an ignore region (PPOCRLabel 3.x crops every box) is skipped, not checked
+        ignored = crop.is_ignore_region or (box is not None and box.is_ignore_region)
+        maps = None if crop.problem or ignored else box is not None
         fact = facts.get(crop.relpath, ImageFacts())
         rows.append({
             "where": f"{REC_GT}:{crop.line_no}",
@@ -152,7 +264,7 @@ def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
             "line_problem": crop.problem,
             "image_problem": None if crop.problem else fact.problem,
             "maps_to_box": maps,
-            **_text_checks(crop.text, crop.is_ignore_region, dictionary),
+            **_text_checks(crop.text, ignored, dictionary),
         })
     return _frame(rows, ["where", "crop", "line_problem", "image_problem", "maps_to_box",
                          "text_ok", "text_length", "chars_outside_dict"])

@@ -41,12 +41,14 @@ class ValidationReport:
     unconfirmed_skipped: int
     failures: list[Failure] = field(default_factory=list)
     data_docs: str | None = None  # index.html of the GX Data Docs, when built
+    notes: list[str] = field(default_factory=list)   # accepted, but changed on the way in (ExportTables.notes)
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {table}" for table, n in self.rows.items())
         head = f"export {self.export}: {'PASSED' if self.success else 'FAILED'} ({counts}"
         head += f"; {self.unconfirmed_skipped} unconfirmed skipped)" if self.unconfirmed_skipped else ")"
         lines = [head]
+        lines.extend(f"  note: {note}" for note in self.notes)
         for failure in self.failures:
             target = f"{failure.table}.{failure.column}" if failure.column else failure.table
             lines.append(f"  FAIL {failure.problem}: {failure.count} row(s) [{failure.expectation} on {target}]")
@@ -76,6 +78,7 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
         unconfirmed_skipped=tables.unconfirmed,
         failures=failures,
         data_docs=str(data_docs_dir / "index.html") if data_docs_dir is not None else None,
+        notes=tables.notes(),
     )
 
 

@@ -62,6 +62,7 @@ OWNED_KEYS: Final = frozenset({
     "Eval.dataset.label_file_list",
     "Eval.dataset.ratio_list",
     "Global.character_dict_path",
+    "Global.max_text_length",
     "Global.save_model_dir",
     "Global.save_res_path",
     "Global.epoch_num",
@@ -123,6 +124,9 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     global_section = config["Global"]
     if task == REC:
         global_section["character_dict_path"] = str(Path(dict_path).absolute())  # type: ignore[arg-type]
+        kept = _kept_text_length(data_dir)
+        if kept is not None:
+            _set_max_text_length(config, kept)
     global_section["save_model_dir"] = str(save_dir)
     # Keep the template's file name (predicts_db.txt, ...) but inside this run's folder.
     res_name = Path(str(global_section.get("save_res_path") or "predicts.txt")).name
@@ -140,6 +144,36 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     for key, value in (extra or {}).items():
         _set_dotted(config, key, value)
     return config
+
+
+def _kept_text_length(data_dir: Path) -> int | None:
+    """The max_text_length the dataset version kept rec lines to (dataset.json), if it says."""
+    try:
+        value = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8")).get("max_text_length")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _set_max_text_length(config: dict, length: int) -> None:
+    """Global.max_text_length and every copy of the template's value (YAML anchors: heads, label
+    encoders) set to what the dataset kept: PaddleOCR drops longer rec samples silently otherwise,
+    and a smaller head would be trained than the data needs."""
+    old = config["Global"].get("max_text_length")
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "max_text_length" and value == old:
+                    node[key] = length
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(config)
+    config["Global"]["max_text_length"] = length
 
 
 def _point_dataset(dataset: dict, data_dir: Path, label_file: Path) -> None:

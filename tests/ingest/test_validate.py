@@ -56,8 +56,8 @@ def test_unconfirmed_label_lines_are_skipped_not_failed(tmp_path):
      "empty transcription or one with tabs/line breaks on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
     (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": "12\t34"}] + b[1:]),
      "empty transcription or one with tabs/line breaks on a box that is not an ignore region (###, difficult)", "Label.txt:2 box 0"),
-    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "transcription": "9" * 40}] + b[1:]),
-     "transcription longer than max_text_length", "Label.txt:2 box 0"),
+    (lambda f: edit_boxes(f, 1, lambda b: [{**b[0], "points": [[10, 10], [80, 30], [80, 10], [10, 40]]}] + b[1:]),
+     "polygon crosses itself (its crop would be blank or garbled): re-draw the box in PPOCRLabel", "Label.txt:2 box 0"),
 ])
 def test_each_problem_is_reported_with_its_line(tmp_path, breakage, problem, where):
     folder = export(tmp_path)

@@ -180,3 +180,18 @@ def test_checkpoint_overrides_take_prefix_or_pdparams(tmp_path):
     expected = {"Global.checkpoints": str(tmp_path / "best_accuracy")}
     assert checkpoint_overrides(tmp_path / "best_accuracy") == expected
     assert checkpoint_overrides(tmp_path / "best_accuracy.pdparams") == expected
+
+
+@pytest.mark.parametrize("template", [t for t in TEMPLATES if task_of(t) == "rec"], ids=lambda p: p.name)
+def test_rec_max_text_length_is_what_the_dataset_kept(template, tmp_path):
+    """dataset.json says which max_text_length the rec lines were kept to; every copy of the template's follows."""
+    original = yaml.safe_load(template.read_text())["Global"]["max_text_length"]
+    assert flatten(render(template, tmp_path))["Global.max_text_length"] == original      # no dataset.json: the template's
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.json").write_text('{"max_text_length": 40}')
+    rendered = flatten(render(template, tmp_path))
+    copies = {k: v for k, v in rendered.items() if k.endswith("max_text_length")}
+    assert copies["Global.max_text_length"] == 40
+    template_copies = {k for k, v in flatten(yaml.safe_load(template.read_text())).items()
+                       if k.endswith("max_text_length") and v == original}
+    assert all(copies[k] == 40 for k in template_copies), copies
