@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, JpegImagePlugin
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 # We enforce our own (configurable) pixel limit before decoding; PIL's built-in one
 # would raise a different error for the same problem.
@@ -45,8 +46,8 @@ def inspect_image(path: Path, *, max_pixels: int, max_side: int) -> ImageFacts:
                 return ImageFacts(sha, width, height,
                                   problem=f"image too large: {width}x{height} (limits {max_pixels} pixels, side {max_side})")
             size = _decoded_size(header, data)
-    if size is None:
-        return ImageFacts(sha, width, height, problem="image does not decode")
+    if isinstance(size, str):
+        return ImageFacts(sha, width, height, problem=size)
     return ImageFacts(sha, *size)
 
 
@@ -69,24 +70,53 @@ def _read(path: Path) -> bytes | ImageFacts:
         return ImageFacts(problem=f"image unreadable: {exc.strerror}")
 
 
-def _decoded_size(header: Image.Image, data: bytes) -> tuple[int, int] | None:
+TRUNCATED = "file is truncated (an interrupted upload?): upload the image again"
+
+
+def _decoded_size(header: Image.Image, data: bytes) -> tuple[int, int] | str:
     """(width, height) of the image as cv2 (like PaddleOCR's DecodeImage) decodes it, EXIF
-    orientation applied: polygons live in that frame. None when it does not decode.
+    orientation applied: polygons live in that frame. Else what is wrong with the file.
 
     A JPEG is decoded by libjpeg at 1/8 scale: every byte of its data is read, at a
     fraction of the work, and a truncated file fails (cv2 would fill the missing part
-    with grey). Other formats are decoded by cv2 itself.
+    with grey). A PNG's chunks are checked first (CRCs, IEND: libpng accepts a file
+    cut after its image data). Other formats are decoded by cv2 itself.
     """
     if isinstance(header, JpegImagePlugin.JpegImageFile):
         width, height = header.size
         try:
             header.draft(None, (max(1, width // 8), max(1, height // 8)))
             header.load()
-        except Exception:
-            return None
+        except Exception as exc:
+            return TRUNCATED if "truncated" in str(exc) else f"image does not decode ({_first_line(exc)})"
         return (height, width) if header.getexif().get(_ORIENTATION) in _TRANSPOSED else (width, height)
+    if isinstance(header, PngImagePlugin.PngImageFile):
+        problem = _png_problem(data)
+        if problem:
+            return problem
     decoded = decode_image(data)
     if decoded is None:
-        return None
+        return "image does not decode"
     height, width = decoded.shape[:2]
     return width, height
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Every chunk whole, with its CRC right, up to IEND (PIL's verify)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:
+        text = str(exc).lower()
+        if "truncated" in text or isinstance(exc, (EOFError, struct.error)) or "iend" in text:
+            return TRUNCATED
+        if "crc" in text or "checksum" in text:
+            return "file is corrupt: a PNG chunk fails its CRC check (a damaged copy?): upload the image again"
+        return f"image does not decode ({_first_line(exc)})"
+    if data.rfind(b"IEND\xaeB`\x82") < data.rfind(b"IDAT"):
+        return TRUNCATED     # verify stops at the image data; a file cut after it has no IEND
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ocr_tasks.ingest.images import hash_image, inspect_image
+from ocr_tasks.ingest.images import TRUNCATED, hash_image, inspect_image
 
 LIMITS = {"max_pixels": 10**8, "max_side": 10**5}
 
@@ -38,14 +38,26 @@ def test_a_truncated_jpeg_does_not_decode(tmp_path, progressive):
     if not progressive:  # cv2 decodes it, greying the missing part: training data silently damaged
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
     (tmp_path / "a.jpg").write_bytes(data)
-    assert inspect_image(tmp_path / "a.jpg", **LIMITS).problem == "image does not decode"
+    assert inspect_image(tmp_path / "a.jpg", **LIMITS).problem == TRUNCATED
+    (tmp_path / "b.jpg").write_bytes(jpeg(progressive=progressive)[:-2])      # only the end marker missing
+    assert inspect_image(tmp_path / "b.jpg", **LIMITS).problem == TRUNCATED
 
 
-def test_a_truncated_png_does_not_decode(tmp_path):
+@pytest.mark.parametrize("cut", [100, 12, 3])   # in the image data; the whole IEND chunk; inside IEND
+def test_a_truncated_png_says_so(tmp_path, cut):
     ok, png = cv2.imencode(".png", (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8))
-    (tmp_path / "a.png").write_bytes(png.tobytes()[:-100])
+    data = png.tobytes()[:-cut]
+    (tmp_path / "a.png").write_bytes(data)
     facts = inspect_image(tmp_path / "a.png", **LIMITS)
-    assert (facts.width, facts.height, facts.problem) == (60, 50, "image does not decode")
+    assert (facts.width, facts.height, facts.problem) == (60, 50, TRUNCATED)
+
+
+def test_a_png_with_a_damaged_chunk_is_corrupt(tmp_path):
+    ok, png = cv2.imencode(".png", (np.random.default_rng(0).random((50, 60, 3)) * 255).astype(np.uint8))
+    data = bytearray(png.tobytes())
+    data[data.index(b"IDAT") + 20] ^= 0xFF
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    assert inspect_image(tmp_path / "a.png", **LIMITS).problem.startswith("file is corrupt: a PNG chunk fails its CRC")
 
 
 def test_missing_file(tmp_path):
