@@ -37,8 +37,9 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 120_000_000   # today's phone cameras: 108 MP (12000 x 9000); larger is refused undecoded
     max_image_side: int = 16384
+    decode_memory_mb: int = 1024          # decoded pixels held at once across decode threads (one image may exceed it alone)
     max_text_length: int = 25
     dict_file: str | None = None
     processes: int = 0      # exports validated at once by `ocr-retrain run/ingest`; 0: one per CPU core
@@ -46,6 +47,8 @@ class ValidationConfig:
     def __post_init__(self) -> None:
         if self.processes < 0:
             raise UsageError(f"validation.processes must be >= 0 (0: one per CPU core), got {self.processes}")
+        if self.decode_memory_mb < 1:
+            raise UsageError(f"validation.decode_memory_mb must be >= 1, got {self.decode_memory_mb}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from ocr_tasks.config import SplitConfig
 from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
-from ocr_tasks.ingest.images import decode_image
+from ocr_tasks.ingest.images import decoded
 from ocr_tasks.ingest.index import CropRecord, DatasetIndex, ImageRecord
 from ocr_tasks.ingest.ppocrlabel import Box
 from ocr_tasks.ingest.split import assign_split
@@ -212,7 +212,8 @@ def _cut_crops(record: ImageRecord, source: Path, boxes: dict[int, Box], stage: 
                         record.export, f"{record.source}#box{index}", record.split, cut=True)
              for index, box in sorted(boxes.items())]
     if crops and stage is not None:
-        write_cut_crops(decode_image(source.read_bytes()), [(c, boxes[c.box].points) for c in crops], stage)
+        with decoded(source.read_bytes()) as image:
+            write_cut_crops(image, [(c, boxes[c.box].points) for c in crops], stage)
     return crops
 
 
@@ -233,7 +234,8 @@ def recut_crops(dataset: "Dataset", root: Path) -> int:
 
     def cut(job: tuple[ImageRecord, list[tuple[CropRecord, list]]]) -> int:
         record, wanted = job
-        write_cut_crops(decode_image((root / record.relpath).read_bytes()), wanted, root)
+        with decoded((root / record.relpath).read_bytes()) as image:
+            write_cut_crops(image, wanted, root)
         return len(wanted)
 
     done = 0

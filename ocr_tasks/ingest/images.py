@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,48 @@ Image.MAX_IMAGE_PIXELS = None
 
 _ORIENTATION = 0x0112           # EXIF tag; 5-8 turn the image by 90 degrees
 _TRANSPOSED = frozenset({5, 6, 7, 8})
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels held at once across threads: memory stays bounded whatever the images.
+
+    A decode waits until its estimate fits beside the others; one larger than the whole
+    budget waits for the rest to finish and then runs alone.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.held = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = max(0, int(nbytes))
+        with self._cond:
+            self._cond.wait_for(lambda: self.held == 0 or self.held + nbytes <= self.limit)
+            self.held += nbytes
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.held -= nbytes
+                self._cond.notify_all()
+
+
+DECODE_BUDGET = DecodeBudget(1024 * 2 ** 20)
+
+
+def set_decode_memory(megabytes: int) -> None:
+    """The budget every decode in this process shares (validation.decode_memory_mb)."""
+    DECODE_BUDGET.limit = megabytes * 2 ** 20
+
+
+def decoded_bytes(width: int, height: int, fmt: str | None, *, scale: int = 1) -> int:
+    """What decoding takes: cv2's 8-bit BGR output, and for PNG/TIFF a 16-bit intermediate."""
+    per_pixel = 3 if fmt == "JPEG" else 9
+    return (width // scale + 1) * (height // scale + 1) * per_pixel
 
 
 @dataclass(frozen=True)
@@ -45,7 +90,9 @@ def inspect_image(path: Path, *, max_pixels: int, max_side: int) -> ImageFacts:
             if width * height > max_pixels or max(width, height) > max_side:
                 return ImageFacts(sha, width, height,
                                   problem=f"image too large: {width}x{height} (limits {max_pixels} pixels, side {max_side})")
-            size = _decoded_size(header, data)
+            scale = 8 if isinstance(header, JpegImagePlugin.JpegImageFile) else 1
+            with DECODE_BUDGET.hold(decoded_bytes(width, height, header.format, scale=scale)):
+                size = _decoded_size(header, data)
     if isinstance(size, str):
         return ImageFacts(sha, width, height, problem=size)
     return ImageFacts(sha, *size)
@@ -59,6 +106,20 @@ def hash_image(path: Path) -> ImageFacts:
 
 def decode_image(data: bytes) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+@contextlib.contextmanager
+def decoded(data: bytes) -> Iterator[np.ndarray | None]:
+    """The decoded image, its pixels counted in DECODE_BUDGET while the caller holds it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as header:
+                cost = decoded_bytes(*header.size, header.format)
+    except Exception:
+        cost = 0
+    with DECODE_BUDGET.hold(cost):
+        yield decode_image(data)
 
 
 def _read(path: Path) -> bytes | ImageFacts:

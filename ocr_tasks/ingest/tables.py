@@ -17,7 +17,7 @@ from shapely.geometry import LinearRing
 
 from ocr_tasks.config import ValidationConfig
 from ocr_tasks.errors import UsageError
-from ocr_tasks.ingest.images import ImageFacts, hash_image, inspect_image
+from ocr_tasks.ingest.images import ImageFacts, hash_image, inspect_image, set_decode_memory
 from ocr_tasks.ingest.ppocrlabel import (
     FILE_STATE, LABEL_FILE, REC_GT, Box, CropLine, LabelLine,
     parse_file_state, parse_label_file, parse_rec_gt, polygon_area, reopen_rewrite,
@@ -175,6 +175,7 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] |
     rec_path = folder / REC_GT
     crops = parse_rec_gt(rec_path.read_bytes()) if rec_path.is_file() else []
 
+    set_decode_memory(limits.decode_memory_mb)
     inspect = (partial(inspect_image, max_pixels=limits.max_image_pixels, max_side=limits.max_image_side)
                if decode else hash_image)
     wanted = [line.relpath for line in labels if not line.problem]

@@ -63,3 +63,35 @@ def test_a_png_with_a_damaged_chunk_is_corrupt(tmp_path):
 def test_missing_file(tmp_path):
     assert inspect_image(tmp_path / "none.jpg", **LIMITS).problem == "image file missing"
     assert hash_image(tmp_path / "none.jpg").problem == "image file missing"
+
+
+def test_a_108_mp_phone_photo_passes_the_default_limits(tmp_path):
+    from ocr_tasks.config import ValidationConfig
+
+    limits = ValidationConfig()
+    ok, jpg = cv2.imencode(".jpg", np.full((9000, 12000, 3), 200, np.uint8))
+    (tmp_path / "phone.jpg").write_bytes(jpg.tobytes())
+    facts = inspect_image(tmp_path / "phone.jpg", max_pixels=limits.max_image_pixels, max_side=limits.max_image_side)
+    assert (facts.width, facts.height, facts.problem) == (12000, 9000, None)
+
+
+def test_decode_budget_bounds_what_threads_hold_at_once_and_lets_a_large_one_run_alone():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocr_tasks.ingest.images import DecodeBudget
+
+    budget = DecodeBudget(100)
+    seen, lock = [], threading.Lock()
+
+    def work(nbytes):
+        with budget.hold(nbytes):
+            with lock:
+                seen.append(budget.held)
+            time.sleep(0.01)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, [40] * 16 + [250] + [30] * 8))
+    assert budget.held == 0 and 250 in seen            # the large one ran, alone
+    assert all(held <= 100 or held == 250 for held in seen) and budget.peak in (250,)
