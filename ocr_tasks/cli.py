@@ -183,6 +183,8 @@ def cmd_prepare(args) -> int:
     if result.info:
         counts = ", ".join(f"{split} {c['images']} images/{c['crops']} crops" for split, c in result.info["counts"].items())
         print(f"dataset {result.info['version']} written to {args.out.resolve()} ({counts})")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     if result.excluded:
         print(f"excluded (failed validation): {', '.join(result.excluded)}")
         return EXIT_DATA

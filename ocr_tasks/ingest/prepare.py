@@ -22,6 +22,18 @@ class PrepareResult:
     info: dict | None
 
     @property
+    def warnings(self) -> list[str]:
+        """Splits the dataset came out without: training or the gate would have nothing there."""
+        if not self.info:
+            return []
+        use = {"train": "training", "val": "tools/train.py's evaluation during training", "test": "the gate"}
+        return [f"the {split} split is empty ({self.info['counts'][split]['images']} images, "
+                f"{self.info['counts'][split]['crops']} crops): {use[split]} has nothing to work on; "
+                "add images (the split is by content hash, 6:2:2 by default) or change split.*"
+                for split in ("train", "val", "test")
+                if not self.info["counts"][split]["images"] or not self.info["counts"][split]["crops"]]
+
+    @property
     def excluded(self) -> list[str]:
         return [r.export for r in self.reports if not r.success]
 
@@ -29,6 +41,9 @@ class PrepareResult:
 def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_uri=None) -> PrepareResult:
     """Validate local folders or s3:// exports and write the passing ones as a dataset into `out`."""
     out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--out {out} is not an empty folder: give a new or empty one "
+                         "(a dataset written over another would mix their files)")
     reports, passing = [], []
     with tempfile.TemporaryDirectory(prefix="ocr-retrain-", dir=config.work.scratch) as scratch:
         for source in sources:

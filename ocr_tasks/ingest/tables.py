@@ -109,6 +109,13 @@ class ExportTables:
                 elif self.crops and crop is None:
                     missing.append(f"{where} ({len(box.points)} points)")
         notes = []
+        if self.unconfirmed and not self.labels:
+            notes.append(f"{FILE_STATE} confirms none of the {self.unconfirmed} image(s) in {LABEL_FILE}: confirm them "
+                         f"in PPOCRLabel (check each image, or 'Check All') and save, or remove {FILE_STATE} to take "
+                         f"every {LABEL_FILE} line as confirmed")
+        elif self.unconfirmed:
+            notes.append(f"{self.unconfirmed} {LABEL_FILE} line(s) skipped: {FILE_STATE} does not mark their image "
+                         "confirmed (PPOCRLabel's check box); confirm them and export again to include them")
         if too_long:
             notes.append(f"{len(too_long)} box(es) longer than max_text_length ({limit}) stay in det and are left out "
                          f"of rec (raise validation.max_text_length to keep them): " + "; ".join(too_long[:EXAMPLES]))
@@ -147,15 +154,54 @@ class ExportTables:
         }
 
 
+# Invisible format characters (Unicode Cf) a labeller cannot see: pasted zero-width spaces, bidi
+# controls. ZWNJ/ZWJ (U+200C/D) are kept: Persian and Indic scripts spell with them.
+_MEANINGFUL_FORMAT = frozenset({"\u200c", "\u200d"})
+
+
+def invisible_characters(text: str) -> str:
+    """The invisible format characters of `text`, as 'U+200B U+202E' (empty when none)."""
+    found = sorted({c for c in text if unicodedata.category(c) == "Cf" and c not in _MEANINGFUL_FORMAT})
+    return " ".join(f"U+{ord(c):04X}" for c in found)
+
+
 def read_dictionary(path: str | Path | None) -> list[str] | None:
-    """A PaddleOCR dict file, one character per line, in file order (model outputs index into it)."""
+    """A PaddleOCR dict file, one character per line, in file order (model outputs index into it).
+
+    Refused, naming the file and line: not UTF-8 (a UTF-16 file from Notepad), a line of
+    more than one character, a space line (PaddleOCR adds the space itself with
+    `use_space_char: true`), a character twice (two classes for one character), an
+    invisible format character.
+    """
     if not path:
         return None
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = Path(path).read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise UsageError(f"dictionary file {path}: {exc.strerror}") from None
-    return [line.rstrip("\r") for line in text.split("\n") if line.rstrip("\r")]
+    except UnicodeDecodeError as exc:
+        hint = " (it looks like UTF-16)" if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise UsageError(f"dictionary file {path}: not UTF-8{hint}, byte {exc.start}: save it as UTF-8") from None
+    chars: list[str] = []
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        char = line.rstrip("\r")
+        if not char:
+            continue
+        where = f"dictionary file {path}:{number}"
+        if char.strip() == "":
+            raise UsageError(f"{where}: a space line; PaddleOCR adds the space itself (use_space_char: true): "
+                             "remove the line")
+        if len(char) != 1:
+            raise UsageError(f"{where}: {char!r} is {len(char)} characters; a PaddleOCR dict has one per line")
+        if invisible_characters(char):
+            raise UsageError(f"{where}: an invisible character ({invisible_characters(char)}): remove the line")
+        if char in first_seen:
+            raise UsageError(f"{where}: {char!r} again (first on line {first_seen[char]}): "
+                             "PaddleOCR would give it two classes; remove one")
+        first_seen[char] = number
+        chars.append(char)
+    return chars
 
 
 def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] | None = None, *,
@@ -211,11 +257,12 @@ def _image_table(labels: list[LabelLine], facts: dict[str, ImageFacts]) -> pd.Da
 
 def _text_checks(text: str, ignore: bool, dictionary: set[str] | None) -> dict:
     if ignore:
-        return {"text_ok": True, "text_length": None, "chars_outside_dict": None}
+        return {"text_ok": True, "text_length": None, "chars_outside_dict": None, "invisible_chars": None}
     outside = None if dictionary is None else "".join(sorted(set(text) - dictionary - {" "}))
     # tabs and line breaks would split PaddleOCR's "path<TAB>label" lines and the dict
     printable = not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
-    return {"text_ok": bool(text.strip()) and printable, "text_length": len(text), "chars_outside_dict": outside}
+    return {"text_ok": bool(text.strip()) and printable, "text_length": len(text), "chars_outside_dict": outside,
+            "invisible_chars": invisible_characters(text)}
 
 
 def _box_table(labels, facts, dictionary) -> pd.DataFrame:
@@ -238,7 +285,7 @@ def _box_table(labels, facts, dictionary) -> pd.DataFrame:
                 **_text_checks(box.transcription, box.is_ignore_region, dictionary),
             })
     return _frame(rows, ["where", "transcription", "points", "area", "simple", "inside_image",
-                         "text_ok", "text_length", "chars_outside_dict"])
+                         "text_ok", "text_length", "chars_outside_dict", "invisible_chars"])
 
 
 def _is_simple(points: list) -> bool | None:
@@ -268,7 +315,7 @@ def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
             **_text_checks(crop.text, ignored, dictionary),
         })
     return _frame(rows, ["where", "crop", "line_problem", "image_problem", "maps_to_box",
-                         "text_ok", "text_length", "chars_outside_dict"])
+                         "text_ok", "text_length", "chars_outside_dict", "invisible_chars"])
 
 
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:

@@ -137,3 +137,51 @@ def test_a_folder_reopened_in_ppocrlabel_keeps_the_labellers_text_by_one_rule(tm
     assert "nullable" in rec_texts and "nullable" in det_texts                 # rec_gt.txt wins for a rewrite
     assert "Noneable" not in rec_texts + det_texts
     assert "corrected" in rec_texts and "corrected" in det_texts               # Label.txt wins otherwise
+
+
+def test_messages_name_the_file_the_line_and_what_to_do(tmp_path):
+    folder = export(tmp_path)
+    config = _config(tmp_path)
+    (folder / "fileState.txt").write_text("")                       # PPOCRLabel saved before anything was checked
+    _, report = check_local_export(folder, config)
+    assert not report.success
+    assert any(n.startswith("fileState.txt confirms none of the 12 image(s) in Label.txt: confirm them") for n in report.notes)
+
+    folder = export(tmp_path / "b")
+    edit_boxes(folder, 0, lambda boxes: [{**boxes[0], "transcription": "12\u200b34"}] + boxes[1:])
+    _, report = check_local_export(folder, config)
+    (failure,) = report.failures
+    assert failure.problem.startswith("transcription holds invisible characters")
+    assert failure.examples == ["Label.txt:1 box 0: 'U+200B'"]
+
+    from ocr_tasks.errors import UsageError
+    from ocr_tasks.ingest.tables import read_dictionary
+    import pytest
+
+    for name, content, message in [
+        ("dup.txt", "0\n1\n1\n".encode(), r"dup.txt:3: '1' again \(first on line 2\)"),
+        ("space.txt", "0\n \n1\n".encode(), r"space.txt:2: a space line"),
+        ("utf16.txt", "0\n1\n".encode("utf-16"), r"utf16.txt: not UTF-8 \(it looks like UTF-16\)"),
+        ("zw.txt", "0\n\u202e\n".encode(), r"zw.txt:2: an invisible character \(U\+202E\)"),
+        ("two.txt", "0\nab\n".encode(), r"two.txt:2: 'ab' is 2 characters"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UsageError, match=message):
+            read_dictionary(tmp_path / name)
+    (tmp_path / "ok.txt").write_bytes("\ufeff0\r\n1\r\n\u200c\n".encode())   # BOM, CRLF, ZWNJ (Persian) kept
+    assert read_dictionary(tmp_path / "ok.txt") == ["0", "1", "\u200c"]
+
+
+def test_prepare_refuses_a_used_out_folder_and_warns_of_an_empty_split(tmp_path):
+    import pytest
+
+    from ocr_tasks.errors import UsageError
+
+    folder = export(tmp_path, n_images=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier dataset")
+    with pytest.raises(UsageError, match="is not an empty folder"):
+        prepare([str(folder)], out, _config(tmp_path))
+    result = prepare([str(folder)], tmp_path / "fresh", _config(tmp_path))
+    assert any("split is empty" in w for w in result.warnings), result.info["counts"]
