@@ -47,6 +47,7 @@ PUBLISH, RECORD = "publish", "record"   # the two ways a run ends (route's answe
 
 def discover(ctx: RunContext) -> Discovery:
     """The exports under incoming/ that are new, the ones still uploading, and the datasets' state."""
+    from ocr_tasks.flow.notify import export_quarantined, notify
     from ocr_tasks.ingest.exports import discover_exports
     from ocr_tasks.ingest.ledger import load_ledger
 
@@ -54,9 +55,12 @@ def discover(ctx: RunContext) -> Discovery:
     found = discover_exports(ctx.storage, ledger)
     for name, why in found.waiting.items():
         log.info("export %s is not complete, left for the next run: %s", name, why)
+    for name, why in found.refused.items():
+        log.warning("incoming/%s/ REFUSED (the other exports go on): %s", name, why)
+        notify(export_quarantined(name, f"refused\n{why}", None, ctx.run_id), ctx.config.notifications)
     latest = ledger.get("dataset_version")
-    return Discovery(found.new, dict(found.waiting), list(found.already_ingested), latest,
-                     untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
+    return Discovery(found.new, dict(found.waiting), list(found.already_ingested), dict(found.refused),
+                     latest_dataset=latest, untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
 
 
 def should_run(ctx: RunContext, discovery: Discovery) -> bool:

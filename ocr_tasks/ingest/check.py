@@ -18,8 +18,10 @@ from ocr_tasks.flow.notify import export_quarantined, notify
 from ocr_tasks.ingest.exports import LABEL_FILES, ExportRef, fetch_export
 from ocr_tasks.ingest.ledger import record_exports
 from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
-from ocr_tasks.ingest.validate import ValidationReport, validate_tables
+from ocr_tasks.ingest.ppocrlabel import shorten
+from ocr_tasks.ingest.validate import Failure, ValidationReport, validate_tables
 from ocr_tasks.storage import layout
+from ocr_tasks.errors import StorageError, UsageError
 from ocr_tasks.storage.s3 import Storage
 from ocr_tasks.vocabulary import timestamp
 
@@ -50,19 +52,32 @@ def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | No
     return tables, report
 
 
+def unreadable(export: str, exc: Exception) -> ValidationReport:
+    """The report of an export whose validation raised: it is quarantined with the error, like any failure."""
+    problem = f"the export could not be read: {type(exc).__name__}: {shorten(str(exc), 300)}"
+    return ValidationReport(export, False, {}, 0, [Failure("export", "read", None, problem, 1, [])])
+
+
 def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> ExportCheck:
     """Validate one export from storage; a failing one is quarantined with its report."""
     folder = fetch_export(storage, ref, config.work.exports)
     docs_dir = folder.parent / "data_docs"
     shutil.rmtree(docs_dir, ignore_errors=True)
-    _, report = check_local_export(folder, config, docs_dir)
+    try:
+        _, report = check_local_export(folder, config, docs_dir)
+    except (StorageError, UsageError):
+        raise   # the store or the config, not this export: the task fails and is retried
+    except Exception as exc:  # noqa: BLE001 - whatever this export makes raise, the others go on
+        log.exception("export %s could not be validated", ref.name)
+        report = unreadable(ref.name, exc)
     if report.success:
         log.info("%s", report.summary())
         return ExportCheck(ref, True, report.summary())
     target = layout.quarantine_prefix(ref.name, ref.fingerprint)
     report.data_docs = storage.uri(target + "data_docs/index.html")
     summary = report.summary()
-    storage.upload_dir(docs_dir, target + "data_docs")
+    if docs_dir.is_dir():   # an export that could not be read has no Data Docs
+        storage.upload_dir(docs_dir, target + "data_docs")
     storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
     storage.put_json(target + "validation.json", report.to_json())
     storage.put_text(target + "report.txt", summary + "\n")

@@ -2,7 +2,9 @@
 
 "New" means the export's fingerprint (every object's key, size and ETag) is not in
 the ingest ledger. An export whose Label.txt names files that are not uploaded yet is
-still being uploaded: it waits for the next run instead of failing.
+still being uploaded: it waits for the next run instead of failing. An export whose name
+or keys the pipeline cannot store safely (`.`/`..`, control characters, a name too long
+for a filesystem, a key with `..` segments) is refused by rule and the others go on.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ocr_tasks.storage import layout
-from ocr_tasks.ingest.ppocrlabel import FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file, parse_rec_gt
+from ocr_tasks.ingest.ppocrlabel import (FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file,
+                                         parse_rec_gt, shorten)
 from ocr_tasks.storage.s3 import ObjectInfo, Storage
 
 LABEL_FILES = (LABEL_FILE, FILE_STATE, REC_GT)
+# the work dir holds exports/<name>/<fingerprint>/<name>/: filesystems stop at 255 bytes a name
+MAX_EXPORT_NAME_BYTES = 200
+
+
+def unsafe_export_name(name: str) -> str | None:
+    """Why an incoming/ folder name cannot be an export, or None."""
+    if name in (".", ".."):
+        return f"the folder name {name!r} is a path alias, not a name"
+    if any(ord(c) < 32 or c in "\\\x7f" for c in name):
+        return f"the folder name {shorten(name)!r} holds control characters or a backslash"
+    if len(name.encode("utf-8")) > MAX_EXPORT_NAME_BYTES:
+        return (f"the folder name is {len(name.encode('utf-8'))} bytes, more than {MAX_EXPORT_NAME_BYTES}: "
+                "rename it shorter")
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,7 @@ class Discovery:
     new: list[ExportRef] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)   # export -> why it is not ready
     already_ingested: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)   # incoming/ folder -> why it can never be an export
 
 
 def fingerprint(objects: list[ObjectInfo]) -> str:
@@ -52,8 +70,16 @@ def discover_exports(storage: Storage, ledger: dict) -> Discovery:
     found = Discovery()
     known = ledger.get("exports", {})
     for name in sorted(storage.list_dirs(layout.INCOMING)):
+        refused = unsafe_export_name(name)
+        if refused:
+            found.refused[shorten(name)] = refused
+            continue
         prefix = f"{layout.INCOMING}{name}/"
-        objects = list(storage.list(prefix))
+        try:
+            objects = list(storage.list(prefix))
+        except ValueError as exc:   # the storage layer's key rules: '..', '.' or empty segments
+            found.refused[name] = f"it holds an object key the pipeline refuses: {shorten(str(exc))}"
+            continue
         fp = fingerprint(objects)
         if known.get(name, {}).get("fingerprint") == fp:
             found.already_ingested.append(name)

@@ -36,6 +36,15 @@ CROP_DIR = "crop_img"
 IGNORE_TRANSCRIPTIONS = frozenset({"###", "*"})  # PaddleOCR's DetLabelEncode ignores these
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Coordinates beyond this are not pixels (the largest image side allowed is far smaller); checked
+# before any float conversion, so a 400-digit integer is a problem of its line, not an OverflowError.
+MAX_COORDINATE = 2 ** 31
+SHOWN = 120   # characters of a path or text quoted in a message: a 50 MB label line is not echoed whole
+
+
+def shorten(text: str, limit: int = SHOWN) -> str:
+    """`text` for a message: at most `limit` characters, with how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -111,16 +120,19 @@ def normalize_path(raw: str) -> str:
 
 def unsafe_path_reason(path: str) -> str | None:
     """Why a path from a label file may not be used, or None when it stays inside the export."""
+    shown = repr(shorten(path))
     if path.startswith("/") or _DRIVE.match(path):
-        return f"absolute path {path!r}"
+        return f"absolute path {shown}"
     if not path:
         return "empty path"
     if ".." in path.split("/"):
-        return f"path {path!r} contains '..'"
+        return f"path {shown} contains '..'"
     if any(part in ("", ".") for part in path.split("/")):
-        return f"path {path!r} has an empty or '.' segment"
+        return f"path {shown} has an empty or '.' segment"
     if any(ord(c) < 32 for c in path):
-        return f"path {path!r} contains control characters"
+        return f"path {shown} contains control characters"
+    if any(len(part.encode("utf-8")) > 255 for part in path.split("/")):
+        return f"path {shown} has a name longer than 255 bytes (no filesystem stores it)"
     return None
 
 
@@ -157,6 +169,8 @@ def _parse_label_line(line_no: int, text: str) -> LabelLine:
         items = json.loads(payload)
     except json.JSONDecodeError as exc:
         return LabelLine(line_no, path, relpath, problem=f"label is not valid JSON: {exc.msg} at column {exc.colno}")
+    except (ValueError, RecursionError) as exc:   # a number of thousands of digits; nesting thousands deep
+        return LabelLine(line_no, path, relpath, problem=f"label JSON cannot be read: {shorten(str(exc), 80)}")
     if not isinstance(items, list):
         return LabelLine(line_no, path, relpath, problem="label JSON must be a list of boxes")
     boxes = []
@@ -178,7 +192,7 @@ def _parse_box(item: object) -> tuple[Box | None, str | None]:
     if not isinstance(points, list) or not all(
         isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in points
     ):
-        return None, "points must be a list of [x, y] numbers"
+        return None, f"points must be a list of [x, y] numbers below {MAX_COORDINATE} in size"
     difficult = item.get("difficult", False)
     if not isinstance(difficult, bool):
         return None, "difficult must be true or false"
@@ -189,7 +203,11 @@ def _parse_box(item: object) -> tuple[Box | None, str | None]:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return -MAX_COORDINATE < value < MAX_COORDINATE
+    return math.isfinite(value) and -MAX_COORDINATE < value < MAX_COORDINATE
 
 
 def parse_file_state(data: bytes) -> set[str]:
@@ -204,7 +222,7 @@ def parse_file_state(data: bytes) -> set[str]:
     return confirmed
 
 
-_CROP_NAME = re.compile(r"^(?P<stem>.+)_crop_(?P<index>\d+)$")
+_CROP_NAME = re.compile(r"^(?P<stem>.+)_crop_(?P<index>\d{1,9})$")   # a box index, not a 5,000-digit number
 
 
 def parse_rec_gt(data: bytes) -> list[CropLine]:
@@ -221,7 +239,7 @@ def parse_rec_gt(data: bytes) -> list[CropLine]:
         unsafe = unsafe_path_reason(path)
         match = _CROP_NAME.match(PurePosixPath(path).stem)
         stem, index = (match["stem"], int(match["index"])) if match else (None, None)
-        problem = unsafe or (None if match else f"crop name {path!r} is not '<image stem>_crop_<n>.<ext>'")
+        problem = unsafe or (None if match else f"crop name {shorten(path)!r} is not '<image stem>_crop_<n>.<ext>'")
         lines.append(CropLine(line_no, path, label, stem, index, problem))
     return lines
 

@@ -20,7 +20,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.images import ImageFacts, hash_image, inspect_image, set_decode_memory
 from ocr_tasks.ingest.ppocrlabel import (
     FILE_STATE, LABEL_FILE, REC_GT, Box, CropLine, LabelLine,
-    parse_file_state, parse_label_file, parse_rec_gt, polygon_area, reopen_rewrite,
+    parse_file_state, parse_label_file, parse_rec_gt, polygon_area, reopen_rewrite, shorten,
 )
 
 IMAGE_WORKERS = 8  # image decoding releases the GIL; a few threads keep 2 cores busy
@@ -243,7 +243,7 @@ def _image_table(labels: list[LabelLine], facts: dict[str, ImageFacts]) -> pd.Da
         fact = ImageFacts() if line.problem else facts.get(line.relpath, ImageFacts())
         rows.append({
             "where": f"{LABEL_FILE}:{line.line_no}",
-            "image": line.raw_path,
+            "image": shorten(line.raw_path),
             "file": line.relpath or None,
             "line_problem": line.problem,
             "image_problem": None if line.problem else fact.problem,
@@ -277,7 +277,7 @@ def _box_table(labels, facts, dictionary) -> pd.DataFrame:
                 inside = all(0 <= x <= fact.width and 0 <= y <= fact.height for x, y in box.points)
             rows.append({
                 "where": f"{LABEL_FILE}:{line.line_no} box {index}",
-                "transcription": box.transcription,
+                "transcription": shorten(box.transcription),
                 "points": len(box.points),
                 "area": polygon_area(box.points),
                 "simple": _is_simple(box.points),
@@ -308,7 +308,7 @@ def _crop_table(crops, labels, facts, dictionary) -> pd.DataFrame:
         fact = facts.get(crop.relpath, ImageFacts())
         rows.append({
             "where": f"{REC_GT}:{crop.line_no}",
-            "crop": crop.relpath,
+            "crop": shorten(crop.relpath),
             "line_problem": crop.problem,
             "image_problem": None if crop.problem else fact.problem,
             "maps_to_box": maps,

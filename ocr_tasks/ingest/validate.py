@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ocr_tasks.config import REPO_ROOT, ValidationConfig
+from ocr_tasks.ingest.ppocrlabel import shorten
 from ocr_tasks.ingest.tables import ExportTables
 
 EXPECTATIONS_DIR = Path(os.environ.get("OCR_RETRAIN_EXPECTATIONS", REPO_ROOT / "expectations"))
@@ -145,7 +146,7 @@ def _failure(table: str, result) -> Failure:
     for item in (details.get("unexpected_index_list") or [])[:EXAMPLES]:
         if isinstance(item, dict):
             value = item.get(column) if column else None
-            examples.append(f"{item.get('where')}: {value!r}" if column else str(item.get("where")))
+            examples.append(f"{item.get('where')}: {shorten(repr(value), 200)}" if column else str(item.get("where")))
     count = details.get("unexpected_count")
     if count is None:  # table-level expectations report an observed value instead
         count = 1

@@ -209,12 +209,14 @@ def test_should_run_rule():
 
 def test_artifacts_survive_xcom_json():
     """What one task returns, the next rebuilds: to_json -> JSON text -> from_json is the identity."""
-    from ocr_tasks.flow.run import Evaluation, MergedDataset
+    from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset
     from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.training.train import TrainedModel
 
     artifacts = [
-        Discovery([ExportRef("a", "incoming/a/", "f" * 64, 3)], {"b": "uploading"}, ["c"], "v1", "v1"),
+        Discovery([ExportRef("a", "incoming/a/", "f" * 64, 3)], {"b": "uploading"}, ["c"], {"..": "an alias"},
+                  latest_dataset="v1", untrained_dataset="v1"),
+        ExportedBundle("runs/r/bundle/", ["rec"], {"det": "20260101T000000Z"}),
         MergedDataset("v2", {"version": "v2", "uri": "s3://b/datasets/v2/", "counts": {}, "merged": ["a"]},
                       {"bad": "s3://b/quarantine/bad/"}),
         Evaluation({"rec": {"acc": 0.5}}, {"rec": TrainedModel("rec", "r", "/w/best", "/w/c.yml", [{"kind": "train"}])},
