@@ -12,6 +12,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.check import check_local_export
 from ocr_tasks.ingest.dataset import INDEX_FILE, Dataset
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
+from ocr_tasks.ingest.ppocrlabel import LABEL_FILE
 from ocr_tasks.ingest.tables import read_dictionary
 from ocr_tasks.ingest.validate import ValidationReport
 
@@ -70,6 +71,9 @@ def resolve_source(source: str, scratch: Path, storage_for_uri) -> Path:
         objects = list(storage.list(prefix))
         if not objects:
             raise UsageError(f"{source}: no objects there")
+        if not any(o.key == f"{prefix.rstrip('/')}/{LABEL_FILE}" for o in objects):
+            raise UsageError(f"{source}: no {LABEL_FILE} there, so not a PPOCRLabel export: give the export's own "
+                             "folder, e.g. s3://<bucket>/incoming/<export>/")
         name = prefix.rstrip("/").rsplit("/", 1)[-1]
         ref = ExportRef(name, prefix, "local-" + uuid.uuid4().hex, len(objects))
         return fetch_export(storage, ref, scratch)

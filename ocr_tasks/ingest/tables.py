@@ -227,14 +227,35 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] |
     wanted = [line.relpath for line in labels if not line.problem]
     wanted += [crop.relpath for crop in crops if not crop.problem]
     wanted = list(dict.fromkeys(wanted))
+    root = folder.resolve()
+
+    def examine(relpath: str) -> ImageFacts:
+        escape = _outside(folder, root, relpath)
+        return ImageFacts(problem=escape) if escape else inspect(folder / relpath)
+
     with ThreadPoolExecutor(IMAGE_WORKERS) as pool:
-        facts = dict(zip(wanted, pool.map(lambda relpath: inspect(folder / relpath), wanted)))
+        facts = dict(zip(wanted, pool.map(examine, wanted)))
 
     return ExportTables(
         name=folder.name, folder=folder, labels=labels, crops=crops, facts=facts,
         unconfirmed=len(all_labels) - len(labels), limits=limits,
         dictionary=None if dictionary is None else set(dictionary),
     )
+
+
+def _outside(folder: Path, root: Path, relpath: str) -> str | None:
+    """Why a file the labels name is not the export's own: a symbolic link on the way (PPOCRLabel writes
+    none; one could pull any file of the machine into the dataset), or a path resolving elsewhere."""
+    path = folder
+    for part in PurePosixPath(relpath).parts:
+        path = path / part
+        if path.is_symlink():
+            return f"is a symbolic link ({path.relative_to(folder).as_posix()}): copy the file itself into the export"
+    try:
+        (folder / relpath).resolve().relative_to(root)
+    except ValueError:
+        return "resolves outside the export folder"
+    return None
 
 
 def _image_table(labels: list[LabelLine], facts: dict[str, ImageFacts]) -> pd.DataFrame:

@@ -166,7 +166,16 @@ def list_versions(storage: Storage, name: str) -> list[dict[str, Any]]:
     current = production_version(storage, name)
     versions = []
     for version in storage.list_dirs(layout.models_prefix(name)):
-        manifest = storage.get_json(layout.model_manifest_key(name, version), default=None)
+        key = layout.model_manifest_key(name, version)
+        try:
+            manifest = json.loads(storage.get_bytes(key))
+        except ObjectNotFoundError:
+            continue  # an unfinished publish, not a version
+        except ValueError as exc:
+            # one damaged manifest must not hide every other version (nor stop a publish)
+            log.warning("model %s %s: %s is not valid JSON (%s): left out of the listing", name, version,
+                        storage.uri(key), exc)
+            continue
         if not isinstance(manifest, dict):
             continue  # an unfinished publish, not a version
         gate = manifest.get("gate")
@@ -372,6 +381,12 @@ def _wanted_files(storage: Storage, manifest_key: str, manifest_bytes: bytes,
         wanted[rel] = record
     if not any(rel.split("/", 1)[0] in MODEL_DIRS for rel in wanted):
         raise ModelIntegrityError(f"{where} lists no det/ or rec/ files")
+    for model in MODEL_DIRS:   # a model the manifest names must be whole, or consumers get a folder that cannot load
+        if any(rel.startswith(f"{model}/") for rel in wanted):
+            missing = [f for f in INFERENCE_FILES if f"{model}/{f}" not in wanted]
+            if missing:
+                raise ModelIntegrityError(f"{where} lists {model}/ without {', '.join(missing)}: not a loadable "
+                                          "PaddleOCR inference model")
     return wanted
 
 

@@ -391,8 +391,10 @@ class Storage:
             except (bce.BotoCoreError, bce.ClientError, S3UploadFailedError, RetriesExceededError, OSError) as exc:
                 if isinstance(exc, StorageError):
                     raise
-                if isinstance(exc, OSError) and not _is_transient(exc):
-                    raise  # a local filesystem problem: let the caller see the real OSError
+                if isinstance(exc, OSError) and not isinstance(exc, bce.BotoCoreError) and not _is_transient(exc):
+                    # a local filesystem problem: let the caller see the real OSError (botocore's
+                    # SSLError is an OSError too, through requests: that one is the endpoint's)
+                    raise
                 if _is_transient(exc) and attempt < s.transfer_retries:
                     attempt += 1
                     delay = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (attempt - 1))
@@ -416,6 +418,10 @@ class Storage:
             return ObjectNotFoundError(f"bucket not found: s3://{self.settings.bucket}", code=code)
         if _is_not_found(exc):
             return ObjectNotFoundError(f"object not found: {target}", code=code)
+        if isinstance(exc, bce.SSLError):
+            return StorageError(
+                f"S3 {op} {target}: TLS with endpoint {self.settings.endpoint_url or 'AWS'} failed "
+                f"({_describe(exc)}): if the server speaks plain HTTP, give an http:// endpoint")
         if code in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403"):
             return StorageError(
                 f"S3 {op} {target} refused ({code}): check the access key/secret for "

@@ -101,3 +101,32 @@ def test_whatever_an_export_makes_raise_quarantines_it_and_the_others_go_on(stor
     assert checks["good"].passed and result.dataset.merged == ["good"]
     assert "the export could not be read: ZeroDivisionError: an unforeseen shape" in checks["cursed"].summary
     assert load_ledger(storage)["exports"]["cursed"]["status"] == "quarantined"
+
+
+def test_a_symlink_in_a_local_export_is_refused_not_followed(tmp_path):
+    from ocr_tasks.ingest.check import check_local_export
+    from ocr_tasks.ingest.prepare import prepare
+
+    folder = export(tmp_path / "a", "linked", n_images=4, seed=7)
+    secret = tmp_path / "outside.jpg"
+    (folder / "img_0001.jpg").rename(secret)
+    (folder / "img_0001.jpg").symlink_to(secret)
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
+    _, report = check_local_export(folder, config)
+    assert not report.success
+    (failure,) = [f for f in report.failures if f.column == "image_problem"]
+    assert failure.examples == ["Label.txt:2: 'is a symbolic link (img_0001.jpg): copy the file itself into the export'"]
+    result = prepare([str(folder)], tmp_path / "out", config)
+    assert result.info is None and not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.jpg"))
+
+
+def test_validate_on_a_prefix_that_is_not_an_export_says_so(storage, s3_server, tmp_path, monkeypatch, capsys):
+    from ocr_tasks.cli import main
+
+    upload(storage, export(tmp_path / "a", "good", n_images=2, seed=3))
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    code = main(["--set", f"work_dir={tmp_path / 'work'}", "validate", f"s3://{storage.settings.bucket}/incoming"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no Label.txt there, so not a PPOCRLabel export" in err and "Traceback" not in err

@@ -290,3 +290,17 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
     again = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
                             InfraValidation(), GateDecision.from_json(PASSED_GATE))
     assert again.model_version == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2
+
+
+def test_a_damaged_manifest_is_left_out_and_an_incomplete_one_is_not_pulled(storage, tmp_path):
+    publish_model(storage, NAME, "v1", make_bundle(tmp_path / "b1"), manifest_for(acc=0.93))
+    publish_model(storage, NAME, "v2", make_bundle(tmp_path / "b2"), manifest_for(acc=0.95))
+    storage.put_bytes(layout.model_manifest_key(NAME, "v1"), b'{"files": {"det/inference.json"')   # cut short
+    assert [v["version"] for v in list_versions(storage, NAME)] == ["v2"]              # listing and publish go on
+    assert next_model_version(storage, NAME) not in ("v1", "v2")
+    manifest = storage.get_json(layout.model_manifest_key(NAME, "v2"))
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if k != "rec/inference.pdiparams"}
+    storage.put_json(layout.model_manifest_key(NAME, "v2"), manifest)
+    with pytest.raises(ModelIntegrityError, match=r"lists rec/ without inference.pdiparams"):
+        pull_model(storage, NAME, tmp_path / "pulled", "v2")
+    assert not (tmp_path / "pulled" / "v2").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -306,6 +307,13 @@ def test_wrong_secret_is_refused(storage: Storage, s3_server: LocalS3Server) -> 
     with pytest.raises(StorageError):
         list(bad.list())
     assert not storage.exists("x.txt")
+
+
+def test_an_https_endpoint_for_a_plain_http_server_says_so(storage: Storage, s3_server: LocalS3Server) -> None:
+    settings = s3_server.settings(storage.settings.bucket, max_attempts=1)
+    tls = Storage(dataclasses.replace(settings, endpoint_url=settings.endpoint_url.replace("http://", "https://")))
+    with pytest.raises(StorageError, match=r"TLS with endpoint https://.* failed .*give an http:// endpoint"):
+        tls.get_bytes("x.txt")
 
 
 # --------------------------------------------------------------------------- resilience
