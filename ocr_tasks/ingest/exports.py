@@ -1,7 +1,8 @@
 """Finding new PPOCRLabel exports in `incoming/` and bringing them to local disk.
 
 "New" means the export's fingerprint (every object's key, size and ETag) is not in
-the ingest ledger. An export whose Label.txt names files that are not uploaded yet is
+the ingest ledger. New exports come in upload order (their newest object's time), so
+when two relabel the same image, the later upload wins. An export whose Label.txt names files that are not uploaded yet is
 still being uploaded: it waits for the next run instead of failing. An export whose name
 or keys the pipeline cannot store safely (`.`/`..`, control characters, a name too long
 for a filesystem, a key with `..` segments) is refused by rule and the others go on.
@@ -42,6 +43,7 @@ class ExportRef:
     prefix: str          # "incoming/<name>/"
     fingerprint: str
     objects: int
+    uploaded_at: str | None = None   # its newest object's time: exports merge in upload order, the later wins
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -89,7 +91,10 @@ def discover_exports(storage: Storage, ledger: dict) -> Discovery:
         if missing:
             found.waiting[name] = missing
         else:
-            found.new.append(ExportRef(name, prefix, fp, len(objects)))
+            uploaded = max((o.last_modified for o in objects if o.last_modified), default=None)
+            found.new.append(ExportRef(name, prefix, fp, len(objects), uploaded))
+    # a correction uploaded later must win over the export it corrects, whatever the two are called
+    found.new.sort(key=lambda ref: (ref.uploaded_at or "", ref.name))
     return found
 
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -146,6 +147,8 @@ class ObjectInfo:
     key: str  # relative to settings.prefix
     size: int
     etag: str  # without quotes; for multipart uploads AWS's is "md5-N", rclone's is the plain MD5
+    # when the object was last written (ISO 8601, UTC), as the store says; not part of its identity
+    last_modified: str | None = field(default=None, compare=False)
 
 
 class ObjectNotFoundError(StorageError):
@@ -489,10 +492,12 @@ class Storage:
         semantics: "runs/1" also matches "runs/10/x"). With recursive=False only
         objects directly in the folder `prefix` are listed."""
         for obj in self._list_raw(self._full_str_prefix(prefix), recursive=recursive):
+            modified = obj.get("LastModified")
             yield ObjectInfo(
                 key=self._rel(obj["Key"]),
                 size=int(obj.get("Size", 0)),
                 etag=str(obj.get("ETag", "")).strip('"'),
+                last_modified=modified.astimezone(timezone.utc).isoformat() if modified is not None else None,
             )
 
     def _full_str_prefix(self, prefix: str) -> str:

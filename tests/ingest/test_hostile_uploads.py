@@ -130,3 +130,25 @@ def test_validate_on_a_prefix_that_is_not_an_export_says_so(storage, s3_server, 
     code = main(["--set", f"work_dir={tmp_path / 'work'}", "validate", f"s3://{storage.settings.bucket}/incoming"])
     err = capsys.readouterr().err
     assert code == 2 and "no Label.txt there, so not a PPOCRLabel export" in err and "Traceback" not in err
+
+
+def test_the_later_upload_wins_whatever_the_names(storage, config, tmp_path):
+    """A correction uploaded after the export it corrects wins, even under a name that sorts first."""
+    import time
+
+    from ocr_tasks.ingest.pull import pull_dataset
+    from tests.kit import edit_boxes
+
+    first = export(tmp_path / "a", "zz_batch", n_images=4, seed=8)
+    upload(storage, first)
+    time.sleep(1.2)                                   # the store's clock resolution is a second
+    fix = export(tmp_path / "b", "aa_fix", n_images=4, seed=8)     # the same images, relabelled
+    edit_boxes(fix, 0, lambda boxes: [{**boxes[0], "transcription": "corrected"}] + boxes[1:])
+    upload(storage, fix)
+    result = ingest(storage, config)
+    assert [c.export.name for c in result.checks] == ["zz_batch", "aa_fix"]       # upload order, not name order
+    data = pull_dataset(storage, result.dataset.version, tmp_path / "data")
+    texts = [box["transcription"] for split in ("train", "val", "test")
+             for line in (data / "det" / f"{split}.txt").read_text().splitlines()
+             for box in json.loads(line.split("\t", 1)[1])]
+    assert "corrected" in texts

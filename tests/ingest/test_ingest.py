@@ -116,7 +116,7 @@ def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage
 @pytest.mark.parametrize("processes", [1, 3])
 def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them(storage, tmp_path, processes):
     """`validation.processes`: the local runner checks exports side by side (as the DAG's mapped
-    tasks run); results, quarantine and ledger are the same as one after another, in export order."""
+    tasks run); results, quarantine and ledger are the same as one after another, in upload order."""
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"validation.processes={processes}"])
     for index, name in enumerate(["b_first", "a_broken", "c_last"]):
         folder = export(tmp_path / name, name, n_images=5, seed=10 + index)
@@ -124,9 +124,12 @@ def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them
             break_one_polygon(folder)
         upload(storage, folder)
     result = ingest(storage, config)
-    assert [(c.export.name, c.passed) for c in result.checks] == [("a_broken", False), ("b_first", True), ("c_last", True)]
+    checks = sorted(result.checks, key=lambda c: c.export.name)
+    assert [(c.export.name, c.passed) for c in checks] == [("a_broken", False), ("b_first", True), ("c_last", True)]
+    assert [c.export.name for c in result.checks] == [r.name for r in sorted(
+        (c.export for c in result.checks), key=lambda ref: (ref.uploaded_at, ref.name))]   # in upload order
     assert "Label.txt:3 box 0" in storage.get_text(
-        result.checks[0].report_uri.split(f"{storage.settings.bucket}/", 1)[1] + "report.txt")
+        checks[0].report_uri.split(f"{storage.settings.bucket}/", 1)[1] + "report.txt")
     assert result.dataset.merged == ["b_first", "c_last"]
     assert {n: e["status"] for n, e in load_ledger(storage)["exports"].items()} == \
         {"a_broken": "quarantined", "b_first": "merged", "c_last": "merged"}
