@@ -83,11 +83,14 @@ def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
 
 def merge(ctx: RunContext, checks: Sequence[ExportCheck]) -> MergedDataset:
     """Merge the exports that passed into a new dataset version; say which version to train on."""
-    from ocr_tasks.ingest.ledger import load_ledger
+    from ocr_tasks.ingest.check import quarantined_entries
+    from ocr_tasks.ingest.ledger import load_ledger, record_exports
     from ocr_tasks.ingest.merge import merge_exports
 
     passed = [c.export for c in checks if c.passed]
     quarantined = {c.export.name: c.report_uri for c in checks if not c.passed}
+    if quarantined:   # the run's one ledger writer: checks ran side by side
+        record_exports(ctx.storage, quarantined_entries(list(checks)))
     merged = merge_exports(ctx.storage, passed, ctx.config).to_json() if passed else None
     latest = load_ledger(ctx.storage).get("dataset_version")
     version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)

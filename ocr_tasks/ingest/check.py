@@ -3,7 +3,10 @@
     check_export(storage, ref, config)   -> ExportCheck (passed, or quarantined with a report)
 
 A quarantined export's report.txt, validation.json, Data Docs and label files go to
-quarantine/<export>/<fp>/ first; the ledger entry that marks it is written last.
+quarantine/<export>/<fp>/; the ledger entry that marks it is written by the merge step
+(`quarantined_entries`), the one ledger writer of a run: checks run side by side (the DAG's
+mapped tasks, the local runner's processes), and two read-modify-writes of the ledger at
+once lost one of them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pathlib import Path
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.flow.notify import export_quarantined, notify
 from ocr_tasks.ingest.exports import LABEL_FILES, ExportRef, fetch_export
-from ocr_tasks.ingest.ledger import record_exports
 from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
 from ocr_tasks.ingest.ppocrlabel import shorten
 from ocr_tasks.ingest.validate import Failure, ValidationReport, validate_tables
@@ -41,6 +43,12 @@ class ExportCheck:
     @classmethod
     def from_json(cls, data: dict) -> "ExportCheck":
         return cls(**{**data, "export": ExportRef.from_json(data["export"])})
+
+
+def quarantined_entries(checks: list[ExportCheck]) -> dict[str, dict]:
+    """The ledger entries of the checks that failed (merge writes them)."""
+    return {c.export.name: {"fingerprint": c.export.fingerprint, "status": "quarantined", "quarantine": c.report_uri,
+                            "at": timestamp()} for c in checks if not c.passed}
 
 
 def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | None = None) -> tuple[ExportTables, ValidationReport]:
@@ -81,8 +89,6 @@ def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> Ex
     storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
     storage.put_json(target + "validation.json", report.to_json())
     storage.put_text(target + "report.txt", summary + "\n")
-    record_exports(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "quarantined",
-                                        "quarantine": storage.uri(target), "at": timestamp()}})
     log.warning("%s", summary)
     notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
     return ExportCheck(ref, False, summary, storage.uri(target))
