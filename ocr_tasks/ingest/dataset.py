@@ -27,9 +27,9 @@ from ocr_tasks.config import SplitConfig
 from ocr_tasks.ingest.crops import crop_text_region, encode_jpeg
 from ocr_tasks.ingest.images import decoded
 from ocr_tasks.ingest.index import CropRecord, DatasetIndex, ImageRecord
-from ocr_tasks.ingest.ppocrlabel import Box
+from ocr_tasks.ingest.ppocrlabel import Box, shorten
 from ocr_tasks.ingest.split import assign_split
-from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables, abbreviate
+from ocr_tasks.ingest.tables import IMAGE_WORKERS, ExportTables
 from ocr_tasks.vocabulary import MODEL_KINDS, SPLITS, timestamp
 
 DATASET_FILES = ("dict.txt", "images.jsonl", "crops.jsonl") + tuple(
@@ -184,7 +184,7 @@ def _per_export_counts(dataset: Dataset, max_text_length: int) -> dict[str, dict
     for record in dataset.images.values():
         for index, box in enumerate(record.boxes):
             if not Box(**box).is_ignore_region and len(box["transcription"]) > max_text_length:
-                too_long[record.export].append(f"{record.source} box {index}: {abbreviate(box['transcription'])!r}")
+                too_long[record.export].append(f"{record.source} box {index}: {shorten(box['transcription'], 40, with_length=False)!r}")
     counts = {}
     for name in sorted(images):
         counts[name] = {"images": images[name], "crops": crops[name]}

@@ -42,9 +42,11 @@ MAX_COORDINATE = 2 ** 31
 SHOWN = 120   # characters of a path or text quoted in a message: a 50 MB label line is not echoed whole
 
 
-def shorten(text: str, limit: int = SHOWN) -> str:
-    """`text` for a message: at most `limit` characters, with how much was left out."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+def shorten(text: str, limit: int = SHOWN, *, with_length: bool = True) -> str:
+    """`text` for a message: at most `limit` characters, then "…" (and the whole length, unless the caller says it)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)" if with_length else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ failed expectation can point a labeller at the exact line.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,10 +26,6 @@ from ocr_tasks.ingest.ppocrlabel import (
 
 IMAGE_WORKERS = 8  # image decoding releases the GIL; a few threads keep 2 cores busy
 EXAMPLES = 3
-
-
-def abbreviate(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -69,27 +66,28 @@ class ExportTables:
 
     def crop_of(self, line: LabelLine, index: int) -> CropLine | None:
         """The rec_gt.txt crop of box `index` of `line`, if the export has one."""
-        return self._crops_by_box().get((PurePosixPath(line.relpath).stem, index))
+        return self._crops_by_box.get((PurePosixPath(line.relpath).stem, index))
+
+    def conflict_of(self, line: LabelLine, index: int) -> TextConflict | None:
+        """The disagreement between box `index` of `line` and its crop's text, if any."""
+        box, crop = line.boxes[index], self.crop_of(line, index)
+        if crop is None or box.is_ignore_region or crop.text == box.transcription:
+            return None
+        return TextConflict(f"{REC_GT}:{crop.line_no}", f"{LABEL_FILE}:{line.line_no} box {index}",
+                            box.transcription, crop.text)
 
     def conflicts(self) -> list[TextConflict]:
-        found = []
-        for line in self.labels:
-            for index, box in enumerate(line.boxes if not line.problem else []):
-                crop = self.crop_of(line, index)
-                if crop is not None and not box.is_ignore_region and crop.text != box.transcription:
-                    found.append(TextConflict(f"{REC_GT}:{crop.line_no}", f"{LABEL_FILE}:{line.line_no} box {index}",
-                                              box.transcription, crop.text))
-        return found
+        found = (self.conflict_of(line, index) for line in self.labels if not line.problem
+                 for index in range(len(line.boxes)))
+        return [conflict for conflict in found if conflict is not None]
 
     def boxes_of(self, line: LabelLine) -> list[Box]:
         """The line's boxes with re-open rewrites undone (TextConflict's rule)."""
         boxes = list(line.boxes)
         for index, box in enumerate(boxes):
-            crop = self.crop_of(line, index)
-            if crop is not None and not box.is_ignore_region and crop.text != box.transcription:
-                conflict = TextConflict("", "", box.transcription, crop.text)
-                if conflict.reopened:
-                    boxes[index] = Box(crop.text, box.points, box.difficult, box.key_cls)
+            conflict = self.conflict_of(line, index)
+            if conflict is not None and conflict.reopened:
+                boxes[index] = Box(conflict.text, box.points, box.difficult, box.key_cls)
         return boxes
 
     def notes(self) -> list[str]:
@@ -105,7 +103,7 @@ class ExportTables:
                 if box.is_ignore_region:
                     skipped += crop is not None
                 elif len(box.transcription) > limit:
-                    too_long.append(f"{where} {abbreviate(box.transcription)!r} ({len(box.transcription)} characters)")
+                    too_long.append(f"{where} {shorten(box.transcription, 40, with_length=False)!r} ({len(box.transcription)} characters)")
                 elif self.crops and crop is None:
                     missing.append(f"{where} ({len(box.points)} points)")
         notes = []
@@ -137,13 +135,10 @@ class ExportTables:
                          f"wins: {examples}")
         return notes
 
+    @functools.cached_property
     def _crops_by_box(self) -> dict[tuple[str, int], CropLine]:
-        cached = getattr(self, "_by_box", None)
-        if cached is None:
-            cached = {(c.source_stem, c.box_index): c for c in self.crops
-                      if not c.problem and c.source_stem is not None and c.box_index is not None}
-            self._by_box = cached
-        return cached
+        return {(c.source_stem, c.box_index): c for c in self.crops
+                if not c.problem and c.source_stem is not None and c.box_index is not None}
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables GX validates, built on demand: merge keeps only the parsed labels."""
