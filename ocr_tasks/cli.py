@@ -252,6 +252,8 @@ def cmd_run(args) -> int:
         print(f"  gate: {reason}")
     if outcome.model_version:
         print(f"  published {config.model_name} {outcome.model_version}")
+    if outcome.note:
+        print(f"  {outcome.note}")
     if outcome.report:
         print(f"  report: {outcome.report} ({outcome.report_uri})")
     return EXIT_OK

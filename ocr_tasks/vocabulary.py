@@ -18,14 +18,17 @@ NOTHING_NEW: Final = "nothing-new"
 GATE_FAILED: Final = "gate-failed"
 DRY_RUN: Final = "dry-run"
 PUBLISHED: Final = "published"
+# stored as a version, not made production: another run moved production after this run's gate
+SUPERSEDED: Final = "superseded"
 
 # What can notify (config `notifications.events`)
 TASK_FAILED_EVENT: Final = "task_failed"
 EXPORT_QUARANTINED_EVENT: Final = "export_quarantined"
 GATE_FAILED_EVENT: Final = "gate_failed"
 PUBLISHED_EVENT: Final = "published"
-EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, PUBLISHED_EVENT)
-DEFAULT_EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT)
+SUPERSEDED_EVENT: Final = "superseded"   # a gate-passing model left out of production: someone must decide
+EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, PUBLISHED_EVENT, SUPERSEDED_EVENT)
+DEFAULT_EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, SUPERSEDED_EVENT)
 
 
 def utc_now() -> datetime:

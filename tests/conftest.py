@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 server (rclone serve s3, not a mock), a bucket per test, a real webhook receiver.
+"""Shared fixtures: a real S3 server (rclone serve s3, not a mock), a bucket per test, a real webhook receiver,
+and a second S3 server that honours conditional writes as AWS does (moto's, started here).
 
 Helpers that are not fixtures (exports, labeller edits, free ports) are in kit.py."""
 
@@ -51,6 +52,63 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Serve
 def storage(s3_server: LocalS3Server) -> Storage:
     """A Storage on a fresh, existing bucket of its own, so tests never see each other's keys."""
     st = Storage(s3_server.settings(f"test-{uuid.uuid4().hex[:16]}"))
+    st.ensure_bucket()
+    return st
+
+
+class AwsLikeS3Server:
+    """moto's S3 server in its own process: an S3-compatible server with AWS's conditional
+    writes (If-Match / If-None-Match answered 412), which the embedded rclone server ignores."""
+
+    def __init__(self) -> None:
+        import shutil
+        import subprocess
+        import sys
+        import time
+
+        from tests.kit import free_port
+
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        if binary is None:
+            pytest.skip("moto_server is not installed (the test extra: make install)")
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                Storage(self.settings("probe-bucket")).ensure_bucket()
+                return
+            except Exception:
+                if time.monotonic() > deadline or self._process.poll() is not None:
+                    self.stop()
+                    raise
+                time.sleep(0.2)
+
+    def settings(self, bucket: str, prefix: str = ""):
+        from ocr_tasks.storage.s3 import StorageSettings
+
+        return StorageSettings(bucket=bucket, prefix=prefix, endpoint_url=self.endpoint_url, region="us-east-1",
+                               addressing_style="path", access_key_id="moto", secret_access_key="moto-secret")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def aws_like_server() -> Iterator[AwsLikeS3Server]:
+    server = AwsLikeS3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["rclone", "aws-like"])
+def any_storage(request: pytest.FixtureRequest) -> Storage:
+    """A fresh bucket on each kind of store: one that ignores conditional writes, one that honours them."""
+    server = request.getfixturevalue("s3_server" if request.param == "rclone" else "aws_like_server")
+    st = Storage(server.settings(f"test-{uuid.uuid4().hex[:16]}"))
     st.ensure_bucket()
     return st
 

@@ -13,7 +13,7 @@ from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_exp
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
-__all__ = ["DATA", "REPO", "break_one_polygon", "edit_boxes", "export", "free_port", "ingest", "label_lines",
+__all__ = ["DATA", "REPO", "break_one_polygon", "edit_boxes", "export", "free_port", "ingest", "label_lines", "upload",
            "write_label_lines"]
 
 
@@ -35,6 +35,14 @@ def edit_boxes(folder: Path, line_index: int, edit) -> None:
     path, payload = lines[line_index].split("\t", 1)
     lines[line_index] = f"{path}\t{json.dumps(edit(json.loads(payload)), ensure_ascii=False)}"
     write_label_lines(folder, lines)
+
+
+def upload(storage, folder: Path, skip=(), name: str | None = None) -> None:
+    """Upload an export folder to incoming/<name, default its own>/, as a labeller's sync would."""
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and rel not in skip:
+            storage.upload_file(path, f"incoming/{name or folder.name}/{rel}")
 
 
 def ingest(storage, config):

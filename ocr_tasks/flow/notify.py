@@ -124,6 +124,11 @@ def published(run_id: str, model: str, version: str, metrics: dict, report_uri: 
                  run_id=run_id)
 
 
+def superseded(run_id: str, model: str, version: str, note: str, report_uri: str | None) -> Alert:
+    return Alert("superseded", f"model {model} {version} passed the gate but is NOT in production",
+                 details=[note], link=report_uri, run_id=run_id)
+
+
 def task_failed(task: str, run_id: str, attempt: object, error: str, log_url: str | None = None) -> Alert:
     return Alert("task_failed", f"task {task} of run {run_id} FAILED (try {attempt})", details=[error],
                  link=log_url, run_id=run_id)
@@ -137,6 +142,9 @@ def notify_outcome(outcome: dict, model: str, settings: NotificationsConfig) -> 
     elif outcome.get("status") == "published":
         alert = published(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("metrics") or {},
                           outcome.get("report_uri"))
+    elif outcome.get("status") == "superseded":
+        alert = superseded(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("note") or "",
+                           outcome.get("report_uri"))
     else:
         return []
     return notify(alert, settings)

@@ -178,7 +178,7 @@ class RunOutcome:
     """How the run ended: run.json in storage, the CLI's summary, the notification."""
 
     run_id: str
-    status: str                      # vocabulary: nothing-new | gate-failed | dry-run | published
+    status: str                      # vocabulary: nothing-new | gate-failed | dry-run | published | superseded
     dataset_version: str | None = None
     model_version: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -187,6 +187,7 @@ class RunOutcome:
     gate: dict | None = None
     report: str | None = None        # local summary.html
     report_uri: str | None = None
+    note: str | None = None          # why a gate-passing run is not production (superseded)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC
+from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, SUPERSEDED
 
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
@@ -241,26 +241,33 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     finishes moving production to it, never publishing the run twice.
     """
     from ocr_tasks.release.bundle import build_manifest, write_report
-    from ocr_tasks.release.registry import (next_model_version, production_version, publish_model,
-                                            published_by_run, rollback)
+    from ocr_tasks.release.registry import (ProductionMoved, production_version, publish_model, published_by_run,
+                                            reserve_model_version, rollback)
 
     if not decision.passed:
         raise UsageError(f"run {ctx.run_id} failed the gate; refusing to publish: {decision.reasons}")
     storage, config = ctx.storage, ctx.config
     outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision)
-    already = published_by_run(storage, config.model_name, ctx.run_id)
-    if already is not None:  # an earlier try of this step got as far as the manifest
-        log.warning("run %s already published %s %s (an earlier try): not publishing it again", ctx.run_id,
-                    config.model_name, already)
-        if production_version(storage, config.model_name) != already:
-            rollback(storage, config.model_name, already)   # the earlier try died before moving production
-        outcome.model_version = already
-    else:
-        bundle = _local_bundle(ctx, exported)
-        outcome.model_version = next_model_version(storage, config.model_name)
-        outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report"))
-        publish_model(storage, config.model_name, outcome.model_version, bundle,
-                      build_manifest(config, outcome, evaluation.trained, exported, served))
+    gated_against = evaluation.production_version   # promote only over the production the gate saw
+    try:
+        already = published_by_run(storage, config.model_name, ctx.run_id)
+        if already is not None:  # an earlier try of this step got as far as the manifest
+            log.warning("run %s already published %s %s (an earlier try): not publishing it again", ctx.run_id,
+                        config.model_name, already)
+            outcome.model_version = already
+            if production_version(storage, config.model_name) != already:
+                # the earlier try died before moving production
+                rollback(storage, config.model_name, already, if_production_is=gated_against)
+        else:
+            bundle = _local_bundle(ctx, exported)
+            outcome.model_version = reserve_model_version(storage, config.model_name, ctx.run_id)
+            outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report"))
+            publish_model(storage, config.model_name, outcome.model_version, bundle,
+                          build_manifest(config, outcome, evaluation.trained, exported, served),
+                          if_production_is=gated_against)
+    except ProductionMoved as moved:
+        outcome.status, outcome.note = SUPERSEDED, str(moved)
+        log.warning("%s", moved)
     outcome.report_uri = storage.uri(layout.model_report_prefix(config.model_name, outcome.model_version)
                                      + "summary.html")
     log.info("published %s %s: %s", config.model_name, outcome.model_version, outcome.report_uri)

@@ -11,6 +11,7 @@ JSON-serialisable so Airflow can pass them between tasks:
 Order of writes makes crashes harmless: the pack of new images, then the version's files with
 dataset.json last, then the ledger. A crash before the ledger write leaves the
 exports "new"; the re-run produces the same content hash and merges nothing twice.
+Concurrent ingests: the ledger write is a compare-and-swap on the latest dataset (ingest/ledger.py).
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from pathlib import Path
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.ingest.dataset import DATASET_FILES, INDEX_FILE, Dataset, stored_files, write_text_atomic
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
-from ocr_tasks.ingest.ledger import load_ledger, record_exports
+from ocr_tasks.ingest.ledger import already_merged, commit_merge, load_ledger
 from ocr_tasks.ingest.packs import write_pack
 from ocr_tasks.ingest.tables import build_tables, read_dictionary
 from ocr_tasks.storage import layout
-from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.storage.s3 import Storage, StorageError
 from ocr_tasks.vocabulary import timestamp
 
 log = logging.getLogger(__name__)
+
+_MERGE_ATTEMPTS = 5   # each lost race means another ingest finished: five in one merge is a storm
 
 
 @dataclass
@@ -50,8 +53,32 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
 
     Each export's tables are rebuilt from its fetched copy (validation on the same worker
     fetched it already; another worker fetches it again), hashing its images, not decoding them.
+    When another ingest records a new dataset while this one builds, this one is built again
+    on top of it (exports that ingest merged with the same content are left out).
     """
-    ledger = load_ledger(storage)
+    for attempt in range(1, _MERGE_ATTEMPTS + 1):
+        ledger = load_ledger(storage)
+        base = ledger.get("dataset_version")
+        todo = [ref for ref in refs if not already_merged(ledger, ref.name, ref.fingerprint)]
+        if not todo:
+            log.info("%s already merged by another ingest into dataset %s", ", ".join(r.name for r in refs), base)
+            return DatasetVersion(base, storage.uri(layout.dataset_prefix(base)),
+                                  storage.get_json(layout.dataset_prefix(base) + "dataset.json").get("counts", {}))
+        built = _build_on(storage, ledger, todo, config)
+        entries = {ref.name: {"fingerprint": ref.fingerprint, "status": "merged",
+                              "dataset_version": built.version, "at": timestamp()} for ref in todo}
+        if commit_merge(storage, base, entries, built.version):
+            log.info("dataset %s published (%s): %s", built.version, built.uri, built.counts)
+            return built
+        log.warning("another ingest recorded a new latest dataset while this one merged on %s: merging %s again "
+                    "on top of it (attempt %d of %d)", base, ", ".join(r.name for r in todo), attempt + 1,
+                    _MERGE_ATTEMPTS)
+    raise StorageError(f"the latest dataset in {storage.uri(layout.LEDGER)} changed {_MERGE_ATTEMPTS} times while "
+                       "this ingest merged; nothing of this merge was recorded, the next run merges it")
+
+
+def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
+    """The dataset `ledger`'s latest plus `refs`, stored as its (content-named, immutable) version."""
     previous = ledger.get("dataset_version")
     stage = config.work.new_dataset_stage()
     dataset = _load_dataset(storage, previous, stage / INDEX_FILE)
@@ -70,11 +97,6 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
             write_text_atomic(stage / "packs.json", json.dumps(packs, indent=1) + "\n")
             storage.upload_many((stage / name, prefix + name) for name in DATASET_FILES + ("packs.json",))
             storage.upload_file(stage / "dataset.json", prefix + "dataset.json")
-        merged_at = timestamp()
-        record_exports(storage, {ref.name: {"fingerprint": ref.fingerprint, "status": "merged",
-                                            "dataset_version": version, "at": merged_at} for ref in refs},
-                       dataset_version=version)
-        log.info("dataset %s published (%s): %s", version, storage.uri(prefix), info["counts"])
         return DatasetVersion(version, storage.uri(prefix), info["counts"], [r.name for r in refs])
     finally:
         dataset.close()

@@ -11,9 +11,15 @@ a consumer that follows the pointer never sees a half-published model. The files
 manifest lists are verified on every pull, so a modified or truncated object is caught
 before a model is loaded.
 
-Version names come from `next_model_version` (UTC timestamps). Two publishers racing for
-the same name and version are not arbitrated here (plain S3 has no create-if-absent on
-every server); the DAG runs one retraining at a time.
+Concurrent publishers (two runs, a run beside a hand publish) never share a version and never
+lose a pointer move: the model's lease (storage/lease.py, `locks/model-<name>.json`) guards
+
+  - version names: `reserve_model_version` picks the next free name and claims it with
+    `<version>/reserved.json` (the run id) before any file is uploaded; `publish_model` claims
+    the version the same way, so it refuses one that another run is uploading;
+  - the pointer: read, check, write. A publish gated against production P promotes only while
+    production is still P (`if_production_is`); if another run moved it meanwhile, the version
+    is kept, complete, and `ProductionMoved` says so: that run's gate never saw the new production.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
+from ocr_tasks.storage.lease import lease
 from ocr_tasks.storage.s3 import ObjectNotFoundError, Storage, StorageError
 from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp, timestamp, utc_now
 
@@ -39,11 +46,13 @@ __all__ = [
     "BUNDLE_DIRS",
     "INFERENCE_FILES",
     "ModelIntegrityError",
+    "ProductionMoved",
     "PublishError",
     "list_versions",
     "next_model_version",
     "production_version",
     "publish_model",
+    "reserve_model_version",
     "pull_model",
     "rollback",
 ]
@@ -66,6 +75,14 @@ class PublishError(UsageError, ValueError):
     that treat it as a bad argument."""
 
 
+class ProductionMoved(PublishError):
+    """Production is no longer the version this publish was gated against; nothing was promoted."""
+
+
+# `if_production_is` default: promote whatever production is now (a hand publish, a rollback)
+ANY_PRODUCTION: Any = object()
+
+
 class ModelIntegrityError(StorageError):
     """A stored model file does not match its manifest (modified, truncated, or missing)."""
 
@@ -74,7 +91,8 @@ class ModelIntegrityError(StorageError):
 
 
 def publish_model(
-    storage: Storage, name: str, version: str, bundle: Path, manifest: dict[str, Any], *, promote: bool = True
+    storage: Storage, name: str, version: str, bundle: Path, manifest: dict[str, Any], *, promote: bool = True,
+    if_production_is: str | None = ANY_PRODUCTION,
 ) -> dict[str, Any]:
     """Upload `bundle` as models/<name>/<version>/ and make it production.
 
@@ -97,15 +115,17 @@ def publish_model(
 
     prefix = layout.model_version_prefix(name, version)
     manifest_key = layout.model_manifest_key(name, version)
-    if storage.exists(manifest_key):
-        raise PublishError(f"model {name} version {version} is already published ({storage.uri(manifest_key)}); "
-                           "versions are immutable, publish under a new version")
-    leftovers = sum(1 for _ in storage.list(prefix))
+    # the pipeline's publishes carry their run id; a caller without one owns the names it passes
+    _claim(storage, name, version, owner=str(manifest.get("run_id") or ""))
+    reservation = layout.model_reservation_key(name, version)
+    leftovers = sum(1 for info in storage.list(prefix) if info.key != reservation)
     if leftovers:
         # A publish that died before its manifest: nobody can have used these files, and
         # stale ones not in the new bundle would otherwise sit unlisted in the version.
         log.warning("removing %d object(s) of an unfinished publish under %s", leftovers, storage.uri(prefix))
-        storage.delete_prefix(prefix)
+        for info in list(storage.list(prefix)):
+            if info.key != reservation:
+                storage.delete(info.key)
 
     records = {rel: _file_record(path) for rel, path in files.items()}
     log.info("publishing model %s %s: %d file(s), %d bytes", name, version, len(records),
@@ -122,15 +142,54 @@ def publish_model(
     })
     storage.put_json(manifest_key, final)
     if promote:
-        _point_production(storage, name, version)
+        _point_production(storage, name, version, expected=if_production_is)
     return final
 
 
-def rollback(storage: Storage, name: str, version: str, *, force: bool = False) -> dict[str, Any]:
+def reserve_model_version(storage: Storage, name: str, run_id: str, now: datetime | None = None) -> str:
+    """The version `run_id` publishes as: the next free name (`next_model_version`), claimed for
+    this run before any upload so no other publisher can take it. The same run asking again (a
+    retried publish task) gets the same version back."""
+    _check_name(name, "model name")
+    record_key = layout.run_prefix(run_id) + "model_version.json"
+    with lease(storage, layout.model_lease(name)) as held:
+        mine = storage.get_json(record_key, default=None)
+        if isinstance(mine, dict) and mine.get("name") == name and isinstance(mine.get("version"), str):
+            return mine["version"]
+        version = next_model_version(storage, name, now)
+        held.check()
+        storage.put_json(layout.model_reservation_key(name, version), {"run_id": run_id, "reserved_at": timestamp()})
+        storage.put_json(record_key, {"name": name, "version": version})
+    log.info("model %s: version %s reserved for run %s", name, version, run_id)
+    return version
+
+
+def _claim(storage: Storage, name: str, version: str, owner: str) -> None:
+    """Make `owner` the only publisher of this version, or say who already is."""
+    manifest_key = layout.model_manifest_key(name, version)
+    reservation_key = layout.model_reservation_key(name, version)
+    with lease(storage, layout.model_lease(name)) as held:
+        if storage.exists(manifest_key):
+            raise PublishError(f"model {name} version {version} is already published ({storage.uri(manifest_key)}); "
+                               "versions are immutable, publish under a new version")
+        reservation = storage.get_json(reservation_key, default=None)
+        holder = reservation.get("run_id") if isinstance(reservation, dict) else None
+        if holder is not None and holder != owner:
+            holder = holder or "a publish without a run id"
+            raise PublishError(f"model {name} version {version} is reserved by run {holder} "
+                               f"({storage.uri(reservation_key)}); publish under a new version")
+        if holder is None:
+            held.check()
+            storage.put_json(reservation_key, {"run_id": owner, "reserved_at": timestamp()})
+
+
+def rollback(storage: Storage, name: str, version: str, *, force: bool = False,
+             if_production_is: str | None = ANY_PRODUCTION) -> dict[str, Any]:
     """Point production back (or forward) to an existing published version.
 
     Refuses a version without a manifest (never completely published) and, unless
-    `force`, one whose recorded gate decision failed. Returns the new production.json.
+    `force`, one whose recorded gate decision failed. With `if_production_is`, only over that
+    production (ProductionMoved otherwise). Returns the new production.json.
     """
     _check_name(name, "model name")
     _check_name(version, "model version")
@@ -143,10 +202,7 @@ def rollback(storage: Storage, name: str, version: str, *, force: bool = False) 
     if not force and isinstance(gate, dict) and gate.get("passed") is False:
         raise PublishError(f"model {name} {version} failed its export gate "
                            f"({'; '.join(gate.get('reasons') or []) or 'no reasons recorded'}); use force to promote it anyway")
-    current = _read_pointer(storage, name)
-    if current is not None and current.get("version") == version:
-        return current  # already production: rewriting would make it its own "previous"
-    return _point_production(storage, name, version)
+    return _point_production(storage, name, version, expected=if_production_is)
 
 
 def production_version(storage: Storage, name: str) -> str | None:
@@ -338,14 +394,20 @@ def _check_uploaded(storage: Storage, prefix: str, records: dict[str, dict[str, 
                                f"(stored size {stored.get(rel)}, expected {record['size']}); not published")
 
 
-def _point_production(storage: Storage, name: str, version: str) -> dict[str, Any]:
-    current = _read_pointer(storage, name)
-    pointer = {
-        "version": version,
-        "updated_at": timestamp(),
-        "previous": None if current is None else current["version"],
-    }
-    storage.put_json(layout.production_key(name), pointer)  # one PUT: readers see old or new
+def _point_production(storage: Storage, name: str, version: str, *, expected: Any = ANY_PRODUCTION) -> dict[str, Any]:
+    with lease(storage, layout.model_lease(name)) as held:
+        current = _read_pointer(storage, name)
+        now = None if current is None else current["version"]
+        if now == version:
+            return current  # already production: rewriting would make it its own "previous"
+        if expected is not ANY_PRODUCTION and now != expected:
+            raise ProductionMoved(
+                f"model {name} {version} is stored but NOT production: production moved from {expected or 'none'} "
+                f"to {now} while this run ran, and its gate compared against {expected or 'no production'}. "
+                f"Review it, then `ocr-retrain rollback {version}` promotes it")
+        pointer = {"version": version, "updated_at": timestamp(), "previous": now}
+        held.check()
+        storage.put_json(layout.production_key(name), pointer)  # one PUT: readers see old or new
     log.info("model %s production -> %s (was %s)", name, version, pointer["previous"])
     return pointer
 

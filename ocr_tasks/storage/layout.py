@@ -16,6 +16,9 @@
                                   manifest.json (sha256 and size of every file; written last)
     models/<name>/production.json {"version", "updated_at", "previous"}: the pointer consumers
                                   follow, one PUT after the version is complete
+    models/<name>/<version>/reserved.json   which run reserved the version name (before any upload)
+    locks/<name>.json             a lease: one writer at a time for the ledger and for a model's
+                                  pointer and version names (storage/lease.py); gone when released
 
 On each worker, `work_dir` (config) holds the local side, laid out by `WorkDir`:
 
@@ -47,6 +50,8 @@ PACKS = "datasets/packs/"
 RUNS = "runs/"
 LAST_TRAINED = "runs/last_trained.json"
 MODELS = "models/"
+LOCKS = "locks/"
+LEDGER_LEASE = "ingest-ledger"
 
 
 def dataset_prefix(version: str) -> str:
@@ -67,6 +72,18 @@ def models_prefix(name: str) -> str:
 
 def model_version_prefix(name: str, version: str) -> str:
     return f"{models_prefix(name)}{version}/"
+
+
+def lock_key(name: str) -> str:
+    return f"{LOCKS}{name}.json"
+
+
+def model_lease(name: str) -> str:
+    return f"model-{name}"
+
+
+def model_reservation_key(name: str, version: str) -> str:
+    return model_version_prefix(name, version) + "reserved.json"
 
 
 def model_manifest_key(name: str, version: str) -> str:

@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -51,6 +52,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageSettings",
+    "StoredObject",
     "parse_s3_uri",
 ]
 
@@ -153,6 +155,26 @@ class ObjectInfo:
 
 class ObjectNotFoundError(StorageError):
     """The key (or bucket) does not exist."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One GET: the body, its ETag (for a conditional write back) and two times from the
+    store's own clock, so a lease's age is measured without trusting the worker's clock."""
+
+    data: bytes
+    etag: str                  # as the store sent it, quotes included: what If-Match wants back
+    last_modified: datetime
+    read_at: datetime          # the response's Date header
+
+    @property
+    def age_s(self) -> float:
+        return (self.read_at - self.last_modified).total_seconds()
+
+
+# A conditional write that lost: 412 when the object changed (or appeared), 409 when AWS
+# saw two conditional writes to the key at once.
+_CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
 
 # --------------------------------------------------------------------------- keys
@@ -297,6 +319,7 @@ class Storage:
         self.settings = settings
         self._client_obj: Any = None
         self._client_lock = threading.Lock()
+        self._conditional_writes: bool | None = None
         s = settings
         self._transfer_config = TransferConfig(
             multipart_threshold=s.multipart_threshold_mb * MiB,
@@ -547,6 +570,70 @@ class Storage:
             return self._client.get_object(Bucket=self.settings.bucket, Key=full)["Body"].read()
 
         return self._call("GetObject", self._uri_full(full), get)
+
+    def get_object(self, key: str) -> StoredObject | None:
+        """The object with its ETag and the store's times; None when absent."""
+        full = self._full(key)
+
+        def get() -> StoredObject | None:
+            try:
+                resp = self._client.get_object(Bucket=self.settings.bucket, Key=full)
+            except bce.ClientError as exc:
+                if _is_not_found(exc) and _client_error_code(exc) != "NoSuchBucket":
+                    return None
+                raise
+            data = resp["Body"].read()
+            date = (resp.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+            modified = resp["LastModified"].astimezone(timezone.utc)
+            read_at = parsedate_to_datetime(date).astimezone(timezone.utc) if date else modified
+            return StoredObject(data, str(resp.get("ETag", "")), modified, max(read_at, modified))
+
+        return self._call("GetObject", self._uri_full(full), get)
+
+    def put_if_unchanged(self, key: str, data: bytes, *, etag: str | None) -> bool:
+        """Write `key` only if it is still the object read with `etag` (None: only if it does
+        not exist yet). False when another writer got there first.
+
+        S3's conditional writes (If-Match / If-None-Match). A store that ignores the headers
+        writes unconditionally: `supports_conditional_writes` says which kind this is, and
+        `storage.lease` copes with both.
+        """
+        full = self._full(key)
+        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": full, "Body": data,
+                                  "ContentType": "application/json"}
+        if etag is None:
+            kwargs["IfNoneMatch"] = "*"
+        else:
+            kwargs["IfMatch"] = etag
+
+        def put() -> bool:
+            try:
+                self._client.put_object(**kwargs)
+                return True
+            except bce.ClientError as exc:
+                if _client_error_code(exc) in _CONDITION_FAILED or _http_status(exc) in (409, 412):
+                    return False
+                raise
+
+        return self._call("PutObject", self._uri_full(full), put)
+
+    def supports_conditional_writes(self) -> bool:
+        """Does the store honour If-None-Match on PUT? Asked once per Storage, with a probe
+        object under locks/ (AWS, MinIO and moto do; rclone's `serve s3` ignores it)."""
+        if self._conditional_writes is None:
+            probe = f"locks/.conditional-write-probe-{uuid.uuid4().hex}"
+            try:
+                self.put_bytes(probe, b"{}")
+                try:
+                    self._conditional_writes = not self.put_if_unchanged(probe, b"{}", etag=None)
+                except StorageError as exc:   # e.g. 501 NotImplemented: the header is not understood
+                    log.info("%s does not take conditional writes (%s)", self.uri(), exc)
+                    self._conditional_writes = False
+            finally:
+                self.delete(probe)
+            log.info("%s: conditional writes %s", self.uri(),
+                     "honoured" if self._conditional_writes else "ignored (leases settle and re-check)")
+        return self._conditional_writes
 
     def get_text(self, key: str) -> str:
         return self.get_bytes(key).decode("utf-8")

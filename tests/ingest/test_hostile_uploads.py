@@ -9,18 +9,12 @@ import pytest
 
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
-from tests.kit import export, ingest, label_lines, write_label_lines
+from tests.kit import export, ingest, label_lines, upload, write_label_lines
 
 
 @pytest.fixture
 def config(tmp_path):
     return load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
-
-
-def upload(storage, folder, name=None):
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            storage.upload_file(path, f"incoming/{name or folder.name}/{path.relative_to(folder).as_posix()}")
 
 
 def _with_first_point(folder, raw_number: str) -> None:

@@ -9,19 +9,12 @@ from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
 from ocr_tasks.ingest.pull import pull_dataset
-from tests.kit import break_one_polygon, export, ingest, label_lines
+from tests.kit import break_one_polygon, export, ingest, label_lines, upload
 
 
 @pytest.fixture
 def config(tmp_path):
     return load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
-
-
-def upload(storage, folder, skip=()):
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and rel not in skip:
-            storage.upload_file(path, f"incoming/{folder.name}/{rel}")
 
 
 def lists(root):
@@ -137,16 +130,16 @@ def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them
 
 def test_crash_before_the_ledger_write_merges_nothing_twice(storage, config, tmp_path, monkeypatch):
     upload(storage, export(tmp_path / "a", "batch_001", n_images=8))
-    real_record = ingest_module.record_exports
+    real_record = ingest_module.commit_merge
 
     def crash(*args, **kwargs):
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(ingest_module, "record_exports", crash)
+    monkeypatch.setattr(ingest_module, "commit_merge", crash)
     with pytest.raises(RuntimeError):
         ingest(storage, config)
     assert load_ledger(storage)["exports"] == {}
-    monkeypatch.setattr(ingest_module, "record_exports", real_record)
+    monkeypatch.setattr(ingest_module, "commit_merge", real_record)
     result = ingest(storage, config)
     versions = [d for d in storage.list_dirs("datasets") if d != "packs"]
     assert versions == [result.dataset.version]          # the re-run produced the same version

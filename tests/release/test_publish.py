@@ -72,7 +72,8 @@ def test_publish_lists_every_file_and_moves_production_last(storage, bundle, tmp
                 for rel, data in local_files(bundle).items()}
     assert stored["files"] == expected
     keys = {info.key for info in storage.list(layout.model_version_prefix(NAME, "v1"))}
-    assert keys == {f"models/{NAME}/v1/{rel}" for rel in expected} | {layout.model_manifest_key(NAME, "v1")}
+    assert keys == {f"models/{NAME}/v1/{rel}" for rel in expected} | {layout.model_manifest_key(NAME, "v1"),
+                                                                      layout.model_reservation_key(NAME, "v1")}
 
     # no credentials anywhere a consumer reads
     settings = storage.settings
@@ -159,7 +160,8 @@ def test_failed_upload_leaves_production_on_the_previous_version(storage, tmp_pa
     storage.put_bytes(layout.model_version_prefix(NAME, "v2") + "rec/stale.bin", b"left by the crash")
     manifest = publish_model(storage, NAME, "v2", b2, manifest_for())
     keys = {info.key for info in storage.list(layout.model_version_prefix(NAME, "v2"))}
-    assert keys == {f"models/{NAME}/v2/{rel}" for rel in manifest["files"]} | {layout.model_manifest_key(NAME, "v2")}
+    assert keys == {f"models/{NAME}/v2/{rel}" for rel in manifest["files"]} | {layout.model_manifest_key(NAME, "v2"),
+                                                                             layout.model_reservation_key(NAME, "v2")}
     assert production_version(storage, NAME) == "v2"
 
 
@@ -280,7 +282,7 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
     assert production_version(storage, NAME) == "20260101T000000Z"
 
     ctx = RunContext(config, storage, RunRequest("r7"))
-    evaluation = Evaluation({"rec": {"acc": 0.95}}, trained={})
+    evaluation = Evaluation({"rec": {"acc": 0.95}}, trained={}, production_version="20260101T000000Z")
     outcome = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
                             InfraValidation(), GateDecision.from_json(PASSED_GATE))
     assert outcome.model_version == "20260102T000000Z" and outcome.status == "published"
@@ -304,3 +306,31 @@ def test_a_damaged_manifest_is_left_out_and_an_incomplete_one_is_not_pulled(stor
     with pytest.raises(ModelIntegrityError, match=r"lists rec/ without inference.pdiparams"):
         pull_model(storage, NAME, tmp_path / "pulled", "v2")
     assert not (tmp_path / "pulled" / "v2").exists()
+
+
+def test_a_publish_gated_against_an_older_production_is_kept_but_not_promoted(storage, tmp_path):
+    from ocr_tasks.release.registry import ProductionMoved
+
+    publish_model(storage, NAME, "v1", make_bundle(tmp_path / "b1"), manifest_for())
+    publish_model(storage, NAME, "v2", make_bundle(tmp_path / "b2"), manifest_for(), if_production_is="v1")
+    assert production_version(storage, NAME) == "v2"
+    # a run that was gated against v1 finishes after v2 went out
+    with pytest.raises(ProductionMoved, match="moved from v1 to v2"):
+        publish_model(storage, NAME, "v3", make_bundle(tmp_path / "b3"), manifest_for(), if_production_is="v1")
+    assert production_version(storage, NAME) == "v2"
+    assert [v["version"] for v in list_versions(storage, NAME)] == ["v1", "v2", "v3"]   # stored, whole
+    rollback(storage, NAME, "v3")                 # a person reviewed it and promotes it
+    assert storage.get_json(layout.production_key(NAME))["previous"] == "v2"
+
+
+def test_a_version_reserved_by_another_run_is_refused(storage, tmp_path):
+    from ocr_tasks.release.registry import reserve_model_version
+
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
+    mine = reserve_model_version(storage, NAME, "run-a", now=now)
+    assert reserve_model_version(storage, NAME, "run-a", now=now) == mine        # a retry gets it back
+    theirs = reserve_model_version(storage, NAME, "run-b", now=now)
+    assert (mine, theirs) == ("20261201T020000Z", "20261201T020000Z-2")
+    with pytest.raises(PublishError, match="reserved by run run-a"):
+        publish_model(storage, NAME, mine, make_bundle(tmp_path / "b"), {**manifest_for(), "run_id": "run-b"})
+    assert not list(storage.list(layout.model_version_prefix(NAME, mine) + "det/"))   # nothing uploaded
