@@ -214,8 +214,11 @@ def cmd_discover(args) -> int:
     found = steps.discover(_local_context(args))
     for ref in found.new:
         print(f"new      {ref.name} ({ref.objects} objects, fingerprint {ref.fingerprint[:12]})")
+    abandoned = {ref.name for ref in found.abandoned}
     for name, why in found.waiting.items():
-        print(f"waiting  {name}: {why}")
+        print(f"{'QUARANTINED' if name in abandoned else 'waiting '} {name}: {why}")
+    for name, why in found.refused.items():
+        print(f"REFUSED  {name}: {why}")
     for name in found.already_ingested:
         print(f"done     {name}")
     print(f"latest dataset {found.latest_dataset or 'none'}"

@@ -52,6 +52,21 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class IncomingConfig:
+    """When an export under incoming/ is complete: uploads take time and arrive in any order."""
+
+    quiet_period_s: float = 300        # ingested only once none of its objects changed for this long
+    require_file_state: bool = True    # wait for fileState.txt (PPOCRLabel writes it with Label.txt)
+    give_up_after_h: float = 24        # still incomplete this long after its last upload: quarantined
+
+    def __post_init__(self) -> None:
+        if self.quiet_period_s < 0:
+            raise UsageError(f"incoming.quiet_period_s must be >= 0, got {self.quiet_period_s}")
+        if self.give_up_after_h <= 0:
+            raise UsageError(f"incoming.give_up_after_h must be > 0, got {self.give_up_after_h}")
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     train: float = 0.6
     val: float = 0.2
@@ -145,6 +160,7 @@ class PipelineConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     model_name: str = "ocr"          # models/<model_name>/ in storage
     work_dir: str = "./work"
+    incoming: IncomingConfig = field(default_factory=IncomingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -259,5 +275,5 @@ _SCALARS = {
     "str | None": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
 }
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, ValidationConfig, SplitConfig, GateConfig, InfraValidationConfig,
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, SplitConfig, GateConfig, InfraValidationConfig,
                                          TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}

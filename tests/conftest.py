@@ -115,7 +115,12 @@ def any_storage(request: pytest.FixtureRequest) -> Storage:
 
 @pytest.fixture(autouse=True)
 def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default work_dir is ./work: keep every test's scratch files out of the checkout."""
+    """The default work_dir is ./work: keep every test's scratch files out of the checkout.
+    Tests upload an export and ingest it at once: no quiet period to wait out (the upload
+    timing tests in tests/ingest/test_upload_timing.py set their own)."""
+    from ocr_tasks.config import OVERRIDES_ENV
+
+    monkeypatch.setenv(OVERRIDES_ENV, "incoming.quiet_period_s=0")
     monkeypatch.chdir(tmp_path)
 
 

@@ -111,11 +111,13 @@ class Discovery(ExportsFound):
     untrained_dataset: str | None = None                       # the latest, when no finished run trained on it
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "new": [ref.to_json() for ref in self.new]}
+        return {**asdict(self), "new": [ref.to_json() for ref in self.new],
+                "abandoned": [ref.to_json() for ref in self.abandoned]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Discovery":
-        return cls(**{**data, "new": [ExportRef.from_json(r) for r in data.get("new") or []]})
+        return cls(**{**data, "new": [ExportRef.from_json(r) for r in data.get("new") or []],
+                      "abandoned": [ExportRef.from_json(r) for r in data.get("abandoned") or []]})
 
 
 @dataclass

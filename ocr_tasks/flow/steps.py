@@ -48,19 +48,25 @@ PUBLISH, RECORD = "publish", "record"   # the two ways a run ends (route's answe
 def discover(ctx: RunContext) -> Discovery:
     """The exports under incoming/ that are new, the ones still uploading, and the datasets' state."""
     from ocr_tasks.flow.notify import export_quarantined, notify
+    from ocr_tasks.ingest.check import abandon_export, quarantined_entries
     from ocr_tasks.ingest.exports import discover_exports
-    from ocr_tasks.ingest.ledger import load_ledger
+    from ocr_tasks.ingest.ledger import load_ledger, record_exports
 
     ledger = load_ledger(ctx.storage)
-    found = discover_exports(ctx.storage, ledger)
+    found = discover_exports(ctx.storage, ledger, ctx.config.incoming)
+    abandoned = {ref.name for ref in found.abandoned}
     for name, why in found.waiting.items():
-        log.info("export %s is not complete, left for the next run: %s", name, why)
+        if name not in abandoned:
+            log.info("export %s is not complete, left for the next run: %s", name, why)
+    if found.abandoned:   # quarantined (report, ledger entry, notification) so nobody waits for them forever
+        checks = [abandon_export(ctx.storage, ref, found.waiting[ref.name], ctx.config) for ref in found.abandoned]
+        record_exports(ctx.storage, quarantined_entries(checks))
     for name, why in found.refused.items():
         log.warning("incoming/%s/ REFUSED (the other exports go on): %s", name, why)
         notify(export_quarantined(name, f"refused\n{why}", None, ctx.run_id), ctx.config.notifications)
     latest = ledger.get("dataset_version")
     return Discovery(found.new, dict(found.waiting), list(found.already_ingested), dict(found.refused),
-                     latest_dataset=latest, untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
+                     list(found.abandoned), latest_dataset=latest, untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
 
 
 def should_run(ctx: RunContext, discovery: Discovery) -> bool:

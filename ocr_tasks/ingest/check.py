@@ -4,9 +4,9 @@
 
 A quarantined export's report.txt, validation.json, Data Docs and label files go to
 quarantine/<export>/<fp>/; the ledger entry that marks it is written by the merge step
-(`quarantined_entries`), the one ledger writer of a run: checks run side by side (the DAG's
-mapped tasks, the local runner's processes), and two read-modify-writes of the ledger at
-once lost one of them.
+(`quarantined_entries`), once per run rather than once per check: checks run side by side
+(the DAG's mapped tasks, the local runner's processes). Every ledger write takes the ledger's
+lease (ingest/ledger.py), so a CLI ingest beside a run cannot lose an entry either.
 """
 
 from __future__ import annotations
@@ -81,12 +81,25 @@ def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> Ex
     if report.success:
         log.info("%s", report.summary())
         return ExportCheck(ref, True, report.summary())
+    return _quarantine(storage, ref, report, config, folder, docs_dir)
+
+
+def abandon_export(storage: Storage, ref: ExportRef, why: str, config: PipelineConfig) -> ExportCheck:
+    """Quarantine an export that stayed incomplete too long ("file never arrived"), with its report."""
+    report = ValidationReport(ref.name, False, {}, 0, [Failure("export", "upload", None, why, 1, [])])
+    return _quarantine(storage, ref, report, config)
+
+
+def _quarantine(storage: Storage, ref: ExportRef, report: ValidationReport, config: PipelineConfig,
+                folder: Path | None = None, docs_dir: Path | None = None) -> ExportCheck:
     target = layout.quarantine_prefix(ref.name, ref.fingerprint)
-    report.data_docs = storage.uri(target + "data_docs/index.html")
+    has_docs = docs_dir is not None and docs_dir.is_dir()   # an export that could not be read has none
+    report.data_docs = storage.uri(target + "data_docs/index.html") if has_docs else None
     summary = report.summary()
-    if docs_dir.is_dir():   # an export that could not be read has no Data Docs
+    if has_docs:
         storage.upload_dir(docs_dir, target + "data_docs")
-    storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
+    if folder is not None:
+        storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
     storage.put_json(target + "validation.json", report.to_json())
     storage.put_text(target + "report.txt", summary + "\n")
     log.warning("%s", summary)

@@ -2,10 +2,16 @@
 
 "New" means the export's fingerprint (every object's key, size and ETag) is not in
 the ingest ledger. New exports come in upload order (their newest object's time), so
-when two relabel the same image, the later upload wins. An export whose Label.txt names files that are not uploaded yet is
-still being uploaded: it waits for the next run instead of failing. An export whose name
+when two relabel the same image, the later upload wins. An export whose name
 or keys the pipeline cannot store safely (`.`/`..`, control characters, a name too long
 for a filesystem, a key with `..` segments) is refused by rule and the others go on.
+
+Uploads take time and arrive in any order (config `incoming`). An export is complete, and new,
+when Label.txt, fileState.txt and every file they name are there and none of its objects
+changed for `quiet_period_s` (by the store's clock). Until then it waits for the next run.
+One still incomplete `give_up_after_h` after its last upload is abandoned: "file never
+arrived", quarantined and notified by the discover step. Re-uploading the missing file makes
+it new again (its fingerprint changes).
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from ocr_tasks.config import IncomingConfig
 from ocr_tasks.storage import layout
 from ocr_tasks.ingest.ppocrlabel import (FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file,
                                          parse_rec_gt, shorten)
@@ -59,6 +67,7 @@ class Discovery:
     waiting: dict[str, str] = field(default_factory=dict)   # export -> why it is not ready
     already_ingested: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)   # incoming/ folder -> why it can never be an export
+    abandoned: list[ExportRef] = field(default_factory=list)   # incomplete for too long (why: in `waiting`)
 
 
 def fingerprint(objects: list[ObjectInfo]) -> str:
@@ -68,9 +77,10 @@ def fingerprint(objects: list[ObjectInfo]) -> str:
     return digest.hexdigest()
 
 
-def discover_exports(storage: Storage, ledger: dict) -> Discovery:
+def discover_exports(storage: Storage, ledger: dict, rules: IncomingConfig) -> Discovery:
     found = Discovery()
     known = ledger.get("exports", {})
+    now = storage.server_time() + timedelta(seconds=1)   # its Date header is truncated to the second
     for name in sorted(storage.list_dirs(layout.INCOMING)):
         refused = unsafe_export_name(name)
         if refused:
@@ -86,28 +96,40 @@ def discover_exports(storage: Storage, ledger: dict) -> Discovery:
         if known.get(name, {}).get("fingerprint") == fp:
             found.already_ingested.append(name)
             continue
-        present = {o.key[len(prefix):] for o in objects}
-        missing = _missing_files(storage, prefix, present)
-        if missing:
+        uploaded = max((o.last_modified for o in objects if o.last_modified), default=None)
+        quiet_for = (now - datetime.fromisoformat(uploaded)).total_seconds() if uploaded else float("inf")
+        ref = ExportRef(name, prefix, fp, len(objects), uploaded)
+        missing = _missing_files(storage, prefix, {o.key[len(prefix):] for o in objects}, rules)
+        if missing and quiet_for > rules.give_up_after_h * 3600:
+            found.abandoned.append(ref)
+            found.waiting[name] = (f"file never arrived: {missing}, {quiet_for / 3600:.1f} h after the export's last "
+                                   f"upload (incoming.give_up_after_h: {rules.give_up_after_h:g}); upload the missing "
+                                   "file(s) and the export is taken again")
+        elif missing:
             found.waiting[name] = missing
+        elif rules.quiet_period_s and quiet_for < rules.quiet_period_s:
+            found.waiting[name] = (f"still being uploaded: an object changed {max(quiet_for, 0):.0f}s ago, it is taken "
+                                   f"once nothing changed for {rules.quiet_period_s:g}s (incoming.quiet_period_s)")
         else:
-            uploaded = max((o.last_modified for o in objects if o.last_modified), default=None)
-            found.new.append(ExportRef(name, prefix, fp, len(objects), uploaded))
+            found.new.append(ref)
     # a correction uploaded later must win over the export it corrects, whatever the two are called
     found.new.sort(key=lambda ref: (ref.uploaded_at or "", ref.name))
     return found
 
 
-def _missing_files(storage: Storage, prefix: str, present: set[str]) -> str | None:
+def _missing_files(storage: Storage, prefix: str, present: set[str], rules: IncomingConfig) -> str | None:
     if LABEL_FILE not in present:
         return f"no {LABEL_FILE} yet"
+    if rules.require_file_state and FILE_STATE not in present:
+        return (f"no {FILE_STATE} yet (PPOCRLabel writes it beside {LABEL_FILE}: without it every labelled image would count as "
+                "confirmed; incoming.require_file_state: false takes exports made by other tools)")
     wanted = _referenced_files(
         storage.get_bytes(prefix + LABEL_FILE),
         storage.get_bytes(prefix + FILE_STATE) if FILE_STATE in present else None,
         storage.get_bytes(prefix + REC_GT) if REC_GT in present else None)
     absent = sorted(wanted - present)
     if absent:
-        return f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {absent[0]}"
+        return f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {shorten(absent[0])}"
     return None
 
 

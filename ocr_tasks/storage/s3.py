@@ -617,6 +617,16 @@ class Storage:
 
         return self._call("PutObject", self._uri_full(full), put)
 
+    def server_time(self) -> datetime:
+        """The store's clock (a HEAD of the bucket's Date header): what objects' Last-Modified
+        times are measured against, whatever the worker's clock says."""
+        def head() -> datetime:
+            resp = self._client.head_bucket(Bucket=self.settings.bucket)
+            date = (resp.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+            return parsedate_to_datetime(date).astimezone(timezone.utc) if date else datetime.now(timezone.utc)
+
+        return self._call("HeadBucket", self.uri(), head)
+
     def supports_conditional_writes(self) -> bool:
         """Does the store honour If-None-Match on PUT? Asked once per Storage, with a probe
         object under locks/ (AWS, MinIO and moto do; rclone's `serve s3` ignores it)."""

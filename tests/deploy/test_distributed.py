@@ -191,8 +191,9 @@ def cluster(tmp_path_factory, s3_server):
     settings = s3_server.settings(bucket)
     port = free_port()
     config = root / "pipeline.yaml"
+    # the test uploads its exports before it triggers: no quiet period to wait out
     config.write_text(f"storage:\n  bucket: {bucket}\nwork_dir: {root / 'work'}\n"
-                      "gate:\n  rec_min_acc: 0.9\n")
+                      "incoming:\n  quiet_period_s: 0\ngate:\n  rec_min_acc: 0.9\n")
     pg_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "OCR_RETRAIN_"))}
     env.update({
