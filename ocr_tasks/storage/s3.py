@@ -90,18 +90,24 @@ class StorageSettings:
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
-    max_attempts: int = 10  # botocore "standard" retries: connection errors, 5xx, throttling
+    # botocore "standard" retries inside each try (connection errors, 5xx, throttling). Few: its
+    # backoff grows to 20 s a retry, so 10 attempts made a refused endpoint take 82 s to give up (measured).
+    max_attempts: int = 3
     concurrency: int = 16  # threads for upload_many/download_many
     multipart_threshold_mb: int = 64
     # Outer retry around each operation, on top of botocore's: botocore's retries share a
     # per-client quota that a burst of failures from many threads drains in seconds, after
     # which it stops retrying at all; this one is per call, so an endpoint that is down for
-    # ~10 s (a MinIO restart, a pod reschedule) is ridden out. Defaults sleep ~23 s in total.
+    # ~10 s (a MinIO restart, a pod reschedule) is ridden out. Defaults sleep 12-23 s in total
+    # (jittered): a refused endpoint gives up in about 20 s (bench/dead_endpoint.py).
     transfer_retries: int = 6
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 8.0
     connect_timeout_s: float = 10.0
-    read_timeout_s: float = 120.0
+    read_timeout_s: float = 60.0     # boto3's default: a server that accepts and never answers costs max_attempts of these
+    # No retry starts later than this after the first try: an endpoint that never answers (each
+    # try waits connect_timeout_s per botocore attempt) gives up in about this plus one try.
+    give_up_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.bucket or "/" in self.bucket or self.bucket != self.bucket.strip():
@@ -411,6 +417,7 @@ class Storage:
         """
         s = self.settings
         attempt = 0
+        started = time.monotonic()
         while True:
             try:
                 return fn()
@@ -421,10 +428,11 @@ class Storage:
                     # a local filesystem problem: let the caller see the real OSError (botocore's
                     # SSLError is an OSError too, through requests: that one is the endpoint's)
                     raise
-                if _is_transient(exc) and attempt < s.transfer_retries:
+                delay = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** attempt)
+                delay = delay * (0.5 + random.random() / 2)  # jitter: don't retry in lockstep
+                in_time = time.monotonic() - started + delay <= s.give_up_after_s
+                if _is_transient(exc) and attempt < s.transfer_retries and in_time:
                     attempt += 1
-                    delay = min(s.retry_max_delay_s, s.retry_base_delay_s * 2 ** (attempt - 1))
-                    delay = delay * (0.5 + random.random() / 2)  # jitter: don't retry in lockstep
                     log.warning(
                         "S3 %s %s failed (%s); retry %d/%d in %.1fs",
                         op, target, _describe(exc), attempt, s.transfer_retries, delay,
@@ -457,7 +465,8 @@ class Storage:
         if code is None and _is_transient(exc):
             return StorageError(
                 f"S3 {op} {target} failed after {attempts} attempts: endpoint "
-                f"{self.settings.endpoint_url or 'AWS'} unreachable ({_describe(exc)})"
+                f"{self.settings.endpoint_url or 'AWS'} unreachable ({_describe(exc)}); "
+                "check that the server is up and the endpoint URL is right"
             )
         return StorageError(f"S3 {op} {target} failed ({_describe(exc)})", code=code)
 

@@ -375,6 +375,20 @@ def test_rides_out_a_server_restart_on_the_same_port(tmp_path: Path, caplog: pyt
             quick.get_bytes("before.txt")
 
 
+def test_no_retry_starts_after_the_give_up_time(s3_server: LocalS3Server, caplog) -> None:
+    """Retries stop at give_up_after_s, however many transfer_retries are left (bench/dead_endpoint.py times it)."""
+    from tests.kit import free_port
+
+    dead = Storage(s3_server.settings("b", endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1,
+                                      transfer_retries=50, retry_base_delay_s=0.2, give_up_after_s=1.0))
+    with caplog.at_level(logging.WARNING, logger="ocr_tasks.storage.s3"):
+        with pytest.raises(StorageError, match="unreachable .*check that the server is up") as err:
+            dead.get_bytes("x")
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    # delays 0.1-0.2, 0.2-0.4, 0.4-0.8 s...: at most 3 fit in one second
+    assert 1 <= len(retries) <= 3 and f"after {len(retries) + 1} attempts" in str(err.value)
+
+
 def test_server_start_failure_shows_rclone_log(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
