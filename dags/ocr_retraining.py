@@ -8,6 +8,7 @@ paddle). Artifacts travel between tasks as their JSON (`to_json`/`from_json`).
     discover -> should_run (short-circuit) -> check_export (mapped, one per new export)
              -> merge -> has_dataset (short-circuit) -> train_det | train_rec (gpu pool/queue)
              -> evaluate -> export -> infra_validate (the consumer runtimes read the exported models)
+             -> compare (slices of the test split, reference sets: new beside production)
              -> gate -> route -> publish (Asset) | record
 
 The pipeline run id is the Airflow run id, sanitised, so every task and every retry of a
@@ -220,12 +221,22 @@ def ocr_retraining() -> None:
                                     ExportedBundle.from_json(exported)).to_json()
 
     @task
-    def gate(evaluation: dict, served: dict) -> dict:
+    def compare(merged: dict, evaluation: dict, exported: dict) -> dict:
+        from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset
+
+        return steps.compare(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
+                             ExportedBundle.from_json(exported)).to_json()
+
+    @task
+    def gate(evaluation: dict, served: dict, compared: dict) -> dict:
         from ocr_tasks.flow import steps
         from ocr_tasks.flow.run import Evaluation
+        from ocr_tasks.release.compare import Comparison
         from ocr_tasks.release.infra_validation import InfraValidation
 
-        return steps.gate(_context(), Evaluation.from_json(evaluation), InfraValidation.from_json(served)).to_json()
+        return steps.gate(_context(), Evaluation.from_json(evaluation), InfraValidation.from_json(served),
+                          Comparison.from_json(compared)).to_json()
 
     @task.branch
     def route(decision: dict) -> str:
@@ -234,24 +245,26 @@ def ocr_retraining() -> None:
 
         return steps.route(_context(), GateDecision.from_json(decision))
 
-    def _end(step: str, merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
+    def _end(step: str, merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict,
+             compared: dict) -> dict:
         from ocr_tasks.flow import steps
         from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset
+        from ocr_tasks.release.compare import Comparison
         from ocr_tasks.release.gate import GateDecision
         from ocr_tasks.release.infra_validation import InfraValidation
 
         run = getattr(steps, step)
         return run(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
                    ExportedBundle.from_json(exported), InfraValidation.from_json(served),
-                   GateDecision.from_json(decision)).to_json()
+                   GateDecision.from_json(decision), Comparison.from_json(compared)).to_json()
 
     @task(outlets=[PRODUCTION_MODEL])
-    def publish(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
-        return _end("publish", merged, evaluation, exported, served, decision)
+    def publish(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict, compared: dict) -> dict:
+        return _end("publish", merged, evaluation, exported, served, decision, compared)
 
     @task
-    def record(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict) -> dict:
-        return _end("record", merged, evaluation, exported, served, decision)
+    def record(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict, compared: dict) -> dict:
+        return _end("record", merged, evaluation, exported, served, decision, compared)
 
     found = discover()
     go = should_run(found["discovery"])
@@ -265,9 +278,10 @@ def ocr_retraining() -> None:
     evaluation = evaluate(merged, det, rec)
     exported = export(merged, evaluation)
     served = infra_validate(merged, exported)
-    decision = gate(evaluation, served)
-    route(decision) >> [publish(merged, evaluation, exported, served, decision),
-                        record(merged, evaluation, exported, served, decision)]
+    compared = compare(merged, evaluation, exported)
+    decision = gate(evaluation, served, compared)
+    route(decision) >> [publish(merged, evaluation, exported, served, decision, compared),
+                        record(merged, evaluation, exported, served, decision, compared)]
 
 
 ocr_retraining_dag = ocr_retraining()

@@ -85,6 +85,10 @@ class GateConfig:
     max_regression: float = 0.01    # allowed drop (absolute) against production on the same test split
     max_export_drift: float = 0.02  # allowed |exported model's metric - tools/eval.py's|, in every consumer runtime
     e2e_min_hmean: float | None = None   # end-to-end (det+rec) hmean floor in every runtime; None: recorded only
+    # slices of the test split (per export, text length, script): judged when both models have this many samples
+    slice_min_samples: int = 20
+    max_slice_regression: float = 0.05   # allowed drop (absolute) of a slice's det hmean / rec acc against production
+    max_reference_regression: float = 0.02   # allowed drop on each reference set (reference/<name>/) against production
 
 
 @dataclass(frozen=True)

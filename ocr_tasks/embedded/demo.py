@@ -42,6 +42,8 @@ from ocr_tasks.vocabulary import DET, TEST_SPLIT
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
 MAIN_EXPORT = ExportSpec("digits_800", n_images=800, seed=11)
 BROKEN_EXPORT = ExportSpec("digits_broken", n_images=50, seed=2)
+# a fixed labelled set every run reads with the new and the production model, never trained on
+REFERENCE_SET = ExportSpec("digits_reference", n_images=40, seed=77)
 EXTRA_EXPORT_IMAGES = 200
 DEMO_DET_MIN_HMEAN = 0.85
 # det and rec train at once, one CPU core each, as two GPU workers would
@@ -143,6 +145,13 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
         storage.upload_dir(folder, f"incoming/{spec.name}")
         note = " (one polygon outside its image: expect quarantine)" if spec is BROKEN_EXPORT else ""
         out(f"      {spec.name}: {spec.n_images} images -> {storage.uri(f'incoming/{spec.name}/')}{note}")
+    reference = f"{layout.REFERENCE}{REFERENCE_SET.name}/"
+    if not storage.exists(reference + "Label.txt"):
+        if not (labeller_dir / REFERENCE_SET.name / "Label.txt").exists():
+            make_export(labeller_dir, REFERENCE_SET)
+        storage.upload_dir(labeller_dir / REFERENCE_SET.name, reference)
+        out(f"      {REFERENCE_SET.name}: {REFERENCE_SET.n_images} images -> {storage.uri(reference)} "
+            "(a reference set: every run reads it with the new and the production model, none trains on it)")
 
 
 def _next_extra_export(storage: Storage) -> ExportSpec:
@@ -185,6 +194,13 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
             e2e, latency = read["metrics"].get("e2e", {}), read.get("latency_ms") or {}
             out(f"      end to end (det+rec) in {_runtime(runtime, read)}: hmean {e2e.get('e2e_hmean', 0):.3f}, "
                 f"{latency.get('mean', 0):.0f} ms per image on CPU (p95 {latency.get('p95', 0):.0f} ms)")
+    comparison = outcome.get("comparison") or {}
+    for name, kinds in sorted((comparison.get("references") or {}).items()):
+        for kind, entry in sorted(kinds.items()):
+            key = {"det": "hmean", "rec": "acc"}[kind]
+            before = (entry.get("production") or {}).get(key)
+            out(f"      reference set {name}, {kind} {key}: new {entry['new'][key]:.3f}"
+                + (f", production {before:.3f}" if before is not None else " (no production to compare with)"))
     for reason in (outcome.get("gate") or {}).get("reasons") or []:
         out(f"      gate: {reason}")
     if outcome.get("report_uri"):

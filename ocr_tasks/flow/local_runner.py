@@ -88,6 +88,7 @@ def run_local(ctx: RunContext) -> RunOutcome:
     evaluation = steps.evaluate(ctx, merged, trained)
     exported = steps.export(ctx, merged, evaluation)
     served = steps.infra_validate(ctx, merged, exported)
-    decision = steps.gate(ctx, evaluation, served)
+    compared = steps.compare(ctx, merged, evaluation, exported)
+    decision = steps.gate(ctx, evaluation, served, compared)
     end = steps.publish if steps.route(ctx, decision) == steps.PUBLISH else steps.record
-    return end(ctx, merged, evaluation, exported, served, decision)
+    return end(ctx, merged, evaluation, exported, served, decision, compared)

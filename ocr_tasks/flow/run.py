@@ -190,6 +190,7 @@ class RunOutcome:
     report: str | None = None        # local summary.html
     report_uri: str | None = None
     note: str | None = None          # why a gate-passing run is not production (superseded)
+    comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,7 +3,7 @@
 every step in one process, for `ocr-retrain run`).
 
     discover -> should_run -> check_export (one per new export) -> merge -> has_dataset
-             -> train det | train rec -> evaluate -> export -> infra_validate -> gate
+             -> train det | train rec -> evaluate -> export -> infra_validate -> compare -> gate
              -> route -> publish | record
 
 Each step takes the run's `RunContext` and the artifacts of the steps before it
@@ -32,6 +32,7 @@ from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, R
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
     from ocr_tasks.ingest.exports import ExportRef
+    from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.release.infra_validation import InfraValidation
     from ocr_tasks.storage.s3 import Storage
@@ -221,16 +222,43 @@ def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBun
     return served
 
 
+def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle) -> Comparison:
+    """The new bundle beside production's on slices of the test split and on every reference set."""
+    from ocr_tasks.ingest.reference import reference_sets
+    from ocr_tasks.release.compare import compare_with_production
+    from ocr_tasks.release.registry import pull_model
+
+    storage, config = ctx.storage, ctx.config
+    bundle = _local_bundle(ctx, exported)
+    production = None
+    if evaluation.production_version:
+        production = pull_model(storage, config.model_name, config.work.production(ctx.run_id),
+                                evaluation.production_version)
+    references, problems = reference_sets(storage, config)
+    work = config.work.infra_validation(ctx.run_id)
+    result = compare_with_production(bundle, production, evaluation.production_version,
+                                     local_dataset(ctx, _version(merged)), references, work, python=None,
+                                     timeout_s=config.infra_validation.timeout_s, kinds=sorted(evaluation.trained))
+    result.problems[:0] = problems
+    for name, local in list(result.reads.items()):   # the report may be written on another worker
+        key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
+        storage.upload_file(Path(local), key)
+        result.reads[name] = key
+    storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", result.to_json())
+    return result
+
+
 # --------------------------------------------------------------------------- gate / publish / record
 
 
-def gate(ctx: RunContext, evaluation: Evaluation, served: InfraValidation) -> GateDecision:
-    """May the new models replace production? (thresholds, regression against production, and what the
-    consumer runtimes read with the exported models)"""
+def gate(ctx: RunContext, evaluation: Evaluation, served: InfraValidation,
+         compared: Comparison | None = None) -> GateDecision:
+    """May the new models replace production? (thresholds, regression against production on the whole test
+    split, on its slices and on the reference sets, and what the consumer runtimes read with the exported models)"""
     from ocr_tasks.release.gate import decide
 
     decision = decide(evaluation.metrics, evaluation.baseline or None, ctx.config.gate,
-                      models=sorted(evaluation.trained), served=served)
+                      models=sorted(evaluation.trained), served=served, compared=compared)
     log.info("gate %s: %s", "PASSED" if decision.passed else "FAILED", decision.reasons or "all checks passed")
     return decision
 
@@ -240,7 +268,7 @@ def route(ctx: RunContext, decision: GateDecision) -> str:
 
 
 def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
-            served: InfraValidation, decision: GateDecision) -> RunOutcome:
+            served: InfraValidation, decision: GateDecision, compared: Comparison | None = None) -> RunOutcome:
     """Publish the exported bundle as the next version and make it production.
 
     Idempotent per run: a retried publish finds the version an earlier try stored and
@@ -253,7 +281,7 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     if not decision.passed:
         raise UsageError(f"run {ctx.run_id} failed the gate; refusing to publish: {decision.reasons}")
     storage, config = ctx.storage, ctx.config
-    outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision)
+    outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision, compared)
     gated_against = evaluation.production_version   # promote only over the production the gate saw
     try:
         already = published_by_run(storage, config.model_name, ctx.run_id)
@@ -267,7 +295,8 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
         else:
             bundle = _local_bundle(ctx, exported)
             outcome.model_version = reserve_model_version(storage, config.model_name, ctx.run_id)
-            outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report"))
+            outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report",
+                                              errors=_error_analysis(ctx, merged, compared, bundle / "report")))
             publish_model(storage, config.model_name, outcome.model_version, bundle,
                           build_manifest(config, outcome, evaluation.trained, exported, served),
                           if_production_is=gated_against)
@@ -281,15 +310,17 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
 
 
 def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
-           served: InfraValidation, decision: GateDecision) -> RunOutcome:
+           served: InfraValidation, decision: GateDecision, compared: Comparison | None = None) -> RunOutcome:
     """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/;
     the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
     from ocr_tasks.release.bundle import write_report
 
-    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, served, decision)
-    # the report needs only the curves (history), no weights: nothing to download
+    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, served, decision,
+                       compared)
+    # the report needs the curves (history) and the comparison's reads, no weights
     report_dir = ctx.config.work.report(ctx.run_id)
-    outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir))
+    outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir,
+                                      errors=_error_analysis(ctx, merged, compared, report_dir)))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
     outcome.report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
     if outcome.status == GATE_FAILED:
@@ -347,10 +378,20 @@ def _local_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
 
 
 def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Evaluation,
-             served: InfraValidation, decision: GateDecision) -> RunOutcome:
+             served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
-                      gate=decision.to_json())
+                      gate=decision.to_json(), comparison=compared.record() if compared else None)
+
+
+def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison | None, report_dir: Path) -> dict:
+    """The worst test samples as pictures, new beside production (release/error_analysis.py)."""
+    from ocr_tasks.release.error_analysis import analyse_errors
+
+    if compared is None or not compared.reads:
+        return {}
+    reads = {name: ctx.storage.get_json(key) for name, key in compared.reads.items() if name.startswith("test/")}
+    return analyse_errors(reads, local_dataset(ctx, _version(merged)), report_dir)
 
 
 def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:

@@ -53,15 +53,18 @@ def assemble_bundle(config: PipelineConfig, run_id: str, data_dir: Path, trained
     return bundle
 
 
-def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], out: Path) -> Path:
-    """summary.html and one curves PNG per trained model; `outcome` is the run's RunOutcome."""
+def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], out: Path, *,
+                 errors: dict | None = None) -> Path:
+    """summary.html and one curves PNG per trained model; `outcome` is the run's RunOutcome, `errors`
+    the error analysis (release/error_analysis.py, its pictures already under `out`)."""
     curves = [plot_curves(kind, m.history, out / f"{kind}_curves.png") for kind, m in trained.items()]
     facts = {"run": outcome.run_id, "dataset": outcome.dataset_version, "model version": outcome.model_version or "—",
              "status": outcome.status, "production before": (outcome.baseline or {}).get("version", "none")}
     baseline = {k: v for k, v in (outcome.baseline or {}).items() if k != "version"}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=outcome.gate or {},
-                         curves=[c.name for c in curves if c], exported=outcome.exported_metrics)
+                         curves=[c.name for c in curves if c], exported=outcome.exported_metrics,
+                         comparison=outcome.comparison, errors=errors)
 
 
 def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], exported: Any,
@@ -82,6 +85,7 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         "verified_runtimes": served.verified_on(),
         "carried_over": exported.carried_over,
         "gate": outcome.gate,
+        "comparison": outcome.comparison,
         "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
                           "config_sha256": config_hash(Path(m.config)), "stages": m.stages,
                           "run": layout.run_model_prefix(outcome.run_id, kind)} for kind, m in trained.items()},

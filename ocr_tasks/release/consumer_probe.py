@@ -96,7 +96,7 @@ def _read(job, answer):
             answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
         del recognizer
 
-    if det_dir and rec_dir:
+    if det_dir and rec_dir and job.get("pipeline", True):
         answer["stage"] = "ocr"
         ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
                         text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,

@@ -22,6 +22,7 @@ from ocr_tasks.config import GateConfig
 from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
 
 if TYPE_CHECKING:
+    from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.infra_validation import InfraValidation
 
 __all__ = ["KEY_METRICS", "GateDecision", "decide"]
@@ -57,6 +58,7 @@ def decide(
     gate: GateConfig,
     models: Sequence[str] = MODEL_KINDS,
     served: InfraValidation | None = None,
+    compared: Comparison | None = None,
 ) -> GateDecision:
     """Check `new` test metrics against the thresholds in `gate` and against `baseline`.
 
@@ -115,6 +117,8 @@ def decide(
 
     if served is not None:
         _check_served(new, served, gate, models, checks, reasons)
+    if compared is not None:
+        _check_compared(compared, gate, models, checks, reasons)
     return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks,
                         thresholds=asdict(gate))
 
@@ -157,6 +161,44 @@ def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gat
             if not passed:
                 reasons.append(f"end-to-end hmean {_fmt(value) if problem is None else problem} in runtime {label} "
                                f"is not >= {_fmt(gate.e2e_min_hmean)}")
+
+
+def _check_compared(compared: Comparison, gate: GateConfig, models: Sequence[str], checks: list[dict[str, Any]],
+                    reasons: list[str]) -> None:
+    """No slice of the test split (with enough samples) and no reference set regresses against production."""
+    for problem in compared.problems:
+        checks.append(_check("det+rec", "compared", None, None, "==", False, kind="comparison"))
+        reasons.append(problem)
+    for model in models:
+        metric = KEY_METRICS[model]
+        for name, entry in sorted((compared.slices.get(model) or {}).items()):
+            if entry.get("production") is None or entry["samples"] < gate.slice_min_samples:
+                continue
+            _regression(model, metric, entry, gate.max_slice_regression, "slice", name,
+                        f"on test slice {name} ({entry['samples']} samples)", checks, reasons)
+        for name, kinds in sorted(compared.references.items()):
+            entry = kinds.get(model)
+            if entry is None or entry.get("production") is None:
+                continue
+            _regression(model, metric, entry, gate.max_reference_regression, "reference", name,
+                        f"on reference set {name} ({entry['samples']} samples)", checks, reasons)
+
+
+def _regression(model: str, metric: str, entry: dict[str, Any], tolerance: float, kind: str, name: str,
+                where: str, checks: list[dict[str, Any]], reasons: list[str]) -> None:
+    value, problem = _metric({model: entry.get("new") or {}}, model, metric)
+    base, base_problem = _metric({model: entry.get("production") or {}}, model, metric)
+    if base_problem:
+        return
+    passed = problem is None and value >= base - tolerance - _EPSILON
+    check = _check(model, metric, value, base - tolerance, ">=", passed, kind=kind)
+    check.update({kind: name, "samples": entry["samples"], "baseline": base})
+    checks.append(check)
+    if problem:
+        reasons.append(f"{model} {metric} {where} {problem}")
+    elif not passed:
+        reasons.append(f"{model} {metric} {where} dropped {_fmt(base - value)} below production "
+                       f"({_fmt(base)} -> {_fmt(value)}; at most {_fmt(tolerance)} allowed)")
 
 
 def _metric(metrics: dict[str, dict[str, float]], model: str, metric: str) -> tuple[float | None, str | None]:

@@ -89,60 +89,70 @@ class InfraValidation:
 def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str | None], work: Path, *,
                          timeout_s: float) -> InfraValidation:
     """Read the test split of `data_dir` with bundle/det and bundle/rec in every runtime."""
-    from ocr_tasks.release.inference import model_name_of
-    from ocr_tasks.training.engine import offline_env, run_logged
-
     bundle, data_dir, work = Path(bundle).absolute(), Path(data_dir).absolute(), Path(work).absolute()
     # a first run that trained one kind publishes that kind alone: it is read alone (no end-to-end)
     kinds = [kind for kind in (DET, REC) if (bundle / kind / "inference.yml").is_file()]
     if not kinds:
         raise UsageError(f"{bundle}: no det/inference.yml or rec/inference.yml: not an exported model folder")
-    boxes = _labelled_images(data_dir / DET / f"{TEST_SPLIT}.txt", data_dir) if DET in kinds else {}
-    crops = _labelled_crops(data_dir / REC / f"{TEST_SPLIT}.txt", data_dir) if REC in kinds else {}
+    boxes = labelled_images(data_dir / DET / f"{TEST_SPLIT}.txt", data_dir) if DET in kinds else {}
+    crops = labelled_crops(data_dir / REC / f"{TEST_SPLIT}.txt", data_dir) if REC in kinds else {}
     if (DET in kinds and not boxes) or (REC in kinds and not crops):
         raise UsageError(f"{data_dir}: the test split has {len(boxes)} images and {len(crops)} crops; "
                          f"infra validation of {' and '.join(kinds)} needs "
                          + " and ".join({DET: "images", REC: "crops"}[k] for k in kinds))
-    work.mkdir(parents=True, exist_ok=True)
     result = InfraValidation(images=len(boxes), crops=len(crops))
     for name, python in runtimes.items():
-        interpreter = str(_interpreter(python))
-        answer_file = work / f"{name}.json"
-        job = {"out": str(answer_file), "device": "cpu", "images": list(boxes), "crops": list(crops)}
-        for kind in kinds:
-            job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
-        job_file = work / f"{name}.job.json"
-        job_file.write_text(json.dumps(job), encoding="utf-8")
-        answer_file.unlink(missing_ok=True)
-        log_file = work / f"{name}.log"
-        read = RuntimeRead(name, interpreter, log_file=str(log_file))
-        if not Path(interpreter).is_file():
-            read.log_file = None
-            read.error = {"stage": "start", "type": "FileNotFoundError",
-                          "message": f"no python interpreter at {interpreter} (infra_validation.runtimes.{name}); "
-                                     "`make consumer-envs` builds the test runtimes"}
-            result.runtimes.append(read)
-            continue
-        code, tail, seconds = run_logged([interpreter, str(PROBE), str(job_file)], log_file, cwd=work,
-                                         env=offline_env(), log=log, timeout_s=timeout_s)
-        answer = _answer(answer_file)
-        if answer is None:
-            why = "timed out" if code == 124 else f"exited {code} without an answer"
-            read.error = {"stage": "start", "type": "ProbeFailed",
-                          "message": f"{why} after {seconds:.0f}s; log {log_file}: " + " | ".join(tail[-5:])}
-        else:
-            read.versions = answer.get("runtime") or {}
-            read.error = answer.get("error")
-            if read.error is None:
-                read.metrics, read.latency_ms = _score(answer, boxes, crops)
+        read, answer = read_samples(bundle, kinds, list(boxes), list(crops), name, python, work, timeout_s=timeout_s)
+        if read.error is None:
+            read.metrics, read.latency_ms = _score(answer, boxes, crops)
         if read.error:
-            read.error.pop("traceback", None)
             log.warning("runtime %s could not read the exported models: %s: %s", read.label(),
                         read.error.get("type"), read.error.get("message", "")[:500])
         else:
             log.info("runtime %s read the test split: %s, latency %s", read.label(), read.metrics, read.latency_ms)
         result.runtimes.append(read)
     return result
+
+
+def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[str], name: str,
+                 python: str | None, work: Path, *, timeout_s: float, pipeline: bool = True
+                 ) -> tuple[RuntimeRead, dict[str, Any]]:
+    """Run the consumer probe in one runtime: bundle's det on `images`, its rec on `crops`, and (with
+    `pipeline`) PaddleOCR's whole pipeline on `images`. Returns the runtime's record (its error,
+    if it failed) and its answer, the per-sample reads."""
+    from ocr_tasks.release.inference import model_name_of
+    from ocr_tasks.training.engine import offline_env, run_logged
+
+    work.mkdir(parents=True, exist_ok=True)
+    interpreter = str(_interpreter(python))
+    answer_file = work / f"{name}.json"
+    job = {"out": str(answer_file), "device": "cpu", "images": images, "crops": crops, "pipeline": pipeline}
+    for kind in kinds:
+        job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
+    job_file = work / f"{name}.job.json"
+    job_file.write_text(json.dumps(job), encoding="utf-8")
+    answer_file.unlink(missing_ok=True)
+    log_file = work / f"{name}.log"
+    read = RuntimeRead(name, interpreter, log_file=str(log_file))
+    if not Path(interpreter).is_file():
+        read.log_file = None
+        read.error = {"stage": "start", "type": "FileNotFoundError",
+                      "message": f"no python interpreter at {interpreter} (infra_validation.runtimes.{name}); "
+                                 "`make consumer-envs` builds the test runtimes"}
+        return read, {}
+    code, tail, seconds = run_logged([interpreter, str(PROBE), str(job_file)], log_file, cwd=work,
+                                     env=offline_env(), log=log, timeout_s=timeout_s)
+    answer = _answer(answer_file)
+    if answer is None:
+        why = "timed out" if code == 124 else f"exited {code} without an answer"
+        read.error = {"stage": "start", "type": "ProbeFailed",
+                      "message": f"{why} after {seconds:.0f}s; log {log_file}: " + " | ".join(tail[-5:])}
+        return read, {}
+    read.versions = answer.get("runtime") or {}
+    read.error = answer.get("error")
+    if read.error:
+        read.error.pop("traceback", None)
+    return read, answer
 
 
 def _interpreter(python: str | None) -> Path:
@@ -183,7 +193,7 @@ def _answer(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _labelled_images(label_file: Path, data_dir: Path) -> dict[str, list[LabelledBox]]:
+def labelled_images(label_file: Path, data_dir: Path) -> dict[str, list[LabelledBox]]:
     """{absolute image path: its labelled boxes} from a PaddleOCR det label file."""
     images: dict[str, list[LabelledBox]] = {}
     for number, (path, label) in enumerate(_label_lines(label_file), 1):
@@ -195,7 +205,7 @@ def _labelled_images(label_file: Path, data_dir: Path) -> dict[str, list[Labelle
     return images
 
 
-def _labelled_crops(label_file: Path, data_dir: Path) -> dict[str, str]:
+def labelled_crops(label_file: Path, data_dir: Path) -> dict[str, str]:
     """{absolute crop path: its text} from a PaddleOCR rec label file."""
     return {str(data_dir / path): text for path, text in _label_lines(label_file)}
 

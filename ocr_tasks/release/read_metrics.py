@@ -75,8 +75,39 @@ def rec_scores(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
     return {"acc": correct / total, "norm_edit_dis": 1 - edit / total}
 
 
+@dataclass
+class ImageMatch:
+    """One image's detections against its labels (DetMetric's matching): what the report draws."""
+
+    matched: list[tuple[Points, Points]]   # (labelled box, detection)
+    missed: list[Points]                   # labelled boxes that count and no detection matched
+    false: list[Points]                    # detections that count and match no labelled box
+    ignored: list[Points]                  # ignore regions (### / *)
+
+    @property
+    def hmean(self) -> float:
+        m = len(self.matched)
+        return _prh(m, m + len(self.missed), m + len(self.false))["hmean"]
+
+
+def match_detections(boxes: Sequence[LabelledBox], detections: Sequence[Points]) -> ImageMatch:
+    care, reads, pairs = _assign(boxes, [TextLine(p, "") for p in detections], need_text=False)
+    gi_used = {gi for gi, _, _ in pairs}
+    ri_used = {ri for _, ri, _ in pairs}
+    return ImageMatch([(care[gi][0].points, reads[ri][0].points) for gi, ri, _ in pairs],
+                      [box.points for i, (box, _) in enumerate(care) if i not in gi_used],
+                      [line.points for i, (line, _) in enumerate(reads) if i not in ri_used],
+                      [box.points for box in boxes if box.ignored])
+
+
 def _match_image(boxes: Sequence[LabelledBox], lines: Sequence[TextLine], *, need_text: bool) -> tuple[int, int, int]:
     """(matches, labelled boxes that count, read lines that count) for one image."""
+    care, reads, pairs = _assign(boxes, lines, need_text=need_text)
+    return sum(1 for _, _, text_ok in pairs if text_ok), len(care), len(reads)
+
+
+def _assign(boxes: Sequence[LabelledBox], lines: Sequence[TextLine], *, need_text: bool):
+    """The labelled boxes and read lines that count, and the one-to-one (box, line, text matches) pairs."""
     gts = [(box, _polygon(box.points)) for box in boxes]
     gts = [(box, poly) for box, poly in gts if poly is not None]
     ignore = [poly for box, poly in gts if box.ignored]
@@ -94,15 +125,14 @@ def _match_image(boxes: Sequence[LabelledBox], lines: Sequence[TextLine], *, nee
         [(_iou(gp, rp), gi, ri) for gi, (_, gp) in enumerate(care) for ri, (_, rp) in enumerate(reads)]
     used_gt: set[int] = set()
     used_read: set[int] = set()
-    matched = 0
+    assigned = []
     for iou, gi, ri in pairs:
         if iou <= IOU_THRESHOLD or gi in used_gt or ri in used_read:
             continue
         used_gt.add(gi)
         used_read.add(ri)
-        if not need_text or _plain(reads[ri][0].text) == _plain(care[gi][0].text):
-            matched += 1
-    return matched, len(care), len(reads)
+        assigned.append((gi, ri, not need_text or _plain(reads[ri][0].text) == _plain(care[gi][0].text)))
+    return care, reads, assigned
 
 
 def _polygon(points: Points) -> Polygon | None:
@@ -123,6 +153,34 @@ def _prh(matched: int, gt_care: int, det_care: int) -> dict[str, float]:
     precision = matched / det_care if det_care else 0.0
     hmean = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "hmean": hmean}
+
+
+def edit_operations(predicted: str, label: str) -> list[tuple[str, str]]:
+    """(label char, predicted char) for each substitution, deletion ("", when the model
+    missed a char: label char, "") and insertion (model added one: "", predicted char), spaces ignored."""
+    a, b = _plain(label), _plain(predicted)
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        table[i][0] = i
+    for j in range(len(b) + 1):
+        table[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    ops = []
+    i, j = len(a), len(b)
+    while i or j:
+        if i and j and table[i][j] == table[i - 1][j - 1] + (a[i - 1] != b[j - 1]):
+            if a[i - 1] != b[j - 1]:
+                ops.append((a[i - 1], b[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and table[i][j] == table[i - 1][j] + 1:
+            ops.append((a[i - 1], ""))
+            i -= 1
+        else:
+            ops.append(("", b[j - 1]))
+            j -= 1
+    return ops[::-1]
 
 
 def _plain(text: str) -> str:

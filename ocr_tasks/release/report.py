@@ -51,9 +51,10 @@ def plot_curves(task: str, history: list[dict], out: Path) -> Path | None:
 
 
 def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: dict, baseline: dict | None,
-                  gate: dict, curves: list[str], exported: dict | None = None) -> Path:
-    """A self-contained HTML page: facts, test metrics vs production and as each consumer runtime
-    read them with the exported models, gate checks, curves."""
+                  gate: dict, curves: list[str], exported: dict | None = None, comparison: dict | None = None,
+                  errors: dict | None = None) -> Path:
+    """An HTML page that reads offline (pictures beside it): facts, the gate, test metrics vs production
+    and as each consumer runtime read them, slices and reference sets, the worst samples, curves."""
     rows = []
     for task, values in sorted(metrics.items()):
         for metric, value in sorted(values.items()):
@@ -93,12 +94,80 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
 <table><tr><th>model</th><th>metric</th><th>new</th><th>production</th></tr>{''.join(rows)}</table>
 <h2>Exported models in the consumer runtimes (test split, PaddleOCR defaults)</h2>
 <table><tr><th>runtime</th><th>det hmean</th><th>rec acc</th><th>end-to-end hmean</th><th>ms per image</th></tr>{''.join(runtime_rows)}</table>
+{_comparison_section(comparison or {}, gate.get("thresholds") or {})}
+{_errors_section(errors or {})}
 <h2>Training curves</h2>{images}
 <details><summary>gate JSON</summary><pre>{html.escape(json.dumps(gate, indent=2))}</pre></details>
 """
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
+
+
+KEY = {"det": "hmean", "rec": "acc"}
+
+
+def _comparison_section(comparison: dict, thresholds: dict) -> str:
+    if not comparison.get("slices") and not comparison.get("references"):
+        return ""
+    tolerance = thresholds.get("max_slice_regression", 0.05)
+    min_samples = thresholds.get("slice_min_samples", 20)
+    rows = []
+    for kind, slices in sorted((comparison.get("slices") or {}).items()):
+        for name, entry in sorted(slices.items()):
+            rows.append(_delta_row(kind, name, entry, tolerance, judged=entry["samples"] >= min_samples))
+    ref_rows = []
+    ref_tolerance = thresholds.get("max_reference_regression", 0.02)
+    for name, kinds in sorted((comparison.get("references") or {}).items()):
+        for kind, entry in sorted(kinds.items()):
+            ref_rows.append(_delta_row(kind, name, entry, ref_tolerance, judged=True))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in (comparison.get("problems") or []) +
+                    (comparison.get("notes") or []))
+    head = "<tr><th>model</th><th>{}</th><th>samples</th><th>new</th><th>production</th><th>change</th></tr>"
+    return (f"<h2>Slices of the test split: new vs production {html.escape(str(comparison.get('production_version') or ''))}</h2>"
+            f"<p>det hmean / rec acc, read by the exported models; a slice with at least {min_samples} samples may drop "
+            f"at most {_fmt(tolerance)}.</p><table>{head.format('slice')}{''.join(rows)}</table>"
+            + (f"<h2>Reference sets (the forgetting guard)</h2><table>{head.format('set')}{''.join(ref_rows)}</table>"
+               if ref_rows else "")
+            + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+def _delta_row(kind: str, name: str, entry: dict, tolerance: float, *, judged: bool) -> str:
+    new = (entry.get("new") or {}).get(KEY[kind])
+    old = (entry.get("production") or {}).get(KEY[kind])
+    delta = None if new is None or old is None else new - old
+    bad = judged and delta is not None and delta < -tolerance - 1e-9
+    shown = "—" if delta is None else f"{delta:+.4f}"
+    return (f"<tr class={'bad' if bad else 'ok' if delta is not None and delta >= 0 else ''}><td>{kind}</td>"
+            f"<td>{html.escape(name)}</td><td>{entry.get('samples')}{'' if judged else ' (too few to judge)'}</td>"
+            f"<td>{_fmt(new)}</td><td>{_fmt(old)}</td><td>{shown}</td></tr>")
+
+
+def _errors_section(errors: dict) -> str:
+    if not errors:
+        return ""
+    rec_rows = "".join(
+        f"<tr><td><img src=\"{html.escape(r['picture'])}\" style=\"max-height:48px\"></td><td>{html.escape(r['label'])}</td>"
+        f"<td class=bad>{html.escape(r['new'])} ({_fmt(r.get('new_score'))})</td>"
+        f"<td>{html.escape(r['production']) if r.get('production') is not None else '—'} "
+        f"({_fmt(r.get('production_score'))})</td><td>{html.escape(str(r.get('export')))}</td></tr>"
+        for r in errors.get("rec") or [])
+    confusions = "".join(f"<tr><td>{html.escape(c['label'])}</td><td>{html.escape(c['read'])}</td><td>{c['count']}</td></tr>"
+                         for c in errors.get("confusions") or [])
+    det = "".join(
+        f"<figure style=\"display:inline-block;margin:6px\"><img src=\"{html.escape(d['picture'])}\">"
+        f"<figcaption>hmean {_fmt(d['hmean'])} (production {_fmt(d.get('production_hmean'))}); "
+        f"{d['missed']} missed, {d['false']} false; {html.escape(str(d.get('export')))}</figcaption></figure>"
+        for d in errors.get("det") or [])
+    return (f"<h2>Error analysis: the new model's worst test samples</h2>"
+            f"<h3>Recognition: {errors.get('rec_wrong', 0)} of {errors.get('rec_total', 0)} crops misread</h3>"
+            f"<table><tr><th>crop</th><th>label</th><th>new reads (score)</th><th>production reads (score)</th>"
+            f"<th>export</th></tr>{rec_rows}</table>"
+            f"<h3>Most confused characters (label → read; ∅ = missing)</h3>"
+            f"<table><tr><th>label</th><th>read</th><th>times</th></tr>{confusions}</table>"
+            f"<h3>Detection: {errors.get('det_wrong', 0)} of {errors.get('det_total', 0)} images with a miss or a false "
+            f"detection</h3><p>green: labelled, blue: detected and matched, <span class=bad>red: missed</span>, "
+            f"<span style=\"color:#d80\">orange: false detection</span>, grey: ignore region</p>{det}")
 
 
 def _fmt(value: object) -> str:

@@ -1,6 +1,8 @@
 """Where things live in the bucket (under the configured root prefix).
 
     incoming/<export>/            what labellers upload (PPOCRLabel export folders); never modified
+    reference/<name>/             fixed labelled sets (PPOCRLabel exports) every run reads with the new and
+                                  the production model; never merged into training (ingest/reference.py)
     ledger/ingest.json            which exports were merged or quarantined, and the latest dataset
     quarantine/<export>/<fp>/     report.txt, validation.json, data_docs/, the export's label files
     datasets/packs/<pack>.tar     the images (and PPOCRLabel crops) each merge added, one tar per merge
@@ -11,6 +13,7 @@
                                   checkpoints as they are saved, done.json when the stage finished
     runs/<run_id>/bundle/         the exported det/, rec/ and checkpoints/ (export), exactly what publish publishes
     runs/<run_id>/infra_validation.json   what each consumer runtime read with that bundle
+    runs/<run_id>/compare/        per-sample reads of the test split and reference sets, new and production
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
                                   (training checkpoints: the next run's baseline), report/,
                                   manifest.json (sha256 and size of every file; written last)
@@ -28,7 +31,8 @@ On each worker, `work_dir` (config) holds the local side, laid out by `WorkDir`:
     datasets/stage-<id>/          a merge being built (removed when done)
     runs/<run_id>/<det|rec>/<stage>/   the engine's save_model_dir, config.yml, train.log
     runs/<run_id>/{bundle,production,report}/   the exported bundle, production's model, the report
-    runs/<run_id>/infra_validation/   each consumer runtime's job, answer and log
+    runs/<run_id>/infra_validation/   each consumer runtime's job, answer and log (compare/: the comparison's)
+    references/<name>/<fp>/       a reference set as a dataset (every sample in test), cached by fingerprint
     pretrained/<key>              pretrained weights from the bucket
     tmp/                          scratch; nothing is written outside work_dir
 
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 INCOMING = "incoming/"
+REFERENCE = "reference/"
 LEDGER = "ledger/ingest.json"
 QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
@@ -128,6 +133,10 @@ def run_bundle_prefix(run_id: str) -> str:
     return run_prefix(run_id) + "bundle/"
 
 
+def run_compare_prefix(run_id: str) -> str:
+    return run_prefix(run_id) + "compare/"
+
+
 def run_infra_validation_key(run_id: str) -> str:
     return run_prefix(run_id) + "infra_validation.json"
 
@@ -170,6 +179,10 @@ class WorkDir:
 
     def report(self, run_id: str) -> Path:
         return self.run(run_id) / "report"
+
+    @property
+    def references(self) -> Path:
+        return self.root / "references"
 
     @property
     def pretrained(self) -> Path:

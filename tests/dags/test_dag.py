@@ -66,7 +66,7 @@ def test_no_cycles_and_the_expected_chain(dag):
     dag.check_cycle()
     assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",
                                              "train_det", "train_rec", "evaluate", "export", "infra_validate",
-                                             "gate", "route", "publish",
+                                             "compare", "gate", "route", "publish",
                                              "record"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert {"should_run", "check_export"} <= down["discover"]
@@ -76,6 +76,7 @@ def test_no_cycles_and_the_expected_chain(dag):
     assert all("evaluate" in down[t] for t in TRAIN_TASKS)
     assert "export" in down["evaluate"] and "infra_validate" in down["export"]
     assert "gate" in down["infra_validate"] and "route" in down["gate"]   # the gate judges the exported models
+    assert "compare" in down["export"] and "gate" in down["compare"]     # and the slices / reference sets
     assert {"publish", "record"} <= down["route"]
     assert {"export", "infra_validate"} <= {t.task_id for t in dag.get_task("publish").upstream_list}
     assert dag.get_task("check_export").is_mapped if hasattr(dag.get_task("check_export"), "is_mapped") else True

@@ -1,0 +1,117 @@
+"""Slices of the test split, the gate's slice and reference checks, and the report's error analysis.
+
+The dataset is a real one (`prepare` of synthetic PPOCRLabel exports); the per-sample reads stand
+in for the consumer probe's answer (its real runs are in the demo test and test_infra_validation)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ocr_tasks.config import GateConfig, load_config
+from ocr_tasks.ingest.prepare import prepare
+from ocr_tasks.ingest.reference import ALL_TEST
+from ocr_tasks.release.compare import Comparison, _side_by_side
+from ocr_tasks.release.error_analysis import analyse_errors
+from ocr_tasks.release.gate import decide
+from ocr_tasks.release.report import write_summary
+from ocr_tasks.release.slices import SampleIndex, slice_scores, text_slices
+from tests.kit import export
+
+GOOD = {"det": {"precision": 1.0, "recall": 1.0, "hmean": 1.0}, "rec": {"acc": 0.95, "norm_edit_dis": 0.99}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two exports, every sample in the test split."""
+    root = tmp_path_factory.mktemp("slices")
+    folders = [export(root / "src", "shop_a", n_images=12, seed=1), export(root / "src", "shop_b", n_images=12, seed=2)]
+    config = load_config(overrides=[f"work_dir={root / 'work'}"])
+    import dataclasses
+
+    prepare([str(f) for f in folders], root / "ds", dataclasses.replace(config, split=ALL_TEST))
+    return root / "ds"
+
+
+def reads(index: SampleIndex, misread_export: str | None = None, miss_boxes_of: str | None = None) -> dict:
+    """A probe answer: every crop read right and every box found, except the named export's."""
+    rec = [{"crop": crop, "text": ("X" + text[1:]) if export == misread_export else text, "score": 0.9}
+           for crop, (export, text) in index.crops.items()]
+    det = [{"image": image, "polys": [] if index.images[image] == miss_boxes_of else [b.points for b in boxes]}
+           for image, boxes in index.boxes.items()]
+    return {"det": det, "rec": rec}
+
+
+def test_text_slices_name_length_and_script():
+    assert text_slices("0490") == ["text_length=1-4", "script=digits"]
+    assert text_slices("Total: 12.50") == ["text_length=9-16", "script=latin"]
+    assert text_slices("发票号码") == ["text_length=1-4", "script=cjk"]
+    assert text_slices("x" * 30) == ["text_length=17+", "script=latin"]
+    assert text_slices("Привет") == ["text_length=5-8", "script=other"]
+
+
+def test_slices_score_each_export_and_text_class(dataset):
+    index = SampleIndex.of(dataset)
+    assert set(index.images.values()) == {"shop_a", "shop_b"} and index.crops
+    scores = slice_scores(index, reads(index, misread_export="shop_b", miss_boxes_of="shop_a"))
+    assert scores["rec"]["export=shop_a"]["metrics"]["acc"] == 1.0
+    assert scores["rec"]["export=shop_b"]["metrics"]["acc"] == 0.0
+    assert scores["det"]["export=shop_a"]["metrics"]["hmean"] == 0.0
+    assert scores["det"]["export=shop_b"]["metrics"]["hmean"] == 1.0
+    assert scores["rec"]["script=digits"]["samples"] == len(index.crops)
+    assert sum(e["samples"] for name, e in scores["rec"].items() if name.startswith("export=")) == len(index.crops)
+
+
+def test_a_slice_that_regresses_is_refused_by_name_while_the_average_improves(dataset):
+    index = SampleIndex.of(dataset)
+    crops_b = sum(1 for export, _ in index.crops.values() if export == "shop_b")
+    # production misread all of shop_a and read shop_b; the new model reads shop_a and misreads
+    # one in four of shop_b: better on average, worse on shop_b
+    new = reads(index)
+    wrong_b = [r for r in new["rec"] if index.crops[r["crop"]][0] == "shop_b"][: max(1, crops_b // 4)]
+    for r in wrong_b:
+        r["text"] = "X" + r["text"][1:]
+    production = reads(index, misread_export="shop_a")
+    slices = _side_by_side(slice_scores(index, new), slice_scores(index, production))
+    assert slices["rec"]["export=shop_a"]["new"]["acc"] > slices["rec"]["export=shop_a"]["production"]["acc"]
+    compared = Comparison("v1", slices)
+    gate = GateConfig(slice_min_samples=5)
+    decision = decide(GOOD, {"rec": {"acc": 0.5}, "det": GOOD["det"]}, gate, models=["rec"], compared=compared)
+    assert not decision.passed
+    (reason,) = decision.reasons
+    assert re.match(r"rec acc on test slice export=shop_b \(\d+ samples\) dropped .* below production \(1 -> ", reason)
+    # too few samples to judge: recorded, not refused
+    assert decide(GOOD, None, GateConfig(slice_min_samples=10_000), models=["rec"], compared=compared).passed
+
+
+def test_a_reference_set_the_new_model_forgets_is_refused(dataset):
+    compared = Comparison("v1", references={"general": {
+        "rec": {"samples": 40, "new": {"acc": 0.6}, "production": {"acc": 0.93}},
+        "det": {"samples": 10, "new": {"hmean": 0.99}, "production": {"hmean": 0.98}}}})
+    decision = decide(GOOD, None, GateConfig(), compared=compared)
+    assert decision.reasons == ["rec acc on reference set general (40 samples) dropped 0.33 below production "
+                                "(0.93 -> 0.6; at most 0.02 allowed)"]
+    problems = Comparison("v1", problems=["reference set broken (s3://b/reference/broken/) fails validation: x"])
+    assert decide(GOOD, None, GateConfig(), compared=problems).reasons == problems.problems
+
+
+def test_error_analysis_pictures_the_worst_samples_and_the_report_shows_them(dataset, tmp_path):
+    index = SampleIndex.of(dataset)
+    new = reads(index, misread_export="shop_b", miss_boxes_of="shop_a")
+    production = reads(index)
+    errors = analyse_errors({"test/new": new, "test/production": production}, dataset, tmp_path, worst=4)
+    assert errors["rec_wrong"] == sum(1 for e, _ in index.crops.values() if e == "shop_b")
+    assert len(errors["rec"]) == 4 and all(r["new"].startswith("X") and r["production"] == r["label"]
+                                           for r in errors["rec"])
+    assert errors["confusions"][0]["read"] == "X"
+    assert errors["det_wrong"] == sum(1 for e in index.images.values() if e == "shop_a")
+    assert all(d["hmean"] == 0.0 and d["production_hmean"] == 1.0 for d in errors["det"])
+    for row in errors["rec"] + errors["det"]:
+        assert (tmp_path / row["picture"]).stat().st_size > 0
+    slices = _side_by_side(slice_scores(index, new), slice_scores(index, production))
+    page = write_summary(tmp_path / "summary.html", title="t", facts={}, metrics=GOOD, baseline=None,
+                         gate={"passed": False, "checks": [], "reasons": []}, curves=[],
+                         comparison=Comparison("v1", slices).record(), errors=errors).read_text()
+    assert "export=shop_b" in page and 'src="errors/rec_00' in page and 'src="errors/det_00.png"' in page
+    assert "Most confused characters" in page
