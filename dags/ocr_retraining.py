@@ -10,6 +10,8 @@ paddle). Artifacts travel between tasks as their JSON (`to_json`/`from_json`).
              -> evaluate -> export -> infra_validate (the consumer runtimes read the exported models)
              -> compare (slices of the test split, reference sets: new beside production)
              -> gate -> route -> publish (Asset) | record
+                               | approve (a person, in the UI: when approval is required)
+                                   -> publish_approved (Asset) | reject
 
 The pipeline run id is the Airflow run id, sanitised, so every task and every retry of a
 run shares runs/<run_id>/ in storage: a retried train task resumes from its checkpoints,
@@ -28,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_context, task
 
 log = logging.getLogger("ocr_retraining")
@@ -42,18 +45,22 @@ TRAIN_RETRIES = 2
 TRAIN_RETRY_DELAY = timedelta(seconds=int(os.environ.get("OCR_RETRAIN_TRAIN_RETRY_DELAY_S", "300")))
 
 
-def _production_asset() -> Asset:
-    """models/<name>/production.json of the configured bucket: what a publish updates."""
+def _parse_time_config() -> Any:
+    """The pipeline config as this file is parsed (yaml only: cheap), or None when it is broken."""
     try:
-        from ocr_tasks.config import load_config   # yaml only: cheap
+        from ocr_tasks.config import load_config
 
-        return Asset(load_config().production_model_uri, group="model")
+        return load_config()
     except Exception as exc:  # a broken config must not break parsing: tasks report it
-        log.warning("ocr_retraining: cannot read the pipeline config (%s); asset uses the defaults", exc)
-        return Asset("s3://ocr-data/models/ocr/production.json", group="model")
+        log.warning("ocr_retraining: cannot read the pipeline config (%s); the asset and approval use defaults", exc)
+        return None
 
 
-PRODUCTION_MODEL = _production_asset()
+CONFIG = _parse_time_config()
+# models/<name>/production.json of the configured bucket: what a publish updates
+PRODUCTION_MODEL = Asset(CONFIG.production_model_uri if CONFIG else "s3://ocr-data/models/ocr/production.json",
+                         group="model")
+APPROVAL_TIMEOUT = timedelta(hours=CONFIG.approval.timeout_h if CONFIG else 24)
 
 
 # --------------------------------------------------------------------------- helpers (run inside tasks)
@@ -106,6 +113,22 @@ def on_failure(context: dict[str, Any]) -> None:
         log.warning("ocr_retraining: failure notification not sent: %s", exc)
 
 
+class ApprovalBranch(HITLBranchOperator):
+    """The standard provider's HITLBranchOperator, keeping the person's answer (options, comment, who,
+    when) as the XCom "answer": its return value is the branch taken, and run.json and the manifest
+    record the approval."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # pushed first: branching ends the task by raising (Airflow 3 skips the other branch that way)
+        at = event.get("responded_at")
+        context["ti"].xcom_push(key="answer", value={
+            "chosen_options": list(event.get("chosen_options") or []),
+            "params_input": dict(event.get("params_input") or {}),
+            "responded_at": at.isoformat() if hasattr(at, "isoformat") else at,
+            "responded_by_user": event.get("responded_by_user")})
+        return super().execute_complete(context=context, event=event)
+
+
 # --------------------------------------------------------------------------- the DAG
 
 
@@ -130,6 +153,9 @@ def on_failure(context: dict[str, Any]) -> None:
         "det_min_hmean": Param(None, type=["null", "number"], minimum=0, maximum=1,
                                description="Gate override: det hmean on the test split must be at least this."),
         "dry_run": Param(False, type="boolean", description="Train, evaluate and gate, but publish nothing."),
+        "require_approval": Param(None, type=["null", "boolean"],
+                                  description="Ask a person (Required Actions) before publishing a model that passed "
+                                              "the gate; empty = as configured (approval.required)."),
     },
 )
 def ocr_retraining() -> None:
@@ -239,11 +265,44 @@ def ocr_retraining() -> None:
                           Comparison.from_json(compared)).to_json()
 
     @task.branch
-    def route(decision: dict) -> str:
+    def route(merged: dict, evaluation: dict, served: dict, decision: dict, compared: dict) -> str:
+        """publish, approve (a person first: the request's subject and body go out as XComs) or record."""
         from ocr_tasks.flow import steps
+        from ocr_tasks.flow.run import Evaluation, MergedDataset
+        from ocr_tasks.release.compare import Comparison
         from ocr_tasks.release.gate import GateDecision
+        from ocr_tasks.release.infra_validation import InfraValidation
 
-        return steps.route(_context(), GateDecision.from_json(decision))
+        ctx = _context()
+        way = steps.route(ctx, GateDecision.from_json(decision))
+        if way == steps.APPROVE:
+            subject, body = steps.approval_request(ctx, MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
+                                                   InfraValidation.from_json(served), GateDecision.from_json(decision),
+                                                   Comparison.from_json(compared))
+            ti = get_current_context()["ti"]
+            ti.xcom_push(key="approval_subject", value=subject)
+            ti.xcom_push(key="approval_body", value=body)
+            return "approve"
+        return "publish" if way == steps.PUBLISH else "record"
+
+    from ocr_tasks.release.approval import APPROVE, REJECT
+
+    approve = ApprovalBranch(
+        task_id="approve",
+        subject="{{ ti.xcom_pull(task_ids='route', key='approval_subject') }}",
+        body="{{ ti.xcom_pull(task_ids='route', key='approval_body') }}",
+        options=[APPROVE, REJECT],
+        options_mapping={APPROVE: "publish_approved", REJECT: "reject"},
+        defaults=[REJECT],                     # no answer in time: rejected, nothing published
+        response_timeout=APPROVAL_TIMEOUT,
+        params={"comment": Param("", type="string", description="Why (kept in run.json and the manifest).")},
+    )
+
+    def _approval() -> dict | None:
+        from ocr_tasks.release.approval import approval_record
+
+        answer = get_current_context()["ti"].xcom_pull(task_ids="approve", key="answer")
+        return approval_record(answer) if answer else None
 
     def _end(step: str, merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict,
              compared: dict) -> dict:
@@ -253,18 +312,31 @@ def ocr_retraining() -> None:
         from ocr_tasks.release.gate import GateDecision
         from ocr_tasks.release.infra_validation import InfraValidation
 
-        run = getattr(steps, step)
-        return run(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
-                   ExportedBundle.from_json(exported), InfraValidation.from_json(served),
-                   GateDecision.from_json(decision), Comparison.from_json(compared)).to_json()
+        run = {"publish_approved": steps.publish, "reject": steps.record}.get(step) or getattr(steps, step)
+        outcome = run(_context(), MergedDataset.from_json(merged), Evaluation.from_json(evaluation),
+                      ExportedBundle.from_json(exported), InfraValidation.from_json(served),
+                      GateDecision.from_json(decision), Comparison.from_json(compared), _approval())
+        log.info("run %s: %s; report %s", outcome.run_id, outcome.status, outcome.report_uri)
+        return outcome.to_json()
 
     @task(outlets=[PRODUCTION_MODEL])
     def publish(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict, compared: dict) -> dict:
         return _end("publish", merged, evaluation, exported, served, decision, compared)
 
+    @task(outlets=[PRODUCTION_MODEL])
+    def publish_approved(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict,
+                         compared: dict) -> dict:
+        """publish, after a person approved it (the approval is recorded in run.json and the manifest)."""
+        return _end("publish_approved", merged, evaluation, exported, served, decision, compared)
+
     @task
     def record(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict, compared: dict) -> dict:
         return _end("record", merged, evaluation, exported, served, decision, compared)
+
+    @task
+    def reject(merged: dict, evaluation: dict, exported: dict, served: dict, decision: dict, compared: dict) -> dict:
+        """The person asked said Reject, or did not answer in time: recorded as rejected, nothing published."""
+        return _end("reject", merged, evaluation, exported, served, decision, compared)
 
     found = discover()
     go = should_run(found["discovery"])
@@ -280,8 +352,9 @@ def ocr_retraining() -> None:
     served = infra_validate(merged, exported)
     compared = compare(merged, evaluation, exported)
     decision = gate(evaluation, served, compared)
-    route(decision) >> [publish(merged, evaluation, exported, served, decision, compared),
-                        record(merged, evaluation, exported, served, decision, compared)]
+    artifacts = (merged, evaluation, exported, served, decision, compared)
+    route(merged, evaluation, served, decision, compared) >> [publish(*artifacts), approve, record(*artifacts)]
+    approve >> [publish_approved(*artifacts), reject(*artifacts)]
 
 
 ocr_retraining_dag = ocr_retraining()

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", help="comma-separated subset of det,rec (default: training.models)")
     run.add_argument("--epochs", type=int, help="override every stage's epochs")
     run.add_argument("--dry-run", action="store_true", help="stop before export and publish")
+    run.add_argument("--approved-by", metavar="NAME",
+                     help="who approves the publish, when approval.required is set (else the run is rejected)")
     run.add_argument("--run-id", help="reuse a run id to resume its checkpoints")
     run.set_defaults(handler=cmd_run)
 
@@ -242,7 +244,8 @@ def cmd_pull_dataset(args) -> int:
 def cmd_run(args) -> int:
     from ocr_tasks.flow.local_runner import run_local
 
-    request = {"run_id": args.run_id, "force": args.force, "epochs": args.epochs, "dry_run": args.dry_run}
+    request = {"run_id": args.run_id, "force": args.force, "epochs": args.epochs, "dry_run": args.dry_run,
+               "approved_by": args.approved_by}
     if args.models:
         request["models"] = tuple(m.strip() for m in args.models.split(","))
     ctx = _local_context(args, **request)
@@ -257,6 +260,10 @@ def cmd_run(args) -> int:
         print(f"  published {config.model_name} {outcome.model_version}")
     if outcome.note:
         print(f"  {outcome.note}")
+    if outcome.approval:
+        approval = outcome.approval
+        print(f"  {approval['decision']} by {approval.get('by') or 'nobody'}"
+              + (f": {approval['comment']}" if approval.get("comment") else ""))
     if outcome.report:
         print(f"  report: {outcome.report} ({outcome.report_uri})")
     return EXIT_OK

@@ -67,6 +67,18 @@ class IncomingConfig:
 
 
 @dataclass(frozen=True)
+class ApprovalConfig:
+    """A person approves each publish in the Airflow UI (Airflow 3's human-in-the-loop), after the gate."""
+
+    required: bool = False     # the DAG's `require_approval` Param overrides it per run
+    timeout_h: float = 24      # no answer within this long: the run is recorded as rejected
+
+    def __post_init__(self) -> None:
+        if self.timeout_h <= 0:
+            raise UsageError(f"approval.timeout_h must be > 0, got {self.timeout_h}")
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     train: float = 0.6
     val: float = 0.2
@@ -123,6 +135,18 @@ class NotificationsConfig:
 
 
 @dataclass(frozen=True)
+class MixedData:
+    """General data sampled beside the dataset in training (PaddleOCR's ratio_list): a PaddleOCR label
+    list on the training workers, image paths absolute or relative to the list's own folder."""
+    label_file: str
+    ratio: float = 0.3            # the share of this list sampled every epoch
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ratio <= 1:
+            raise UsageError(f"mix ratio must be in (0, 1], got {self.ratio} for {self.label_file}")
+
+
+@dataclass(frozen=True)
 class TrainStage:
     """One step of staged fine-tuning; each stage starts from the previous stage's best."""
     name: str = "finetune"
@@ -131,6 +155,7 @@ class TrainStage:
     freeze_backbone: bool = False
     augment: bool = True                        # False drops the template's augmentation ops
     exports: list[str] | None = None            # train only on images from these exports (None -> all)
+    mix: list[MixedData] = field(default_factory=list)   # general data sampled beside the dataset (ratio_list)
     overrides: dict[str, Any] = field(default_factory=dict)   # any other dotted PaddleOCR key
 
 
@@ -168,6 +193,7 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    approval: ApprovalConfig = field(default_factory=ApprovalConfig)
     infra_validation: InfraValidationConfig = field(default_factory=InfraValidationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
@@ -279,5 +305,5 @@ _SCALARS = {
     "str | None": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
 }
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, SplitConfig, GateConfig, InfraValidationConfig,
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, ApprovalConfig, SplitConfig, GateConfig, InfraValidationConfig, MixedData,
                                          TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}

@@ -20,6 +20,7 @@ DRY_RUN: Final = "dry-run"
 PUBLISHED: Final = "published"
 # stored as a version, not made production: another run moved production after this run's gate
 SUPERSEDED: Final = "superseded"
+REJECTED: Final = "rejected"      # passed the gate; the person asked (approval.required) said no, or never answered
 
 # What can notify (config `notifications.events`)
 TASK_FAILED_EVENT: Final = "task_failed"
@@ -27,8 +28,11 @@ EXPORT_QUARANTINED_EVENT: Final = "export_quarantined"
 GATE_FAILED_EVENT: Final = "gate_failed"
 PUBLISHED_EVENT: Final = "published"
 SUPERSEDED_EVENT: Final = "superseded"   # a gate-passing model left out of production: someone must decide
-EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, PUBLISHED_EVENT, SUPERSEDED_EVENT)
-DEFAULT_EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, SUPERSEDED_EVENT)
+REJECTED_EVENT: Final = "rejected"       # a gate-passing model the person asked rejected (or never answered)
+EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, PUBLISHED_EVENT, SUPERSEDED_EVENT,
+                 REJECTED_EVENT)
+DEFAULT_EVENTS: Final = (TASK_FAILED_EVENT, EXPORT_QUARANTINED_EVENT, GATE_FAILED_EVENT, SUPERSEDED_EVENT,
+                         REJECTED_EVENT)
 
 
 def utc_now() -> datetime:

@@ -296,6 +296,15 @@ class AirflowApi:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000")["task_instances"]
 
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        """What a human-in-the-loop task asks (subject, body, options, params) and any answer."""
+        return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/-1/hitlDetails")
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, options: list[str], params: dict | None = None) -> dict:
+        """Answer a human-in-the-loop task, as the UI's Required Actions form does."""
+        return self._call("PATCH", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/-1/"
+                                   "hitlDetails", {"chosen_options": options, "params_input": params or {}})
+
 
 # --------------------------------------------------------------------------- what a person watches
 

@@ -90,5 +90,12 @@ def run_local(ctx: RunContext) -> RunOutcome:
     served = steps.infra_validate(ctx, merged, exported)
     compared = steps.compare(ctx, merged, evaluation, exported)
     decision = steps.gate(ctx, evaluation, served, compared)
-    end = steps.publish if steps.route(ctx, decision) == steps.PUBLISH else steps.record
-    return end(ctx, merged, evaluation, exported, served, decision, compared)
+    way = steps.route(ctx, decision)
+    approval = None
+    if way == steps.APPROVE:   # nobody to ask in one process: --approved-by is the answer
+        from ocr_tasks.release.approval import cli_approval
+
+        approval = cli_approval(ctx.request.approved_by)
+        way = steps.PUBLISH if approval["decision"] == "approved" else steps.RECORD
+    end = steps.publish if way == steps.PUBLISH else steps.record
+    return end(ctx, merged, evaluation, exported, served, decision, compared, approval)

@@ -129,6 +129,13 @@ def superseded(run_id: str, model: str, version: str, note: str, report_uri: str
                  details=[note], link=report_uri, run_id=run_id)
 
 
+def rejected(run_id: str, model: str, approval: dict, report_uri: str | None) -> Alert:
+    who = approval.get("by") or "nobody (no answer in time)"
+    return Alert("rejected", f"run {run_id}: the {model} model passed the gate and was REJECTED by {who}",
+                 details=[f"at {approval.get('at')}: {approval.get('comment') or 'no reason given'}"], link=report_uri,
+                 run_id=run_id)
+
+
 def task_failed(task: str, run_id: str, attempt: object, error: str, log_url: str | None = None) -> Alert:
     return Alert("task_failed", f"task {task} of run {run_id} FAILED (try {attempt})", details=[error],
                  link=log_url, run_id=run_id)
@@ -142,6 +149,8 @@ def notify_outcome(outcome: dict, model: str, settings: NotificationsConfig) -> 
     elif outcome.get("status") == "published":
         alert = published(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("metrics") or {},
                           outcome.get("report_uri"))
+    elif outcome.get("status") == "rejected":
+        alert = rejected(outcome["run_id"], model, outcome.get("approval") or {}, outcome.get("report_uri"))
     elif outcome.get("status") == "superseded":
         alert = superseded(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("note") or "",
                            outcome.get("report_uri"))

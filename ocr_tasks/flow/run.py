@@ -49,6 +49,7 @@ class RunRequest:
     force: bool = False                      # train even when nothing is new
     epochs: int | None = None                # every stage's epochs; None: as configured
     dry_run: bool = False                    # train, evaluate and gate, publish nothing
+    approved_by: str | None = None           # `ocr-retrain run --approved-by`: who approves, when approval is required
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -90,6 +91,8 @@ class RunContext:
 
         overrides = [f"gate.{key}={float(params[key])}" for key in ("rec_min_acc", "det_min_hmean")
                      if params.get(key) is not None]
+        if params.get("require_approval") is not None:
+            overrides.append(f"approval.required={'true' if params['require_approval'] else 'false'}")
         config = load_config(overrides=overrides)
         epochs = params.get("epochs")
         request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
@@ -191,6 +194,7 @@ class RunOutcome:
     report_uri: str | None = None
     note: str | None = None          # why a gate-passing run is not production (superseded)
     comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
+    approval: dict | None = None     # who approved or rejected the publish, when, why (approval.required)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,7 +4,7 @@ every step in one process, for `ocr-retrain run`).
 
     discover -> should_run -> check_export (one per new export) -> merge -> has_dataset
              -> train det | train rec -> evaluate -> export -> infra_validate -> compare -> gate
-             -> route -> publish | record
+             -> route -> [approve (a person, when approval.required) ->] publish | record
 
 Each step takes the run's `RunContext` and the artifacts of the steps before it
 (ocr_tasks/flow/run.py) and returns its own. Tasks may run on different workers, so a
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, SUPERSEDED
+from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
 
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PUBLISH, RECORD = "publish", "record"   # the two ways a run ends (route's answer)
+# route's answers: publish (no approval needed), ask a person first, or record a run that does not publish
+PUBLISH, APPROVE, RECORD = "publish", "approve", "record"
 
 
 # --------------------------------------------------------------------------- ingest
@@ -264,11 +265,31 @@ def gate(ctx: RunContext, evaluation: Evaluation, served: InfraValidation,
 
 
 def route(ctx: RunContext, decision: GateDecision) -> str:
-    return PUBLISH if decision.passed and not ctx.request.dry_run else RECORD
+    if not decision.passed or ctx.request.dry_run:
+        return RECORD
+    return APPROVE if ctx.config.approval.required else PUBLISH
+
+
+def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, served: InfraValidation,
+                     decision: GateDecision, compared: Comparison | None = None) -> tuple[str, str]:
+    """(subject, body) of the approval a person gives in the Airflow UI: the gate's checks, the slice table,
+    the reference sets, and the report (written now, under runs/<run_id>/report/, so it can be read first)."""
+    from ocr_tasks.release.approval import approval_markdown
+    from ocr_tasks.release.bundle import write_report
+
+    outcome = _outcome(ctx, "awaiting approval", merged, evaluation, served, decision, compared)
+    report_dir = ctx.config.work.report(ctx.run_id)
+    write_report(ctx.config, outcome, evaluation.trained, report_dir,
+                 errors=_error_analysis(ctx, merged, compared, report_dir))
+    ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
+    report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
+    log.info("approval asked for run %s; report %s", ctx.run_id, report_uri)
+    return approval_markdown(ctx.config.model_name, outcome, ctx.config.approval.timeout_h, report_uri)
 
 
 def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
-            served: InfraValidation, decision: GateDecision, compared: Comparison | None = None) -> RunOutcome:
+            served: InfraValidation, decision: GateDecision, compared: Comparison | None = None,
+            approval: dict | None = None) -> RunOutcome:
     """Publish the exported bundle as the next version and make it production.
 
     Idempotent per run: a retried publish finds the version an earlier try stored and
@@ -282,6 +303,10 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
         raise UsageError(f"run {ctx.run_id} failed the gate; refusing to publish: {decision.reasons}")
     storage, config = ctx.storage, ctx.config
     outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision, compared)
+    outcome.approval = approval
+    if ctx.config.approval.required and not (approval and approval.get("decision") == "approved"):
+        raise UsageError(f"run {ctx.run_id}: approval.required is set and nobody approved this publish "
+                         f"(approval record: {approval})")
     gated_against = evaluation.production_version   # promote only over the production the gate saw
     try:
         already = published_by_run(storage, config.model_name, ctx.run_id)
@@ -310,13 +335,16 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
 
 
 def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
-           served: InfraValidation, decision: GateDecision, compared: Comparison | None = None) -> RunOutcome:
-    """A run that does not publish (failed gate or dry run): its report under runs/<run_id>/report/;
-    the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
+           served: InfraValidation, decision: GateDecision, compared: Comparison | None = None,
+           approval: dict | None = None) -> RunOutcome:
+    """A run that does not publish (failed gate, dry run, or rejected by the person asked): its report under
+    runs/<run_id>/report/; the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
     from ocr_tasks.release.bundle import write_report
 
-    outcome = _outcome(ctx, DRY_RUN if decision.passed else GATE_FAILED, merged, evaluation, served, decision,
-                       compared)
+    status = REJECTED if approval and approval.get("decision") == "rejected" else \
+        DRY_RUN if decision.passed else GATE_FAILED
+    outcome = _outcome(ctx, status, merged, evaluation, served, decision, compared)
+    outcome.approval = approval
     # the report needs the curves (history) and the comparison's reads, no weights
     report_dir = ctx.config.work.report(ctx.run_id)
     outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir,
@@ -326,6 +354,10 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     if outcome.status == GATE_FAILED:
         log.warning("run %s failed the gate: %s (report %s; exported bundle %s)", ctx.run_id,
                     "; ".join(decision.reasons), outcome.report_uri, ctx.storage.uri(exported.prefix))
+    elif outcome.status == REJECTED:
+        log.warning("run %s passed the gate and was REJECTED by %s at %s: %s; nothing published (report %s)",
+                    ctx.run_id, approval.get("by") or "nobody (no answer in time)", approval.get("at"),
+                    approval.get("comment") or "no reason given", outcome.report_uri)
     else:
         log.info("run %s: dry run, nothing published; report %s", ctx.run_id, outcome.report_uri)
     return _finish(ctx, outcome)

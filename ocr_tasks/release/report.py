@@ -77,19 +77,21 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
             f"<td>{_fmt(latency.get('mean'))} (p95 {_fmt(latency.get('p95'))})</td></tr>")
     checks = "".join(
         f"<tr class={'ok' if c.get('passed') else 'bad'}><td>{html.escape(str(c.get('model')))}</td>"
-        f"<td>{html.escape(str(c.get('metric')))}</td><td>{_fmt(c.get('value'))} {html.escape(str(c.get('op')))} "
+        f"<td>{html.escape(str(c.get('metric')))}</td><td>{html.escape(_where(c))}</td>"
+        f"<td>{_fmt(c.get('value'))} {html.escape(str(c.get('op')))} "
         f"{_fmt(c.get('threshold'))}</td><td>{'pass' if c.get('passed') else 'FAIL'}</td></tr>"
         for c in gate.get("checks", []))
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     images = "".join(f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}"></p>' for name in curves)
-    verdict = "PASSED: published" if gate.get("passed") else "FAILED: not published"
+    status = str(facts.get("status") or "")
+    verdict = "FAILED: not published" if not gate.get("passed") else f"PASSED ({status})" if status else "PASSED"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.get("reasons", []))
     page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}.ok{{color:#070}}.bad{{color:#b00}}</style>
 <h1>{html.escape(title)}</h1>
 <table>{fact_rows}</table>
 <h2>Gate: {verdict}</h2><ul>{reasons}</ul>
-<table><tr><th>model</th><th>metric</th><th>check</th><th></th></tr>{checks}</table>
+<table><tr><th>model</th><th>metric</th><th>on</th><th>check</th><th></th></tr>{checks}</table>
 <h2>Test split metrics</h2>
 <table><tr><th>model</th><th>metric</th><th>new</th><th>production</th></tr>{''.join(rows)}</table>
 <h2>Exported models in the consumer runtimes (test split, PaddleOCR defaults)</h2>
@@ -105,6 +107,14 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
 
 
 KEY = {"det": "hmean", "rec": "acc"}
+
+
+def _where(check: dict) -> str:
+    """What a gate check looked at: the test split, a consumer runtime, a slice or a reference set."""
+    for key, label in (("runtime", "runtime "), ("slice", "slice "), ("reference", "reference set ")):
+        if check.get(key):
+            return label + str(check[key])
+    return "test split"
 
 
 def _comparison_section(comparison: dict, thresholds: dict) -> str:
@@ -159,15 +169,19 @@ def _errors_section(errors: dict) -> str:
         f"<figcaption>hmean {_fmt(d['hmean'])} (production {_fmt(d.get('production_hmean'))}); "
         f"{d['missed']} missed, {d['false']} false; {html.escape(str(d.get('export')))}</figcaption></figure>"
         for d in errors.get("det") or [])
-    return (f"<h2>Error analysis: the new model's worst test samples</h2>"
-            f"<h3>Recognition: {errors.get('rec_wrong', 0)} of {errors.get('rec_total', 0)} crops misread</h3>"
-            f"<table><tr><th>crop</th><th>label</th><th>new reads (score)</th><th>production reads (score)</th>"
-            f"<th>export</th></tr>{rec_rows}</table>"
-            f"<h3>Most confused characters (label → read; ∅ = missing)</h3>"
-            f"<table><tr><th>label</th><th>read</th><th>times</th></tr>{confusions}</table>"
-            f"<h3>Detection: {errors.get('det_wrong', 0)} of {errors.get('det_total', 0)} images with a miss or a false "
-            f"detection</h3><p>green: labelled, blue: detected and matched, <span class=bad>red: missed</span>, "
-            f"<span style=\"color:#d80\">orange: false detection</span>, grey: ignore region</p>{det}")
+    parts = ["<h2>Error analysis: the new model's worst test samples</h2>"]
+    if errors.get("rec_total"):
+        parts.append(f"<h3>Recognition: {errors.get('rec_wrong', 0)} of {errors['rec_total']} crops misread</h3>"
+                     f"<table><tr><th>crop</th><th>label</th><th>new reads (score)</th><th>production reads (score)</th>"
+                     f"<th>export</th></tr>{rec_rows}</table>"
+                     f"<h3>Most confused characters (label → read; ∅ = missing)</h3>"
+                     f"<table><tr><th>label</th><th>read</th><th>times</th></tr>{confusions}</table>")
+    if errors.get("det_total"):
+        parts.append(f"<h3>Detection: {errors.get('det_wrong', 0)} of {errors['det_total']} images with a miss or a "
+                     f"false detection</h3><p>green: labelled, blue: detected and matched, <span class=bad>red: "
+                     f"missed</span>, <span style=\"color:#d80\">orange: false detection</span>, grey: ignore "
+                     f"region</p>{det}")
+    return "".join(parts)
 
 
 def _fmt(value: object) -> str:

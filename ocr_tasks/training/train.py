@@ -149,10 +149,39 @@ def _stage_config(template: str, engine: Engine, task: str, data_dir: Path, stag
     if stage.exports is not None:
         subset = _train_list_for_exports(data_dir, task, stage.exports, stage_dir / f"train_{task}.txt")
         config["Train"]["dataset"]["label_file_list"] = [str(subset)]
+    if stage.mix:
+        _mix_in(config["Train"]["dataset"], stage, stage_dir / f"mix_{task}")
     if not stage.augment:
         transforms = config["Train"]["dataset"]["transforms"]
         config["Train"]["dataset"]["transforms"] = [t for t in transforms if not (set(t or {}) & AUGMENT_OPS)]
     return config
+
+
+def _mix_in(dataset: dict, stage: TrainStage, folder: Path) -> None:
+    """The dataset's training list at ratio 1.0, then each general list at its ratio (SimpleDataSet samples
+    that share of each list every epoch). Paths in a general list become absolute: SimpleDataSet joins
+    every line to the one data_dir, which is the dataset's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lists, ratios = list(dataset["label_file_list"]), [1.0] * len(dataset["label_file_list"])
+    for number, mixed in enumerate(stage.mix):
+        source = Path(mixed.label_file).expanduser()
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"training stage {stage.name}: mix label_file {source} cannot be read ({exc})") from None
+        absolute = []
+        for line in lines:
+            path, sep, label = line.partition("\t")
+            if sep:
+                absolute.append(f"{(source.parent / path).absolute() if not Path(path).is_absolute() else path}"
+                                f"\t{label}")
+        if not absolute:
+            raise UsageError(f"training stage {stage.name}: mix label_file {source} has no 'path<TAB>label' lines")
+        target = folder / f"{number}_{source.name}"
+        target.write_text("\n".join(absolute) + "\n", encoding="utf-8")
+        lists.append(str(target))
+        ratios.append(mixed.ratio)
+    dataset["label_file_list"], dataset["ratio_list"] = lists, ratios
 
 
 def _train_list_for_exports(data_dir: Path, task: str, exports: list[str], out: Path) -> Path:

@@ -67,7 +67,7 @@ def test_no_cycles_and_the_expected_chain(dag):
     assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",
                                              "train_det", "train_rec", "evaluate", "export", "infra_validate",
                                              "compare", "gate", "route", "publish",
-                                             "record"}
+                                             "record", "approve", "publish_approved", "reject"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
     assert {"should_run", "check_export"} <= down["discover"]
     assert {"check_export", "merge"} <= down["should_run"]
@@ -77,7 +77,8 @@ def test_no_cycles_and_the_expected_chain(dag):
     assert "export" in down["evaluate"] and "infra_validate" in down["export"]
     assert "gate" in down["infra_validate"] and "route" in down["gate"]   # the gate judges the exported models
     assert "compare" in down["export"] and "gate" in down["compare"]     # and the slices / reference sets
-    assert {"publish", "record"} <= down["route"]
+    assert {"publish", "record", "approve"} <= down["route"]
+    assert down["approve"] == {"publish_approved", "reject"}     # a person's Approve / Reject
     assert {"export", "infra_validate"} <= {t.task_id for t in dag.get_task("publish").upstream_list}
     assert dag.get_task("check_export").is_mapped if hasattr(dag.get_task("check_export"), "is_mapped") else True
 
@@ -116,13 +117,14 @@ def test_other_tasks_on_the_default_queue_and_pool(dag):
 
 def test_params_and_defaults(dag):
     assert dag.params.dump() == {"force": False, "models": "both", "epochs": None, "rec_min_acc": None,
-                                 "det_min_hmean": None, "dry_run": False}
+                                 "det_min_hmean": None, "dry_run": False, "require_approval": None}
     assert dag.params.get_param("models").schema["enum"] == ["both", "det", "rec"]
 
 
 def test_publish_emits_the_production_asset(dag):
     outlets = dag.get_task("publish").outlets
     assert [a.uri for a in outlets] == [load_config().production_model_uri]
+    assert dag.get_task("publish_approved").outlets == outlets
     assert outlets[0].uri == "s3://ocr-data/models/ocr/production.json"
 
 

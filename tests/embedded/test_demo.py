@@ -126,7 +126,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
 
     # what the user sees: every task, the quarantined export, the gate, the text read back
     for task in ("discover", "should_run", "check_export[0]", "check_export[1]", "merge", "train_det", "train_rec",
-                 "evaluate", "export", "infra_validate", "gate", "route", "publish"):
+                 "evaluate", "export", "infra_validate", "compare", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
     assert "export digits_broken QUARANTINED" in first
     assert re.search(r"train_det epoch \d+/4,", first) and re.search(r"train_rec epoch \d+/12,", first)
@@ -145,6 +145,13 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert outcome["status"] == "published"
         assert outcome["metrics"]["rec"]["acc"] > 0.9 and outcome["metrics"]["det"]["hmean"] >= 0.85
         assert outcome["gate"]["passed"] is True
+        # compared on slices and the reference set; nothing to compare with yet on the first run
+        comparison = outcome["comparison"]
+        assert comparison["production_version"] is None and not comparison["problems"]
+        assert set(comparison["slices"]["rec"]) >= {"export=digits_800", "script=digits", "text_length=5-8"}
+        reference = comparison["references"]["digits_reference"]
+        assert reference["rec"]["samples"] >= 40 and reference["rec"]["new"]["acc"] > 0.9
+        assert reference["det"]["samples"] == 40 and reference["rec"]["production"] is None
         production = storage.get_json(layout.production_key("ocr"))
         assert production["version"] == outcome["model_version"]
         ledger = storage.get_json(layout.LEDGER)
@@ -180,3 +187,10 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         # 1 epoch from scratch cannot pass the real gate: production must stay where it was
         assert second["status"] == "gate-failed" and second["gate"]["reasons"]
         assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
+        # and it forgot what production read: the reference set and the test slices say so, by name
+        reasons = second["gate"]["reasons"]
+        assert any(r.startswith("rec acc on reference set digits_reference (") and "below production" in r
+                   for r in reasons), reasons
+        assert any(r.startswith("rec acc on test slice export=digits_800 (") for r in reasons), reasons
+        assert second["comparison"]["references"]["digits_reference"]["rec"]["production"]["acc"] > 0.9
+    assert "reference set digits_reference, rec acc: new " in grown

@@ -20,12 +20,13 @@ import psutil
 import pytest
 
 from ocr_tasks.embedded.local_airflow import AirflowApi
+from ocr_tasks.flow.run import sanitize_run_id
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
 from tests.kit import free_port
 
-pytestmark = pytest.mark.slow(minutes=1.5)
+pytestmark = pytest.mark.slow(minutes=5)
 
 BIN = Path(sys.executable).parent
 
@@ -42,6 +43,20 @@ def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path):
             pass  # the api-server is not up yet
         time.sleep(3)
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _asked(api: AirflowApi, run_id: str) -> dict | None:
+    """The approve task's request once it waits for a person (state awaiting_input), else None."""
+    states = {t["task_id"]: t["state"] for t in api.task_instances("ocr_retraining", run_id)}
+    assert states.get("record") != "success", f"the run did not ask for approval: {states}"
+    assert api.run_state("ocr_retraining", run_id) != "failed", states
+    if states.get("approve") != "awaiting_input":
+        return None
+    # A person answers in seconds at the fastest. An answer within a second of the pause raced the
+    # scheduler's handling of the paused task process (Airflow 3.3.2, LocalExecutor: "finished with
+    # state success, but the task instance's state attribute is queued", and the task failed): wait as one would.
+    time.sleep(10)
+    return api.hitl_detail("ocr_retraining", run_id, "approve")
 
 
 def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path):
@@ -66,6 +81,27 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
         assert state == "success", tis
         assert tis["train_rec"] == "success" and tis["train_det"] == "skipped"      # the form's models=rec
         assert tis["record"] == "success" and tis["publish"] == "skipped"           # dry run: nothing published
+        dry_run = run_id
+
+        # a person approves or rejects in Required Actions: through the REST API the UI calls.
+        # det alone, 1 epoch, gate floor 0: it passes, so the approval is asked
+        ask = {"models": "det", "epochs": 1, "det_min_hmean": 0, "force": True, "require_approval": True}
+        answers = {}
+        for option, comment in (("Reject", "slice export=digits_800 looks off"), ("Approve", "checked the report")):
+            run_id = api.trigger("ocr_retraining", ask)
+            detail = _wait("the approval to be asked", lambda: _asked(api, run_id), 1500, proc, log)
+            assert detail["subject"].startswith("Publish ocr from run ") and detail["options"] == ["Approve", "Reject"]
+            assert "passed the gate" in detail["body"] and "/report/summary.html" in detail["body"]
+            assert "| det | export=digits_800 |" in detail["body"]                      # the slice table
+            api.respond("ocr_retraining", run_id, "approve", [option], {"comment": comment})
+            state = _wait("the answered run to finish",
+                          lambda: (s := api.run_state("ocr_retraining", run_id)) in ("success", "failed") and s,
+                          900, proc, log)
+            tis = {t["task_id"]: t["state"] for t in api.task_instances("ocr_retraining", run_id)}
+            assert state == "success", tis
+            chosen, other = ("publish_approved", "reject") if option == "Approve" else ("reject", "publish_approved")
+            assert tis[chosen] == "success" and tis[other] == "skipped" and tis["publish"] == "skipped", tis
+            answers[option] = run_id
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -86,8 +122,18 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
 
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings("ocr-data"))
-        (key,) = [o.key for o in storage.list(layout.RUNS) if o.key.endswith("/run.json")]
-        outcome = storage.get_json(key)
+        outcome = storage.get_json(layout.run_record_key(sanitize_run_id(dry_run)))
         assert set(outcome["metrics"]) == {"rec"}
         assert outcome["status"] in ("dry-run", "gate-failed")     # 1 epoch: the gate decides, nothing is published
-        assert not storage.exists(layout.production_key("ocr"))
+
+        rejected = storage.get_json(layout.run_record_key(sanitize_run_id(answers["Reject"])))
+        assert rejected["status"] == "rejected" and rejected["model_version"] is None
+        assert rejected["approval"]["decision"] == "rejected" and rejected["approval"]["by"]
+        assert rejected["approval"]["comment"] == "slice export=digits_800 looks off" and rejected["approval"]["at"]
+        approved = storage.get_json(layout.run_record_key(sanitize_run_id(answers["Approve"])))
+        assert approved["status"] == "published" and approved["approval"]["decision"] == "approved"
+        # production is the approved run's model, and its manifest says who approved it, when and why
+        assert storage.get_json(layout.production_key("ocr"))["version"] == approved["model_version"]
+        manifest = storage.get_json(layout.model_manifest_key("ocr", approved["model_version"]))
+        assert manifest["approval"] == approved["approval"] and manifest["approval"]["comment"] == "checked the report"
+        assert "export=digits_800" in manifest["comparison"]["slices"]["det"]

@@ -195,3 +195,25 @@ def test_rec_max_text_length_is_what_the_dataset_kept(template, tmp_path):
     template_copies = {k for k, v in flatten(yaml.safe_load(template.read_text())).items()
                        if k.endswith("max_text_length") and v == original}
     assert all(copies[k] == 40 for k in template_copies), copies
+
+
+def test_a_stage_mixes_general_data_in_with_ratio_list(tmp_path):
+    """PaddleOCR's ratio_list: the dataset's list whole, a general list at its share, its paths made absolute."""
+    import pytest
+
+    from ocr_tasks.config import MixedData, TrainStage
+    from ocr_tasks.errors import UsageError
+    from ocr_tasks.training.train import _mix_in
+
+    general = tmp_path / "general"
+    (general / "crops").mkdir(parents=True)
+    (general / "rec_train.txt").write_text("crops/a.png\tINVOICE\n/abs/b.png\tTotal\n", encoding="utf-8")
+    dataset = {"data_dir": "/ds", "label_file_list": ["/ds/rec/train.txt"], "ratio_list": [1.0]}
+    _mix_in(dataset, TrainStage(mix=[MixedData(str(general / "rec_train.txt"), 0.3)]), tmp_path / "mix")
+    assert dataset["ratio_list"] == [1.0, 0.3] and dataset["label_file_list"][0] == "/ds/rec/train.txt"
+    written = open(dataset["label_file_list"][1], encoding="utf-8").read().splitlines()
+    assert written == [f"{general / 'crops/a.png'}\tINVOICE", "/abs/b.png\tTotal"]
+    with pytest.raises(UsageError, match="cannot be read"):
+        _mix_in(dict(dataset), TrainStage(mix=[MixedData(str(tmp_path / "nope.txt"))]), tmp_path / "mix2")
+    with pytest.raises(UsageError, match="ratio must be in"):
+        MixedData("x.txt", 1.5)
