@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install consumer-envs demo ui test test-fast lock bench
+.PHONY: install consumer-envs ppocrlabel-env demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -34,6 +34,16 @@ consumer-envs: $(foreach env,$(CONSUMER_ENVS),$(env)/bin/ocr-retrain)
 	uv pip install --python .venv-consumer-$*/bin/python --no-deps -e .
 	touch $@
 
+# PPOCRLabel itself (runtimes/ppocrlabel.in: ppocrlabel 3.1.6, as labellers install it): the suite
+# opens the folders `ocr-retrain prelabel` writes with PPOCRLabel's own loader (tests/prelabel/).
+ppocrlabel-env: .venv-ppocrlabel/bin/PPOCRLabel
+
+.venv-ppocrlabel/bin/PPOCRLabel: runtimes/ppocrlabel.lock
+	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
+	uv venv --allow-existing --python $(PY) .venv-ppocrlabel
+	uv pip sync --python .venv-ppocrlabel/bin/python runtimes/ppocrlabel.lock
+	touch $@
+
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
 # the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
 # Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
@@ -50,7 +60,7 @@ ui: install
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install consumer-envs
+test: install consumer-envs ppocrlabel-env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Without the tests that run the training engine.
@@ -63,8 +73,8 @@ lock:
 	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock.new
 	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
-	for env in newest oldest; do uv pip compile runtimes/consumer-$$env.in --python-version 3.11 \
-	  --custom-compile-command "make lock" -o runtimes/consumer-$$env.lock; done
+	for env in consumer-newest consumer-oldest ppocrlabel; do uv pip compile runtimes/$$env.in --python-version 3.11 \
+	  --custom-compile-command "make lock" -o runtimes/$$env.lock; done
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="a consumer runtime's python (repeatable); default: infra_validation.runtimes")
     served.set_defaults(handler=cmd_infra_validate)
 
+    prelabel = commands.add_parser("prelabel", help="storage: a published model pre-labels unlabeled/<batch>/ for "
+                                   "PPOCRLabel (Cache.cach), hardest images first (ranking.csv/html)")
+    prelabel.add_argument("batches", nargs="*", metavar="s3://BUCKET/unlabeled/BATCH/",
+                          help="the batches (default: every unlabeled/<batch>/ the version has not done)")
+    prelabel.add_argument("--model-version", help="a published version (default: production)")
+    prelabel.set_defaults(handler=cmd_prelabel)
+
     read = commands.add_parser("read", help="read the text of an image with a published model (PaddleOCR 3.x)")
     read.add_argument("image", type=Path)
     read.add_argument("--model", type=Path, help="a pulled model folder (det/, rec/); default: pull production")
@@ -300,6 +307,44 @@ def cmd_rollback(args) -> int:
     config = _config(args)
     pointer = rollback(storage_from_config(config), args.name or config.model_name, args.version)
     print(f"production is now {pointer['version']} (was {pointer.get('previous')})")
+    return EXIT_OK
+
+
+def cmd_prelabel(args) -> int:
+    from ocr_tasks.prelabel.prelabel import batches_to_prelabel, prelabel_batch
+    from ocr_tasks.release.registry import production_version
+    from ocr_tasks.storage import layout
+    from ocr_tasks.storage.s3 import parse_s3_uri, storage_from_config
+
+    config = _config(args)
+    storage = storage_from_config(config)
+    batches = []
+    for uri in args.batches:
+        try:
+            bucket, prefix = parse_s3_uri(uri)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        root = config.storage.prefix.strip("/")
+        rel = prefix[len(root):].lstrip("/") if root and prefix.startswith(root) else prefix
+        parts = rel.strip("/").split("/")
+        if bucket != storage.settings.bucket or len(parts) != 2 or parts[0] + "/" != layout.UNLABELED:
+            raise UsageError(f"{uri}: give a batch folder of the configured bucket, "
+                             f"s3://{storage.settings.bucket}/{root + '/' if root else ''}{layout.UNLABELED}<batch>/")
+        batches.append(parts[1])
+    version = args.model_version or production_version(storage, config.model_name)
+    if version is None:
+        raise UsageError(f"model {config.model_name} has no production version yet: nothing to pre-label with")
+    for batch in batches or batches_to_prelabel(storage, version):
+        result = prelabel_batch(storage, config, batch, version)
+        if result.already_done:
+            print(f"{batch}: already pre-labelled by {version}: {result.uri}")
+        else:
+            print(f"{batch}: {result.images} image(s) pre-labelled by {version} in {result.seconds:.0f} s")
+            print(f"  open in PPOCRLabel: {result.uri}  (ranking: {result.uri.rsplit('/', 2)[0]}/ranking.html)")
+        for why in result.left_out:
+            print(f"  left out: {why}")
+    if not batches and not batches_to_prelabel(storage, version):
+        print(f"every batch under {storage.uri(layout.UNLABELED)} is pre-labelled by {version}")
     return EXIT_OK
 
 

@@ -79,6 +79,19 @@ class ApprovalConfig:
 
 
 @dataclass(frozen=True)
+class PrelabelConfig:
+    """The ocr_prelabel DAG and `ocr-retrain prelabel`: production pre-labels unlabeled/<batch>/ for PPOCRLabel."""
+
+    python: str | None = None     # the interpreter that reads the images (paddleocr 3.x); None: the pipeline's
+    on_gpu: bool = False          # run on the gpu queue and pool (as training does) instead of the default queue
+    timeout_s: int = 3600
+
+    def __post_init__(self) -> None:
+        if self.timeout_s < 1:
+            raise UsageError(f"prelabel.timeout_s must be >= 1, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     train: float = 0.6
     val: float = 0.2
@@ -194,6 +207,7 @@ class PipelineConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     approval: ApprovalConfig = field(default_factory=ApprovalConfig)
+    prelabel: PrelabelConfig = field(default_factory=PrelabelConfig)
     infra_validation: InfraValidationConfig = field(default_factory=InfraValidationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
@@ -305,5 +319,5 @@ _SCALARS = {
     "str | None": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
 }
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, ApprovalConfig, SplitConfig, GateConfig, InfraValidationConfig, MixedData,
+_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, ApprovalConfig, PrelabelConfig, SplitConfig, GateConfig, InfraValidationConfig, MixedData,
                                          TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}

@@ -1,6 +1,9 @@
 """Where things live in the bucket (under the configured root prefix).
 
     incoming/<export>/            what labellers upload (PPOCRLabel export folders); never modified
+    unlabeled/<batch>/            raw images to label next (ocr_prelabel pre-labels them)
+    prelabeled/<batch>/<version>/ <batch>/ (a PPOCRLabel folder: images, Cache.cach with the model's
+                                  predictions), ranking.csv/.html (hardest first), done.json (last)
     reference/<name>/             fixed labelled sets (PPOCRLabel exports) every run reads with the new and
                                   the production model; never merged into training (ingest/reference.py)
     ledger/ingest.json            which exports were merged or quarantined, and the latest dataset
@@ -48,6 +51,8 @@ from pathlib import Path
 
 INCOMING = "incoming/"
 REFERENCE = "reference/"
+UNLABELED = "unlabeled/"
+PRELABELED = "prelabeled/"
 LEDGER = "ledger/ingest.json"
 QUARANTINE = "quarantine/"
 DATASETS = "datasets/"
@@ -77,6 +82,14 @@ def models_prefix(name: str) -> str:
 
 def model_version_prefix(name: str, version: str) -> str:
     return f"{models_prefix(name)}{version}/"
+
+
+def prelabel_prefix(batch: str, model_version: str) -> str:
+    return f"{PRELABELED}{batch}/{model_version}/"
+
+
+def prelabel_done_key(batch: str, model_version: str) -> str:
+    return prelabel_prefix(batch, model_version) + "done.json"
 
 
 def lock_key(name: str) -> str:
@@ -179,6 +192,10 @@ class WorkDir:
 
     def report(self, run_id: str) -> Path:
         return self.run(run_id) / "report"
+
+    @property
+    def prelabel(self) -> Path:
+        return self.root / "prelabel"
 
     @property
     def references(self) -> Path:

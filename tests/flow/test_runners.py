@@ -220,3 +220,44 @@ def test_portable_export_has_no_interpolation_ops_and_identical_outputs(local_ru
             array = rng.standard_normal(shape).astype("float32")
             plain, portable = outputs(exports[kind, False], array), outputs(exports[kind, True], array)
             assert plain.shape == portable.shape and np.array_equal(plain, portable), (kind, shape)
+
+
+def test_prelabel_writes_a_ppocrlabel_folder_once_per_model_version(local_run, tmp_path, monkeypatch, capsys):
+    """`ocr-retrain prelabel` with a published model: the folder, the ranking, done once per version."""
+    from ocr_tasks.cli import main
+    from ocr_tasks.prelabel.ppocrlabel_files import read_cache_file
+
+    storage, config, outcome, root = local_run
+    bundle = tmp_path / "bundle"
+    storage.download_prefix("runs/e2e/bundle/", bundle)
+    for version in ("pl-1", "pl-2"):
+        publish_model(storage, config.model_name, version, bundle, {"run_id": f"prelabel-{version}"})
+    raw = make_export(tmp_path / "raw", ExportSpec("shelf_3", n_images=5, seed=31))
+    images = sorted(p.name for p in raw.iterdir() if p.suffix == ".jpg")
+    for name in images:
+        storage.upload_file(raw / name, f"unlabeled/shelf_3/{name}")
+    storage.put_text("unlabeled/shelf_3/notes.txt", "not an image")
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", storage.settings.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", storage.settings.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", storage.settings.secret_access_key)
+    base = ["--set", f"storage.bucket={storage.settings.bucket}", "--set", f"work_dir={root / 'work'}"]
+    uri = f"s3://{storage.settings.bucket}/unlabeled/shelf_3/"
+
+    assert main(base + ["prelabel", uri, "--model-version", "pl-1"]) == 0
+    printed = capsys.readouterr().out
+    assert "shelf_3: 5 image(s) pre-labelled by pl-1" in printed and "left out: notes.txt" in printed
+    folder = "prelabeled/shelf_3/pl-1/shelf_3/"
+    assert sorted(o.key.rsplit("/", 1)[1] for o in storage.list(folder)) == \
+        sorted(images + ["Cache.cach", "Label.txt", "fileState.txt"])
+    cache = tmp_path / "Cache.cach"
+    storage.download_file(folder + "Cache.cach", cache)
+    assert set(read_cache_file(cache)) == {f"shelf_3/{name}" for name in images}
+    ranking = storage.get_text("prelabeled/shelf_3/pl-1/ranking.csv").splitlines()
+    assert ranking[0].startswith("rank,image,uncertainty") and len(ranking) == 6
+    assert storage.get_json("prelabeled/shelf_3/pl-1/done.json")["images"] == 5
+
+    assert main(base + ["prelabel", uri, "--model-version", "pl-1"]) == 0          # not redone
+    assert "already pre-labelled by pl-1" in capsys.readouterr().out
+    assert main(base + ["prelabel"]) == 0                                           # production pl-2: again
+    assert "shelf_3: 5 image(s) pre-labelled by pl-2" in capsys.readouterr().out
+    assert main(base + ["prelabel", f"s3://{storage.settings.bucket}/incoming/x/"]) == 2

@@ -1,0 +1,96 @@
+"""Hardest first: the batch's images ranked by how unsure the production model is of them.
+
+An image's uncertainty (0 sure .. 1 unsure) is the largest of three signs PaddleOCR gives:
+
+    nothing found     no text line detected at all                          -> 1.0
+    unsure reading    its least confident line: 1 - lowest rec score        (rec_score)
+    borderline box    its weakest box against the detector's box_thresh:    (det_score)
+                      1 - (score - box_thresh) / (1 - box_thresh), clipped to 0..1
+
+The labeller corrects from the top of ranking.csv (ranking.html shows thumbnails); the images the
+model misreads gather there, which is where the next model gains most (bench/prelabel.py measures it).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BOX_THRESH = 0.6       # PaddleOCR's DB default, when the model's inference.yml does not say
+_THUMB = 240
+
+
+@dataclass
+class RankedImage:
+    rank: int
+    image: str
+    uncertainty: float
+    lines: int
+    lowest_rec_score: float | None
+    mean_rec_score: float | None
+    weakest_box_score: float | None
+    why: str
+
+
+def uncertainty_of(rec_scores: list[float], box_scores: list[float], box_thresh: float) -> tuple[float, str]:
+    if not rec_scores and not box_scores:
+        return 1.0, "no text found"
+    reading = 1.0 - min(rec_scores) if rec_scores else 1.0
+    border = 0.0
+    if box_scores:
+        margin = (min(box_scores) - box_thresh) / max(1e-6, 1.0 - box_thresh)
+        border = min(1.0, max(0.0, 1.0 - margin))
+    return (reading, "unsure reading") if reading >= border else (border, "borderline box")
+
+
+def rank_images(reads: dict[str, dict[str, Any]], box_thresh: float = DEFAULT_BOX_THRESH) -> list[RankedImage]:
+    """`reads`: file name -> {"lines": [{"text", "score", "poly"}], "box_scores": [...]}; hardest first."""
+    rows = []
+    for name, read in reads.items():
+        rec = [float(line["score"]) for line in read.get("lines") or []]
+        boxes = [float(s) for s in read.get("box_scores") or []]
+        value, why = uncertainty_of(rec, boxes, box_thresh)
+        rows.append(RankedImage(0, name, round(value, 4), len(rec), round(min(rec), 4) if rec else None,
+                                round(sum(rec) / len(rec), 4) if rec else None,
+                                round(min(boxes), 4) if boxes else None, why))
+    rows.sort(key=lambda r: (-r.uncertainty, r.image))
+    for number, row in enumerate(rows, 1):
+        row.rank = number
+    return rows
+
+
+def write_ranking(rows: list[RankedImage], out: Path, images: Path, model_version: str) -> None:
+    """ranking.csv and ranking.html (thumbnails in thumbs/) in `out`; `images` is the PPOCRLabel folder."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "ranking.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(rows[0]) if rows else ["rank", "image"]))
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    thumbs = out / "thumbs"
+    thumbs.mkdir(exist_ok=True)
+    cells = []
+    for row in rows:
+        thumb = thumbs / f"{Path(row.image).stem}.jpg"
+        with Image.open(images / row.image) as picture:
+            picture = picture.convert("RGB")
+            picture.thumbnail((_THUMB, _THUMB))
+            picture.save(thumb, quality=85)
+        cells.append(f"<tr><td>{row.rank}</td><td><img src=\"thumbs/{html.escape(thumb.name)}\"></td>"
+                     f"<td>{html.escape(row.image)}</td><td>{row.uncertainty:.3f}</td><td>{html.escape(row.why)}</td>"
+                     f"<td>{row.lines}</td><td>{_fmt(row.lowest_rec_score)}</td><td>{_fmt(row.weakest_box_score)}</td></tr>")
+    (out / "ranking.html").write_text(
+        f"<!doctype html><meta charset=\"utf-8\"><title>hardest first: {html.escape(images.name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;text-align:left}</style>"
+        f"<h1>{html.escape(images.name)}: hardest first</h1><p>pre-labelled by model {html.escape(model_version)}; "
+        "label from the top: these are the images the model is least sure of.</p>"
+        "<table><tr><th>rank</th><th></th><th>image</th><th>uncertainty</th><th>why</th><th>lines</th>"
+        f"<th>lowest rec score</th><th>weakest box score</th></tr>{''.join(cells)}</table>", encoding="utf-8")
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
