@@ -79,8 +79,15 @@ def main() -> None:
               f"({len(per_image) / sum(per_image):.1f} images/s)")
         print(f"top 10 % of the ranking ({len(top)} images): {in_top} misread ({in_top / len(top):.0%}), "
               f"against {len(misread) / len(images):.0%} in the whole batch")
-        by_kind = {kind: sum(1 for row in top if row.image.startswith(kind)) for kind in ("easy", "rotated", "letters")}
-        print(f"top 10 % by kind: {by_kind}")
+        bottom = ranked[-len(top):]
+        in_bottom = sum(1 for row in bottom if row.image in misread)
+        print(f"bottom 10 % of the ranking: {in_bottom} misread ({in_bottom / len(bottom):.0%})")
+        kinds = ("easy", "rotated", "letters")
+        rates = {k: f"{sum(1 for n in misread if n.startswith(k)) / args.per_kind:.0%}" for k in kinds}
+        print(f"misread by kind: {rates}; in the top 10 %: "
+              f"{ {k: sum(1 for row in top if row.image.startswith(k)) for k in kinds} }")
+        quarter = ranked[: max(1, len(ranked) // 4)]
+        print(f"top 25 %: {sum(1 for row in quarter if row.image in misread) / len(quarter):.0%} misread")
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_con
 
 log = logging.getLogger("ocr_retraining")
 
+from ocr_tasks.vocabulary import GPU_POOL, GPU_QUEUE, STORAGE_CONNECTION
+
 DAG_ID = "ocr_retraining"
 SCHEDULE = os.environ.get("OCR_RETRAIN_SCHEDULE", "0 2 * * *")   # nightly; "" or "none" -> manual only
-CONNECTION_ID = "ocr_retrain_s3"
-GPU_POOL = "gpu"
-GPU_QUEUE = "gpu"
 TRAIN_RETRIES = 2
 # time for a lost worker's GPU to be freed (or a new worker to come up) before the retry resumes
 TRAIN_RETRY_DELAY = timedelta(seconds=int(os.environ.get("OCR_RETRAIN_TRAIN_RETRY_DELAY_S", "300")))
@@ -71,15 +70,12 @@ def _credentials() -> dict[str, Any] | None:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import Connection
 
+    from ocr_tasks.storage.s3 import credentials_from_connection
+
     try:
-        conn = Connection.get(CONNECTION_ID)
+        return credentials_from_connection(Connection.get(STORAGE_CONNECTION))
     except AirflowNotFoundException:
         return None
-    extra = conn.extra_dejson or {}
-    return {"access_key_id": conn.login or None, "secret_access_key": conn.password or None,
-            "session_token": extra.get("aws_session_token"),
-            "endpoint_url": extra.get("endpoint_url") or conn.host or None,
-            "region": extra.get("region_name") or extra.get("region")}
 
 
 def _context() -> Any:

@@ -340,7 +340,7 @@ def cmd_prelabel(args) -> int:
             print(f"{batch}: already pre-labelled by {version}: {result.uri}")
         else:
             print(f"{batch}: {result.images} image(s) pre-labelled by {version} in {result.seconds:.0f} s")
-            print(f"  open in PPOCRLabel: {result.uri}  (ranking: {result.uri.rsplit('/', 2)[0]}/ranking.html)")
+            print(f"  open in PPOCRLabel: {result.uri}  (hardest first: {result.ranking_uri})")
         for why in result.left_out:
             print(f"  left out: {why}")
     if not batches and not batches_to_prelabel(storage, version):

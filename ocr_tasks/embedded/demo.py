@@ -44,6 +44,11 @@ MAIN_EXPORT = ExportSpec("digits_800", n_images=800, seed=11)
 BROKEN_EXPORT = ExportSpec("digits_broken", n_images=50, seed=2)
 # a fixed labelled set every run reads with the new and the production model, never trained on
 REFERENCE_SET = ExportSpec("digits_reference", n_images=40, seed=77)
+# raw images for the next round of labelling: ocr_prelabel pre-labels them after each publish
+UNLABELED_BATCH = "shelf_photos_001"
+UNLABELED_SPECS = (ExportSpec("raw_easy", n_images=16, seed=901), ExportSpec("raw_tilted", n_images=8, seed=902,
+                                                                             rotate_degrees=25))
+PRELABEL_DAG = "ocr_prelabel"
 EXTRA_EXPORT_IMAGES = 200
 DEMO_DET_MIN_HMEAN = 0.85
 # det and rec train at once, one CPU core each, as two GPU workers would
@@ -68,8 +73,9 @@ def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = N
         out(f"[3/5] Airflow in {airflow.home} (SQLite): migrate, pool gpu ({DEMO_GPU_SLOTS} slots), "
             "api-server + scheduler + dag-processor")
         out(f"[4/5] trigger ocr_retraining with conf {json.dumps(conf)}   (task logs: {airflow.home / 'logs'})")
-        result = airflow.run_dag(conf, out, gpu_slots=DEMO_GPU_SLOTS)
+        result = airflow.run_dag(conf, out, gpu_slots=DEMO_GPU_SLOTS, consumers=(PRELABEL_DAG,))
         ran = summarise_run(storage, result, out)
+        summarise_prelabel(storage, result, out)
 
         out("[5/5] the production model, as a consumer pulls it")
         read_ok = show_production(storage, config, work_dir, out)
@@ -152,6 +158,18 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
         storage.upload_dir(labeller_dir / REFERENCE_SET.name, reference)
         out(f"      {REFERENCE_SET.name}: {REFERENCE_SET.n_images} images -> {storage.uri(reference)} "
             "(a reference set: every run reads it with the new and the production model, none trains on it)")
+    unlabeled = f"{layout.UNLABELED}{UNLABELED_BATCH}/"
+    if not any(True for _ in storage.list(unlabeled)):
+        count = 0
+        for spec in UNLABELED_SPECS:   # pictures only: nobody has labelled them yet
+            folder = labeller_dir / "raw" / spec.name
+            if not (folder / "Label.txt").exists():
+                make_export(labeller_dir / "raw", spec)
+            for image in sorted(p for p in folder.iterdir() if p.suffix == f".{spec.image_format}"):
+                storage.upload_file(image, f"{unlabeled}{spec.name}_{image.name}")
+                count += 1
+        out(f"      {UNLABELED_BATCH}: {count} raw images -> {storage.uri(unlabeled)} (to label next: "
+            "each new production model pre-labels them for PPOCRLabel)")
 
 
 def _next_extra_export(storage: Storage) -> ExportSpec:
@@ -208,6 +226,21 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
     return True
 
 
+def summarise_prelabel(storage: Storage, result: DagRunResult, out: Out) -> None:
+    """Where the pre-labelled batch is, when the publish started ocr_prelabel."""
+    prelabel = result.consumers.get(PRELABEL_DAG)
+    if prelabel is None:
+        return
+    if prelabel.state != "success":
+        out(f"      {PRELABEL_DAG} FAILED (state {prelabel.state}); its task logs: {prelabel.log_file}")
+        return
+    for key in sorted(o.key for o in storage.list(layout.PRELABELED) if o.key.endswith("/done.json")):
+        prefix = key.rsplit("/", 1)[0] + "/"
+        batch = prefix.split("/")[1]
+        out(f"      pre-labelled for PPOCRLabel: {storage.uri(prefix + batch + '/')} "
+            f"(hardest first: {storage.uri(prefix + 'ranking.html')})")
+
+
 def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, out: Out) -> bool:
     """Pull production, read a held-out test image with it, print what it read and where the report is."""
     from ocr_tasks.ingest.ledger import load_ledger
@@ -260,6 +293,7 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", out: O
         airflow.prepare(DEMO_GPU_SLOTS)
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")
+        airflow.cli("dags", "unpause", PRELABEL_DAG)      # each publish pre-labels the next batch
         out(f"Airflow UI: http://127.0.0.1:{port}/dags/ocr_retraining  (no login on localhost)")
         out("  Trigger -> the Params form: force, models, epochs, thresholds, dry_run. Ctrl-C stops everything.")
         out("  More exports: `ocr-retrain demo --add-export` in another shell uploads one (or copy your own into "

@@ -48,6 +48,7 @@ class DagRunResult:
     state: str                  # success | failed
     seconds: float
     log_file: Path              # the run's task logs: a folder per task
+    consumers: dict[str, "DagRunResult"] = field(default_factory=dict)   # runs the Asset started, by DAG
 
 
 @dataclass
@@ -143,26 +144,46 @@ class LocalAirflow:
                 stop_tree(proc)
 
     def run_dag(self, conf: dict[str, object], on_line: Callable[[str], None], *,
-                gpu_slots: int = 2, timeout: float = 3600) -> DagRunResult:
+                gpu_slots: int = 2, timeout: float = 3600, consumers: tuple[str, ...] = ()
+                ) -> DagRunResult:
         """One run of the DAG through the scheduler: trigger it (as the UI's Trigger button does), follow
         its tasks until it ends, print what a person wants to see (`RunFollower`), stop the services.
 
         Ctrl-C or SIGTERM marks the run failed before the services stop, and a run an earlier,
         killed demo left `running` is marked failed first: with one active run allowed, a stale one
-        would hold the new run in the queue until Airflow noticed its tasks had no heartbeat."""
+        would hold the new run in the queue until Airflow noticed its tasks had no heartbeat.
+
+        `consumers` are DAGs scheduled on the production model Asset (ocr_prelabel): unpaused, and when
+        the run published, the run the Asset event started is followed too (`DagRunResult.consumers`)."""
         self.prepare(gpu_slots)
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with self.services() as api:
                 api.unpause(DAG_ID)
+                known = {}
+                for consumer in consumers:
+                    api.unpause(consumer)
+                    known[consumer] = set(api.runs(consumer))
                 for stale in api.runs(DAG_ID, "running", "queued"):
                     api.set_run_state(DAG_ID, stale, "failed")
                     on_line(f"      run {stale}, left unfinished by an interrupted demo: marked failed")
                 started = time.monotonic()
                 run_id = api.trigger(DAG_ID, conf)
                 try:
-                    return self._follow(api, run_id, RunFollower(self.home / "logs", DAG_ID, run_id, on_line),
-                                        started, timeout)
+                    result = self._follow(api, DAG_ID, run_id,
+                                          RunFollower(self.home / "logs", DAG_ID, run_id, on_line), started, timeout)
+                    published = any(t["task_id"].startswith("publish") and t["state"] == "success"
+                                    for t in api.task_instances(DAG_ID, run_id))
+                    for consumer in consumers if published and result.state == "success" else ():
+                        new = self._started_by_asset(api, consumer, known[consumer])
+                        if new is None:
+                            on_line(f"      {consumer}: no run started by the production model Asset within 120 s")
+                            continue
+                        on_line(f"      {consumer} run {new}, started by the production model Asset:")
+                        result.consumers[consumer] = self._follow(
+                            api, consumer, new, RunFollower(self.home / "logs", consumer, new, on_line),
+                            time.monotonic(), timeout)
+                    return result
                 except BaseException:
                     with contextlib.suppress(OSError, ValueError):
                         api.set_run_state(DAG_ID, run_id, "failed")
@@ -171,15 +192,26 @@ class LocalAirflow:
             signal.signal(signal.SIGTERM, previous)
 
     @staticmethod
-    def _follow(api: AirflowApi, run_id: str, follower: RunFollower, started: float, timeout: float) -> DagRunResult:
+    def _started_by_asset(api: AirflowApi, dag_id: str, known: set[str], wait: float = 120) -> str | None:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            new = sorted(set(api.runs(dag_id)) - known)
+            if new:
+                return new[0]
+            time.sleep(2)
+        return None
+
+    @staticmethod
+    def _follow(api: AirflowApi, dag_id: str, run_id: str, follower: RunFollower, started: float,
+                timeout: float) -> DagRunResult:
         state, unanswered_since = None, None
         while state not in ("success", "failed"):
             if time.monotonic() - started > timeout:
                 raise UsageError(f"the DAG run {run_id} ran over {timeout:.0f} s; logs in {follower.run_logs}")
             time.sleep(2)
             try:
-                state = api.run_state(DAG_ID, run_id)
-                follower.update(api.task_instances(DAG_ID, run_id))
+                state = api.run_state(dag_id, run_id)
+                follower.update(api.task_instances(dag_id, run_id))
                 unanswered_since = None
             except (OSError, ValueError) as exc:  # an api-server busy on a loaded machine: ask again
                 unanswered_since = unanswered_since or time.monotonic()

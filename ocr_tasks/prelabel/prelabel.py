@@ -44,6 +44,7 @@ class Prelabelled:
     batch: str
     model_version: str
     uri: str                       # the PPOCRLabel folder
+    ranking_uri: str = ""          # ranking.html, hardest first
     images: int = 0
     already_done: bool = False
     seconds: float = 0.0
@@ -82,17 +83,17 @@ def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_v
     if version is None:
         raise UsageError(f"model {config.model_name} has no production version yet: nothing to pre-label with")
     out_prefix = layout.prelabel_prefix(batch, version)
-    result = Prelabelled(batch, version, storage.uri(out_prefix + f"{batch}/"))
+    result = Prelabelled(batch, version, storage.uri(out_prefix + f"{batch}/"), storage.uri(out_prefix + "ranking.html"))
     if storage.exists(layout.prelabel_done_key(batch, version)):
         log.info("unlabeled/%s/ was pre-labelled by %s already: %s", batch, version, result.uri)
         result.already_done = True
         return result
     started = time.monotonic()
     model = pull_model(storage, config.model_name, config.work.prelabel / "models", version)
-    missing = [kind for kind in (DET, REC) if not (model / kind / "inference.yml").is_file()]
-    if missing:
-        raise UsageError(f"model {config.model_name} {version} has no {' or '.join(missing)}: pre-labelling "
-                         "needs both det and rec")
+    kinds = [kind for kind in (DET, REC) if (model / kind / "inference.yml").is_file()]
+    if DET not in kinds:
+        raise UsageError(f"model {config.model_name} {version} has no det: pre-labelling needs the detector "
+                         "(with rec, boxes come with texts; without, boxes alone)")
     stage = config.work.prelabel / batch / version
     shutil.rmtree(stage, ignore_errors=True)
     folder = stage / batch
@@ -100,8 +101,9 @@ def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_v
     if not names:
         raise UsageError(f"unlabeled/{batch}/ holds no image PPOCRLabel opens ({', '.join(sorted(IMAGE_SUFFIXES))}, "
                          "top level of the folder)")
-    read, answer = read_samples(model, [DET, REC], [str(folder / n) for n in names], [], "prelabel",
-                                config.prelabel.python, stage / "probe", timeout_s=config.prelabel.timeout_s)
+    read, answer = read_samples(model, kinds, [str(folder / n) for n in names], [], "prelabel",
+                                config.prelabel.python, stage / "probe", timeout_s=config.prelabel.timeout_s,
+                                device="gpu:0" if config.prelabel.on_gpu else "cpu")
     if read.error:
         raise UsageError(f"model {version} could not read unlabeled/{batch}/ ({read.label()}): "
                          f"{read.error.get('type')}: {str(read.error.get('message', '')).splitlines()[:1]}")
@@ -162,6 +164,8 @@ def _reads_by_name(answer: dict) -> dict[str, dict]:
     for item in answer.get("det") or []:
         entry = reads.setdefault(Path(item["image"]).name, {"lines": [], "box_scores": []})
         entry["box_scores"] = list(item.get("scores") or [])
+        if not answer.get("ocr"):   # a det-only model: its boxes, no texts, for the labeller to type
+            entry["lines"] = [{"poly": poly, "text": "", "score": None} for poly in item["polys"]]
     return reads
 
 

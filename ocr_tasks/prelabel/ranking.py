@@ -35,10 +35,11 @@ class RankedImage:
     why: str
 
 
-def uncertainty_of(rec_scores: list[float], box_scores: list[float], box_thresh: float) -> tuple[float, str]:
+def uncertainty_of(rec_scores: list[float] | None, box_scores: list[float], box_thresh: float) -> tuple[float, str]:
+    """`rec_scores` None: a det-only model (boxes, no texts), judged by its boxes alone."""
     if not rec_scores and not box_scores:
         return 1.0, "no text found"
-    reading = 1.0 - min(rec_scores) if rec_scores else 1.0
+    reading = 0.0 if rec_scores is None else 1.0 - min(rec_scores) if rec_scores else 1.0
     border = 0.0
     if box_scores:
         margin = (min(box_scores) - box_thresh) / max(1e-6, 1.0 - box_thresh)
@@ -47,13 +48,16 @@ def uncertainty_of(rec_scores: list[float], box_scores: list[float], box_thresh:
 
 
 def rank_images(reads: dict[str, dict[str, Any]], box_thresh: float = DEFAULT_BOX_THRESH) -> list[RankedImage]:
-    """`reads`: file name -> {"lines": [{"text", "score", "poly"}], "box_scores": [...]}; hardest first."""
+    """`reads`: file name -> {"lines": [{"text", "score", "poly"}], "box_scores": [...]}; hardest first.
+    A line's score None: the model has no rec (boxes only)."""
     rows = []
     for name, read in reads.items():
-        rec = [float(line["score"]) for line in read.get("lines") or []]
+        lines = read.get("lines") or []
+        rec = [float(line["score"]) for line in lines if line.get("score") is not None]
         boxes = [float(s) for s in read.get("box_scores") or []]
-        value, why = uncertainty_of(rec, boxes, box_thresh)
-        rows.append(RankedImage(0, name, round(value, 4), len(rec), round(min(rec), 4) if rec else None,
+        det_only = bool(lines) and not rec
+        value, why = uncertainty_of(None if det_only else rec, boxes, box_thresh)
+        rows.append(RankedImage(0, name, round(value, 4), len(lines), round(min(rec), 4) if rec else None,
                                 round(sum(rec) / len(rec), 4) if rec else None,
                                 round(min(boxes), 4) if boxes else None, why))
     rows.sort(key=lambda r: (-r.uncertainty, r.image))

@@ -85,7 +85,8 @@ def _read(job, answer):
         detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
         for image in job["images"]:
             (result,) = detector.predict(image)
-            answer["det"].append({"image": image, "polys": _polys(result["dt_polys"])})
+            answer["det"].append({"image": image, "polys": _polys(result["dt_polys"]),
+                                  "scores": [float(s) for s in result.get("dt_scores", [])]})
         del detector
 
     if rec_dir:

@@ -115,8 +115,8 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
 
 
 def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[str], name: str,
-                 python: str | None, work: Path, *, timeout_s: float, pipeline: bool = True
-                 ) -> tuple[RuntimeRead, dict[str, Any]]:
+                 python: str | None, work: Path, *, timeout_s: float, pipeline: bool = True,
+                 device: str = "cpu") -> tuple[RuntimeRead, dict[str, Any]]:
     """Run the consumer probe in one runtime: bundle's det on `images`, its rec on `crops`, and (with
     `pipeline`) PaddleOCR's whole pipeline on `images`. Returns the runtime's record (its error,
     if it failed) and its answer, the per-sample reads."""
@@ -126,7 +126,7 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     work.mkdir(parents=True, exist_ok=True)
     interpreter = str(_interpreter(python))
     answer_file = work / f"{name}.json"
-    job = {"out": str(answer_file), "device": "cpu", "images": images, "crops": crops, "pipeline": pipeline}
+    job = {"out": str(answer_file), "device": device, "images": images, "crops": crops, "pipeline": pipeline}
     for kind in kinds:
         job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
     job_file = work / f"{name}.job.json"

@@ -879,6 +879,16 @@ class Storage:
         return deleted
 
 
+def credentials_from_connection(connection: Any) -> dict[str, Any]:
+    """An Airflow connection of AWS type (login/password = keys; extra endpoint_url, region_name,
+    aws_session_token; or host as the endpoint) as `storage_from_config`'s credentials."""
+    extra = getattr(connection, "extra_dejson", None) or {}
+    return {"access_key_id": connection.login or None, "secret_access_key": connection.password or None,
+            "session_token": extra.get("aws_session_token"),
+            "endpoint_url": extra.get("endpoint_url") or connection.host or None,
+            "region": extra.get("region_name") or extra.get("region")}
+
+
 def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str | None = None,
                         credentials: dict[str, Any] | None = None) -> Storage:
     """The Storage a pipeline config names; endpoint and keys fall back to the environment.

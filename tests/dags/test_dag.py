@@ -62,6 +62,19 @@ def test_dag_file_imports_without_errors(dagbag):
     assert "ocr_retraining" in dagbag.dags
 
 
+def test_prelabel_dag_runs_on_every_new_production_model(dagbag, dag):
+    """ocr_prelabel is scheduled on the Asset both publish tasks update, and maps one task per batch."""
+    prelabel = dagbag.dags["ocr_prelabel"]
+    published = {a.uri for t in ("publish", "publish_approved") for a in dag.get_task(t).outlets}
+    assert published == {load_config().production_model_uri}
+    scheduled_on = [a.uri for a in prelabel.timetable.asset_condition.objects]
+    assert scheduled_on == [load_config().production_model_uri]
+    assert {t.task_id for t in prelabel.tasks} == {"batches", "prelabel"}
+    assert prelabel.get_task("batches").downstream_task_ids == {"prelabel"}
+    assert prelabel.params.dump() == {"batch": None, "model_version": None}
+    assert prelabel.get_task("prelabel").pool == "default_pool"      # prelabel.on_gpu false: the default queue
+
+
 def test_no_cycles_and_the_expected_chain(dag):
     dag.check_cycle()
     assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",

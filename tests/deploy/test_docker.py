@@ -62,7 +62,7 @@ def test_workers_listen_on_the_queues_the_dag_uses():
     # the init creates the pool the training tasks wait on, and the storage connection the DAG reads
     init = _command("airflow-init")
     assert f"pools set {dag.GPU_POOL} " in init
-    assert f"connections add {dag.CONNECTION_ID} --conn-type aws" in init
+    assert f"connections add {dag.STORAGE_CONNECTION} --conn-type aws" in init
     assert "db migrate" in init
 
 

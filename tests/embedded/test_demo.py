@@ -114,6 +114,35 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     assert "consumer runtime pipeline" in reason and served.runtimes[0].error["type"] in reason, reason
 
 
+def _the_publish_prelabelled_the_next_batch(work: Path, printed: str, version: str, tmp_path: Path) -> None:
+    """The publish's Asset event started ocr_prelabel: the raw batch is a PPOCRLabel folder, and PPOCRLabel's
+    own loader shows the production model's boxes and texts on every (unconfirmed) image."""
+    from ocr_tasks.embedded.demo import UNLABELED_BATCH, UNLABELED_SPECS
+    from tests.prelabel.test_ppocrlabel_reads import open_in_ppocrlabel
+
+    assert "ocr_prelabel run " in printed and "started by the production model Asset" in printed
+    assert f"pre-labelled for PPOCRLabel: s3://{BUCKET}/prelabeled/{UNLABELED_BATCH}/{version}/{UNLABELED_BATCH}/" \
+        in printed
+    truth = {}
+    for spec in UNLABELED_SPECS:
+        for line in (work / "labeller" / "raw" / spec.name / "Label.txt").read_text(encoding="utf-8").splitlines():
+            path, boxes = line.split("\t", 1)
+            truth[f"{spec.name}_{path.rsplit('/', 1)[-1]}"] = {b["transcription"] for b in json.loads(boxes)}
+    folder = tmp_path / UNLABELED_BATCH
+    with LocalS3Server(work / "s3").start() as server:
+        storage = Storage(server.settings(BUCKET))
+        prefix = f"prelabeled/{UNLABELED_BATCH}/{version}/"
+        assert storage.get_json(prefix + "done.json")["images"] == len(truth)
+        storage.download_prefix(prefix + f"{UNLABELED_BATCH}/", folder)
+        ranking = storage.get_text(prefix + "ranking.csv").splitlines()
+    assert len(ranking) == len(truth) + 1
+    shown = open_in_ppocrlabel(folder)
+    assert set(shown) == set(truth) and not any(view["confirmed"] for view in shown.values())
+    read_right = [name for name, view in shown.items() if {b["transcription"] for b in view["boxes"]} & truth[name]]
+    assert all(view["boxes"] for view in shown.values()), shown        # every image comes with boxes to correct
+    assert len(read_right) >= len(truth) // 2, shown                   # and most with a text already right
+
+
 def _runs(storage: Storage) -> dict[str, dict]:
     return {o.key.split("/")[1]: storage.get_json(o.key) for o in storage.list(layout.RUNS)
             if o.key.endswith("/run.json")}
@@ -160,6 +189,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         first_dataset = outcome["dataset_version"]
 
     model = work / "models" / outcome["model_version"]
+    _the_publish_prelabelled_the_next_batch(work, first, outcome["model_version"], tmp_path)
     _exported_metrics_printed_and_recorded(first, outcome)
     _consumer_runtimes_read_the_published_model(model, work / "work" / "datasets" / "current" / "images" / image,
                                                 text)
