@@ -6,6 +6,7 @@ Helpers that are not fixtures (exports, labeller edits, free ports) are in kit.p
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,9 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from ocr_tasks.config import OVERRIDES_ENV
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.flow import notify
 from ocr_tasks.storage.s3 import Storage
+
+# Tests upload an export and ingest it at once: no quiet period to wait out (set for the whole session,
+# module-scoped fixtures included; tests/ingest/test_upload_timing.py sets its own). Subprocesses that
+# build their own environment (Airflow) get it in their config file instead.
+os.environ.setdefault(OVERRIDES_ENV, "incoming.quiet_period_s=0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -115,12 +122,7 @@ def any_storage(request: pytest.FixtureRequest) -> Storage:
 
 @pytest.fixture(autouse=True)
 def _run_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default work_dir is ./work: keep every test's scratch files out of the checkout.
-    Tests upload an export and ingest it at once: no quiet period to wait out (the upload
-    timing tests in tests/ingest/test_upload_timing.py set their own)."""
-    from ocr_tasks.config import OVERRIDES_ENV
-
-    monkeypatch.setenv(OVERRIDES_ENV, "incoming.quiet_period_s=0")
+    """The default work_dir is ./work: keep every test's scratch files out of the checkout."""
     monkeypatch.chdir(tmp_path)
 
 

@@ -57,7 +57,8 @@ def dag_run(s3_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("dag-runner")
     storage = _bucket(s3_server, root)
     config_file = root / "pipeline.yaml"
-    config_file.write_text(f"storage:\n  bucket: {storage.settings.bucket}\nwork_dir: {root / 'work'}\n")
+    config_file.write_text(f"storage:\n  bucket: {storage.settings.bucket}\nwork_dir: {root / 'work'}\n"
+                           "incoming:\n  quiet_period_s: 0\n")   # uploaded just now, on purpose
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "OCR_RETRAIN_", "AIRFLOW_CONN_", "AIRFLOW__"))}
     env.update({
