@@ -20,22 +20,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from ocr_tasks.config import load_config_for_parsing
 from ocr_tasks.vocabulary import GPU_POOL, GPU_QUEUE, STORAGE_CONNECTION
 
 log = logging.getLogger("ocr_prelabel")
 
 
-def _parse_time_config() -> Any:
-    try:
-        from ocr_tasks.config import load_config   # yaml only: cheap
-
-        return load_config()
-    except Exception as exc:  # a broken config must not break parsing: tasks report it
-        log.warning("ocr_prelabel: cannot read the pipeline config (%s); defaults used", exc)
-        return None
-
-
-CONFIG = _parse_time_config()
+CONFIG = load_config_for_parsing("ocr_prelabel")   # None when broken: the defaults below
 PRODUCTION_MODEL = Asset(CONFIG.production_model_uri if CONFIG else "s3://ocr-data/models/ocr/production.json",
                          group="model")
 ON_GPU = {"pool": GPU_POOL, "queue": GPU_QUEUE} if CONFIG and CONFIG.prelabel.on_gpu else {}

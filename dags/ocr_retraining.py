@@ -35,6 +35,7 @@ from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_current_con
 
 log = logging.getLogger("ocr_retraining")
 
+from ocr_tasks.config import load_config_for_parsing
 from ocr_tasks.vocabulary import GPU_POOL, GPU_QUEUE, STORAGE_CONNECTION
 
 DAG_ID = "ocr_retraining"
@@ -44,18 +45,7 @@ TRAIN_RETRIES = 2
 TRAIN_RETRY_DELAY = timedelta(seconds=int(os.environ.get("OCR_RETRAIN_TRAIN_RETRY_DELAY_S", "300")))
 
 
-def _parse_time_config() -> Any:
-    """The pipeline config as this file is parsed (yaml only: cheap), or None when it is broken."""
-    try:
-        from ocr_tasks.config import load_config
-
-        return load_config()
-    except Exception as exc:  # a broken config must not break parsing: tasks report it
-        log.warning("ocr_retraining: cannot read the pipeline config (%s); the asset and approval use defaults", exc)
-        return None
-
-
-CONFIG = _parse_time_config()
+CONFIG = load_config_for_parsing("ocr_retraining")   # None when broken: the defaults below
 # models/<name>/production.json of the configured bucket: what a publish updates
 PRODUCTION_MODEL = Asset(CONFIG.production_model_uri if CONFIG else "s3://ocr-data/models/ocr/production.json",
                          group="model")

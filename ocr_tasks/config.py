@@ -7,6 +7,7 @@ reported with the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -263,6 +264,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _apply_override(raw, item)
     raw["source"] = str(path)
     return _build(PipelineConfig, raw, str(path), "")
+
+
+def load_config_for_parsing(dag_id: str) -> PipelineConfig | None:
+    """The config as a DAG file is parsed (yaml only: cheap), or None, logged, when it is broken: a
+    broken config must not break parsing, the tasks report it. Callers fall back to the defaults."""
+    try:
+        return load_config()
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the DAG still parses
+        logging.getLogger(dag_id).warning("%s: cannot read the pipeline config (%s); parsing with the defaults",
+                                          dag_id, exc)
+        return None
 
 
 def _apply_override(raw: dict, item: str) -> None:
