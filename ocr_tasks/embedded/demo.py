@@ -212,10 +212,12 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
             e2e, latency = read["metrics"].get("e2e", {}), read.get("latency_ms") or {}
             out(f"      end to end (det+rec) in {_runtime(runtime, read)}: hmean {e2e.get('e2e_hmean', 0):.3f}, "
                 f"{latency.get('mean', 0):.0f} ms per image on CPU (p95 {latency.get('p95', 0):.0f} ms)")
+    from ocr_tasks.release.gate import KEY_METRICS
+
     comparison = outcome.get("comparison") or {}
     for name, kinds in sorted((comparison.get("references") or {}).items()):
         for kind, entry in sorted(kinds.items()):
-            key = {"det": "hmean", "rec": "acc"}[kind]
+            key = KEY_METRICS[kind]
             before = (entry.get("production") or {}).get(key)
             out(f"      reference set {name}, {kind} {key}: new {entry['new'][key]:.3f}"
                 + (f", production {before:.3f}" if before is not None else " (no production to compare with)"))

@@ -27,6 +27,7 @@ import yaml
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.exports import unsafe_export_name
+from ocr_tasks.ingest.images import inspect_image
 from ocr_tasks.prelabel.ppocrlabel_files import write_ppocrlabel_folder
 from ocr_tasks.prelabel.ranking import DEFAULT_BOX_THRESH, rank_images, write_ranking
 from ocr_tasks.storage import layout
@@ -97,7 +98,7 @@ def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_v
     stage = config.work.prelabel / batch / version
     shutil.rmtree(stage, ignore_errors=True)
     folder = stage / batch
-    names = _fetch_images(storage, batch, folder, result.left_out)
+    names = _fetch_images(storage, batch, folder, result.left_out, config)
     if not names:
         raise UsageError(f"unlabeled/{batch}/ holds no image PPOCRLabel opens ({', '.join(sorted(IMAGE_SUFFIXES))}, "
                          "top level of the folder)")
@@ -122,7 +123,8 @@ def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_v
     return result
 
 
-def _fetch_images(storage: Storage, batch: str, folder: Path, left_out: list[str]) -> list[str]:
+def _fetch_images(storage: Storage, batch: str, folder: Path, left_out: list[str], config: PipelineConfig
+                  ) -> list[str]:
     prefix = f"{layout.UNLABELED}{batch}/"
     names = []
     for info in storage.list(prefix):
@@ -137,24 +139,15 @@ def _fetch_images(storage: Storage, batch: str, folder: Path, left_out: list[str
     storage.download_many((prefix + name, folder / name) for name in names)
     readable = []
     for name in sorted(names):
-        problem = _unreadable(folder / name)
+        # ingest's own check: the same size limits, decode budget and truncation messages as validation
+        problem = inspect_image(folder / name, max_pixels=config.validation.max_image_pixels,
+                                max_side=config.validation.max_image_side).problem
         if problem:
             left_out.append(f"{name}: {problem}")
             (folder / name).unlink()
         else:
             readable.append(name)
     return readable
-
-
-def _unreadable(path: Path) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as picture:
-            picture.load()
-    except Exception as exc:  # noqa: BLE001 - whatever PIL says, this one image is left out, the batch goes on
-        return f"cannot be decoded ({type(exc).__name__}: {str(exc)[:120]})"
-    return None
 
 
 def _reads_by_name(answer: dict) -> dict[str, dict]:

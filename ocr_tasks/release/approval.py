@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ocr_tasks.release.gate import KEY_METRICS
 from ocr_tasks.vocabulary import timestamp
 
 APPROVE, REJECT = "Approve", "Reject"
-_KEY = {"det": "hmean", "rec": "acc"}
 
 
 def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: str) -> tuple[str, str]:
@@ -31,21 +31,21 @@ def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: st
              f"(now: `{baseline.get('version') or 'none'}`); Reject keeps it out. No answer in {timeout_h:g} h "
              "counts as Reject.", "", "| model | metric | new | production |", "|---|---|---|---|"]
     for kind, metrics in sorted((outcome.metrics or {}).items()):
-        before = (baseline.get(kind) or {}).get(_KEY.get(kind, ""))
-        lines.append(f"| {kind} | {_KEY.get(kind)} | {_fmt(metrics.get(_KEY.get(kind, '')))} | {_fmt(before)} |")
+        before = (baseline.get(kind) or {}).get(KEY_METRICS.get(kind, ""))
+        lines.append(f"| {kind} | {KEY_METRICS.get(kind)} | {_fmt(metrics.get(KEY_METRICS.get(kind, '')))} | {_fmt(before)} |")
     comparison = outcome.comparison or {}
     rows = [(kind, name, entry) for kind, slices in sorted((comparison.get("slices") or {}).items())
             for name, entry in sorted(slices.items())]
     if rows:
         lines += ["", "**Slices of the test split** (exported models, new vs production)", "",
                   "| model | slice | samples | new | production |", "|---|---|---|---|---|"]
-        lines += [f"| {kind} | {name} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(_KEY[kind]))} | "
-                  f"{_fmt((entry.get('production') or {}).get(_KEY[kind]))} |" for kind, name, entry in rows]
+        lines += [f"| {kind} | {name} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
+                  f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |" for kind, name, entry in rows]
     references = comparison.get("references") or {}
     if references:
         lines += ["", "**Reference sets**", "", "| set | model | samples | new | production |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {kind} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(_KEY[kind]))} | "
-                  f"{_fmt((entry.get('production') or {}).get(_KEY[kind]))} |"
+        lines += [f"| {name} | {kind} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
+                  f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |"
                   for name, kinds in sorted(references.items()) for kind, entry in sorted(kinds.items())]
     checks = gate.get("checks") or []
     lines += ["", f"Gate: {sum(1 for c in checks if c.get('passed'))} of {len(checks)} checks passed.",

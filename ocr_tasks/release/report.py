@@ -6,6 +6,7 @@ import html
 import json
 from pathlib import Path
 
+from ocr_tasks.release.gate import KEY_METRICS
 from ocr_tasks.vocabulary import DET, REC
 
 CURVE_METRICS = {
@@ -106,9 +107,6 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
     return out
 
 
-KEY = {"det": "hmean", "rec": "acc"}
-
-
 def _where(check: dict) -> str:
     """What a gate check looked at: the test split, a consumer runtime, a slice or a reference set."""
     for key, label in (("runtime", "runtime "), ("slice", "slice "), ("reference", "reference set ")):
@@ -143,8 +141,8 @@ def _comparison_section(comparison: dict, thresholds: dict) -> str:
 
 
 def _delta_row(kind: str, name: str, entry: dict, tolerance: float, *, judged: bool) -> str:
-    new = (entry.get("new") or {}).get(KEY[kind])
-    old = (entry.get("production") or {}).get(KEY[kind])
+    new = (entry.get("new") or {}).get(KEY_METRICS[kind])
+    old = (entry.get("production") or {}).get(KEY_METRICS[kind])
     delta = None if new is None or old is None else new - old
     bad = judged and delta is not None and delta < -tolerance - 1e-9
     shown = "—" if delta is None else f"{delta:+.4f}"
