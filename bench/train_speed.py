@@ -2,7 +2,7 @@
 
 Builds a small synthetic dataset the way the demo does (PPOCRLabel export of 320x160 images,
 ``make_export`` + ``prepare``), renders the training config exactly as the pipeline does for the
-first configured stage (``configs/pipeline.yaml`` -> template in configs/profiles/ + the stage's
+first configured stage (the training profile, ``configs/profiles/cpu.yaml`` -> its template + the stage's
 learning rate and overrides), then measures, each configuration in its own child process so that
 paddle's thread settings (read once, at paddle's start) take effect:
 

@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from ocr_tasks.config import load_config_for_parsing
-from ocr_tasks.vocabulary import GPU_POOL, GPU_QUEUE, STORAGE_CONNECTION
+from ocr_tasks.flow.airflow_runner import GPU_POOL, GPU_QUEUE, storage_credentials
 
 log = logging.getLogger("ocr_prelabel")
 
@@ -33,18 +33,11 @@ ON_GPU = {"pool": GPU_POOL, "queue": GPU_QUEUE} if CONFIG and CONFIG.prelabel.on
 
 
 def _storage_and_config() -> tuple[Any, Any]:
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import Connection
-
     from ocr_tasks.config import load_config
-    from ocr_tasks.storage.s3 import credentials_from_connection, storage_from_config
+    from ocr_tasks.storage.s3 import storage_from_config
 
-    config = load_config()
-    try:
-        credentials = credentials_from_connection(Connection.get(STORAGE_CONNECTION))
-    except AirflowNotFoundException:
-        credentials = None   # the environment, as ocr-retrain does
-    return storage_from_config(config, credentials=credentials), config
+    config = load_config()   # credentials: the Airflow connection, else the environment, as ocr-retrain does
+    return storage_from_config(config, credentials=storage_credentials()), config
 
 
 @dag(

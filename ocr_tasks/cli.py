@@ -1,7 +1,8 @@
 """`ocr-retrain`: every pipeline step by hand, through the same functions the DAG calls.
 
-Exit codes: 0 success, 1 the data failed (report printed), 2 usage error or unreadable
-input. Data problems never produce a traceback.
+Exit codes: 0 success; 1 the data failed (report printed) or the training engine did; 2 a usage
+error, unreadable input or a storage failure (UsageError, StorageError: one line, no traceback).
+Any other exception is a bug: its traceback shows, and the exit code is Python's 1.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (UsageError, StorageError, ValueError) as exc:
+    except (UsageError, StorageError) as exc:
         print(f"ocr-retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except EngineError as exc:  # the training engine failed: its log tail says why
@@ -71,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="retrain even when no new export arrived")
     run.add_argument("--models", help="comma-separated subset of det,rec (default: training.models)")
     run.add_argument("--epochs", type=int, help="override every stage's epochs")
-    run.add_argument("--dry-run", action="store_true", help="stop before export and publish")
+    run.add_argument("--dry-run", action="store_true",
+                     help="train, evaluate, export, infra-validate and gate as usual, then publish nothing "
+                          "(the report stays under runs/<run_id>/)")
     run.add_argument("--approved-by", metavar="NAME",
                      help="who approves the publish, when approval.required is set (else the run is rejected)")
     run.add_argument("--run-id", help="reuse a run id to resume its checkpoints")
@@ -148,10 +151,7 @@ def _storage_for_uri(config):
     def open_uri(uri: str):
         from ocr_tasks.storage.s3 import parse_s3_uri, storage_from_config
 
-        try:
-            bucket, prefix = parse_s3_uri(uri)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        bucket, prefix = parse_s3_uri(uri)
         return storage_from_config(config, bucket=bucket, prefix=""), (prefix.rstrip("/") + "/" if prefix else "")
 
     return open_uri
@@ -320,10 +320,7 @@ def cmd_prelabel(args) -> int:
     storage = storage_from_config(config)
     batches = []
     for uri in args.batches:
-        try:
-            bucket, prefix = parse_s3_uri(uri)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        bucket, prefix = parse_s3_uri(uri)
         root = config.storage.prefix.strip("/")
         rel = prefix[len(root):].lstrip("/") if root and prefix.startswith(root) else prefix
         parts = rel.strip("/").split("/")

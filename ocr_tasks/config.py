@@ -1,20 +1,33 @@
 """The one pipeline-config loader: YAML file + `key.path=value` overrides -> typed config.
 
-Unknown keys are errors (a typo in a nightly config must not be silently ignored),
-reported with the file and the dotted key.
+The sections are frozen pydantic models: unknown keys are errors (a typo in a nightly config
+must not be silently ignored), types are strict (a string where a list belongs, `true` where a
+number belongs, are refused), values are range-checked. Overrides are applied to the raw
+mapping first, then the whole config is validated once, so `--set` is checked exactly like the
+file. Every problem is reported on one line naming where it came from (the file, the `--set`
+item, $OCR_RETRAIN_OVERRIDES, or the training profile) and the dotted key.
+
+Training profiles (`training.profile`, configs/profiles/<name>.yaml) hold the det and rec
+settings as one unit (template, stages, their PaddleOCR overrides); the config's own
+`training.det`/`training.rec` keys are merged over the chosen profile (mappings key by key,
+lists such as `stages` replaced whole).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import functools
 import logging
 import os
+import re
 import shlex
-from dataclasses import dataclass, field
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage import layout
@@ -24,10 +37,57 @@ from ocr_tasks.vocabulary import DEFAULT_EVENTS, DET, EVENTS, MODEL_KINDS, REC
 OVERRIDES_ENV = "OCR_RETRAIN_OVERRIDES"
 REPO_ROOT = Path(__file__).resolve().parent.parent   # configs/, expectations/, dags/ ship beside the package
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
+PROFILES_DIR = REPO_ROOT / "configs" / "profiles"    # <name>.yaml: profiles; the *.yml beside them are templates
+DEFAULT_PROFILE = "cpu"
 
 
-@dataclass(frozen=True)
-class StorageConfig:
+class Expect:
+    """Field metadata: what a value of the wrong type is told it must be ("a list of export names")."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Section(BaseModel):
+    """A config section: frozen, no unknown keys, strict types (ints pass where numbers are expected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        # built in code (GateConfig(det_min_hmean=0.85)): a bad value is a UsageError, as from a file
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise UsageError("\n".join(_describe(exc, type(self), origin=lambda loc: type(self).__name__))) from None
+
+    # not a "custom" __init__ for pydantic: nested sections are validated by pydantic-core directly,
+    # so their errors keep their location in the whole config
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+def _at_least(minimum: float, hint: str = ""):
+    def check(value):
+        if value is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}{hint}, got {value!r}")
+        return value
+    return check
+
+
+def _positive(value):
+    if value is not None and value <= 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+    return value
+
+
+def _fraction(value):
+    if value is not None and not 0 <= value <= 1:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return value
+
+
+class StorageConfig(_Section):
     bucket: str = "ocr-data"
     prefix: str = ""
     endpoint_url: str | None = None
@@ -35,9 +95,19 @@ class StorageConfig:
     addressing_style: str = "path"
     concurrency: int = 16
 
+    _ADDRESSING: ClassVar[tuple[str, ...]] = ("path", "virtual", "auto")
 
-@dataclass(frozen=True)
-class ValidationConfig:
+    @field_validator("addressing_style")
+    @classmethod
+    def _style(cls, value: str) -> str:
+        if value not in cls._ADDRESSING:
+            raise ValueError(f"must be one of {', '.join(cls._ADDRESSING)}, got {value!r}")
+        return value
+
+    _concurrency = field_validator("concurrency")(_at_least(1))
+
+
+class ValidationConfig(_Section):
     max_image_pixels: int = 120_000_000   # today's phone cameras: 108 MP (12000 x 9000); larger is refused undecoded
     max_image_side: int = 16384
     decode_memory_mb: int = 1024          # decoded pixels held at once across decode threads (one image may exceed it alone)
@@ -45,67 +115,55 @@ class ValidationConfig:
     dict_file: str | None = None
     processes: int = 0      # exports validated at once by `ocr-retrain run/ingest`; 0: one per CPU core
 
-    def __post_init__(self) -> None:
-        if self.processes < 0:
-            raise UsageError(f"validation.processes must be >= 0 (0: one per CPU core), got {self.processes}")
-        if self.decode_memory_mb < 1:
-            raise UsageError(f"validation.decode_memory_mb must be >= 1, got {self.decode_memory_mb}")
+    _sizes = field_validator("max_image_pixels", "max_image_side", "decode_memory_mb", "max_text_length")(_at_least(1))
+    _processes = field_validator("processes")(_at_least(0, " (0: one per CPU core)"))
 
 
-@dataclass(frozen=True)
-class IncomingConfig:
+class IncomingConfig(_Section):
     """When an export under incoming/ is complete: uploads take time and arrive in any order."""
 
     quiet_period_s: float = 300        # ingested only once none of its objects changed for this long
     require_file_state: bool = True    # wait for fileState.txt (PPOCRLabel writes it with Label.txt)
     give_up_after_h: float = 24        # still incomplete this long after its last upload: quarantined
 
-    def __post_init__(self) -> None:
-        if self.quiet_period_s < 0:
-            raise UsageError(f"incoming.quiet_period_s must be >= 0, got {self.quiet_period_s}")
-        if self.give_up_after_h <= 0:
-            raise UsageError(f"incoming.give_up_after_h must be > 0, got {self.give_up_after_h}")
+    _quiet = field_validator("quiet_period_s")(_at_least(0))
+    _give_up = field_validator("give_up_after_h")(_positive)
 
 
-@dataclass(frozen=True)
-class ApprovalConfig:
+class ApprovalConfig(_Section):
     """A person approves each publish in the Airflow UI (Airflow 3's human-in-the-loop), after the gate."""
 
     required: bool = False     # the DAG's `require_approval` Param overrides it per run
     timeout_h: float = 24      # no answer within this long: the run is recorded as rejected
 
-    def __post_init__(self) -> None:
-        if self.timeout_h <= 0:
-            raise UsageError(f"approval.timeout_h must be > 0, got {self.timeout_h}")
+    _timeout = field_validator("timeout_h")(_positive)
 
 
-@dataclass(frozen=True)
-class PrelabelConfig:
+class PrelabelConfig(_Section):
     """The ocr_prelabel DAG and `ocr-retrain prelabel`: production pre-labels unlabeled/<batch>/ for PPOCRLabel."""
 
     python: str | None = None     # the interpreter that reads the images (paddleocr 3.x); None: the pipeline's
     on_gpu: bool = False          # run on the gpu queue and pool (as training does) instead of the default queue
     timeout_s: int = 3600
 
-    def __post_init__(self) -> None:
-        if self.timeout_s < 1:
-            raise UsageError(f"prelabel.timeout_s must be >= 1, got {self.timeout_s}")
+    _timeout = field_validator("timeout_s")(_at_least(1))
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Section):
     train: float = 0.6
     val: float = 0.2
     test: float = 0.2
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _ratios(self) -> "SplitConfig":
         ratios = (self.train, self.val, self.test)
         if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-            raise UsageError(f"split ratios must be >= 0 and sum to 1, got train={self.train} val={self.val} test={self.test}")
+            raise ValueError(f"ratios must be >= 0 and sum to 1, got train={self.train} val={self.val} "
+                             f"test={self.test}")
+        return self
 
 
-@dataclass(frozen=True)
-class GateConfig:
+class GateConfig(_Section):
     rec_min_acc: float = 0.9        # rec acc on the test split must be strictly greater
     det_min_hmean: float = 0.5      # det hmean on the test split must be at least this
     max_regression: float = 0.01    # allowed drop (absolute) against production on the same test split
@@ -116,102 +174,185 @@ class GateConfig:
     max_slice_regression: float = 0.05   # allowed drop (absolute) of a slice's det hmean / rec acc against production
     max_reference_regression: float = 0.02   # allowed drop on each reference set (reference/<name>/) against production
 
+    # every metric the gate reads (acc, hmean) is a fraction: a threshold outside [0, 1] is a typo
+    _fractions = field_validator("rec_min_acc", "det_min_hmean", "max_regression", "max_export_drift",
+                                 "e2e_min_hmean", "max_slice_regression", "max_reference_regression")(_fraction)
+    _samples = field_validator("slice_min_samples")(_at_least(1))
 
-@dataclass(frozen=True)
-class InfraValidationConfig:
+
+class InfraValidationConfig(_Section):
     """The consumer runtimes the exported det+rec must load and read the test split in, before the gate."""
 
     # name -> python of a venv with paddleocr + paddlepaddle as consumers install them; null: this interpreter
-    runtimes: dict = field(default_factory=lambda: {"pipeline": None})
-    timeout_s: int = 1800           # per runtime
+    runtimes: Annotated[dict[str, str | None],
+                        Expect("a mapping of runtime names to python interpreter paths (or null)")] = \
+        Field(default_factory=lambda: {"pipeline": None})
+    timeout_s: Annotated[int, Expect("a positive number of seconds")] = 1800           # per runtime
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.runtimes, dict) or not all(
-                isinstance(name, str) and name.strip() and (python is None or isinstance(python, str))
-                for name, python in self.runtimes.items()):
-            raise UsageError("infra_validation.runtimes must map names to python interpreter paths (or null), "
-                             f"got {self.runtimes!r}")
-        if not isinstance(self.timeout_s, int) or self.timeout_s < 1:
-            raise UsageError(f"infra_validation.timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
+    @field_validator("runtimes")
+    @classmethod
+    def _names(cls, value: dict) -> dict:
+        if not value or not all(name.strip() for name in value):
+            raise ValueError(f"must map runtime names to python interpreter paths (or null), got {value!r}")
+        return value
+
+    _timeout = field_validator("timeout_s")(_at_least(1))
 
 
-@dataclass(frozen=True)
-class NotificationsConfig:
+class NotificationsConfig(_Section):
     # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/flow/notify.py
-    events: list[str] = field(default_factory=lambda: list(DEFAULT_EVENTS))
-    email_to: list[str] = field(default_factory=list)
+    events: Annotated[list[str], Expect(f"a list of {', '.join(EVENTS)}")] = Field(
+        default_factory=lambda: list(DEFAULT_EVENTS))
+    email_to: Annotated[list[str], Expect("a list of email addresses")] = Field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.events, list) or not set(self.events) <= set(EVENTS):
-            raise UsageError(f"notifications.events must be a list of {', '.join(EVENTS)}; got {self.events!r}")
-        if not isinstance(self.email_to, list) or not all(isinstance(a, str) and "@" in a for a in self.email_to):
-            raise UsageError(f"notifications.email_to must be a list of email addresses; got {self.email_to!r}")
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        if not set(value) <= set(EVENTS):
+            raise ValueError(f"must be a list of {', '.join(EVENTS)}; got {value!r}")
+        return value
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if not all("@" in address for address in value):
+            raise ValueError(f"must be a list of email addresses; got {value!r}")
+        return value
 
 
-@dataclass(frozen=True)
-class MixedData:
+class MixedData(_Section):
     """General data sampled beside the dataset in training (PaddleOCR's ratio_list): a PaddleOCR label
     list on the training workers, image paths absolute or relative to the list's own folder."""
     label_file: str
     ratio: float = 0.3            # the share of this list sampled every epoch
 
-    def __post_init__(self) -> None:
-        if not 0 < self.ratio <= 1:
-            raise UsageError(f"mix ratio must be in (0, 1], got {self.ratio} for {self.label_file}")
+    def __init__(self, label_file: Any = ..., ratio: Any = ..., /, **data: Any) -> None:
+        # MixedData("general/rec_train.txt", 0.3), as the dataclass took it
+        for name, value in (("label_file", label_file), ("ratio", ratio)):
+            if value is not ...:
+                data[name] = value
+        super().__init__(**data)
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1], got {value!r}")
+        return value
 
 
-@dataclass(frozen=True)
-class TrainStage:
+# a stage's name is a folder and a storage prefix (runs/<run>/<model>/<stage>/)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class TrainStage(_Section):
     """One step of staged fine-tuning; each stage starts from the previous stage's best."""
     name: str = "finetune"
     epochs: int = 20
     learning_rate: float | None = None          # None -> the template's
     freeze_backbone: bool = False
     augment: bool = True                        # False drops the template's augmentation ops
-    exports: list[str] | None = None            # train only on images from these exports (None -> all)
-    mix: list[MixedData] = field(default_factory=list)   # general data sampled beside the dataset (ratio_list)
-    overrides: dict[str, Any] = field(default_factory=dict)   # any other dotted PaddleOCR key
+    # train only on images from these exports (None -> all)
+    exports: Annotated[list[str] | None, Expect("a list of export names")] = None
+    # general data sampled beside the dataset (ratio_list)
+    mix: Annotated[list[MixedData], Expect("a list of {label_file, ratio} mappings")] = Field(default_factory=list)
+    # any other dotted PaddleOCR key
+    overrides: Annotated[dict[str, Any], Expect("a mapping of dotted PaddleOCR keys to values")] = \
+        Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"must be a folder name (letters, digits, '_', '-', '.'), got {value!r}")
+        return value
+
+    _epochs = field_validator("epochs")(_at_least(1))
+    _lr = field_validator("learning_rate")(_positive)
+
+    @field_validator("overrides")
+    @classmethod
+    def _keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ocr_tasks.training.render import OWNED_KEYS   # light: yaml and the vocabulary only
+
+        owned = sorted(OWNED_KEYS.intersection(value))
+        if owned:
+            raise ValueError(f"may not set {', '.join(owned)} (the pipeline sets the data, output, epochs, "
+                             "weights and device keys itself)")
+        bad = [key for key in value if not key or not all(key.split("."))]
+        if bad:
+            raise ValueError(f"keys must be dotted PaddleOCR keys (Optimizer.lr.learning_rate), got {bad[0]!r}")
+        return value
 
 
-@dataclass(frozen=True)
-class ModelTraining:
+class ModelTraining(_Section):
     template: str                               # PaddleOCR config (repo-relative or absolute)
     pdx_model_name: str                         # written into inference.yml so PaddleOCR 3.x loads it
     pretrained: str | None = None               # *.pdparams key in storage (never a hub download); None -> from scratch
-    stages: list[TrainStage] = field(default_factory=lambda: [TrainStage()])
+    stages: Annotated[list[TrainStage], Expect("a list of stages ({name, epochs, ...} mappings)")] = \
+        Field(default_factory=lambda: [TrainStage()])
+
+    @field_validator("template", "pdx_model_name")
+    @classmethod
+    def _set(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: list[TrainStage]) -> list[TrainStage]:
+        if not value:
+            raise ValueError("must name at least one stage")
+        names = [stage.name for stage in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"stage names must differ (each is a folder of the run), {twice[0]!r} is used twice")
+        return value
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    models: list[str] = field(default_factory=lambda: list(MODEL_KINDS))
+class UnknownProfile(ValueError):
+    """training.profile names no file in configs/profiles/."""
+
+
+class TrainingConfig(_Section):
+    profile: str = DEFAULT_PROFILE              # configs/profiles/<profile>.yaml: the base of det and rec below
+    models: Annotated[list[str], Expect("a list of det and/or rec")] = Field(default_factory=lambda: list(MODEL_KINDS))
     engine_checkout: str | None = None          # a PaddleOCR checkout/fork; None -> the unstructured.paddleocr package
-    det: ModelTraining = field(default_factory=lambda: ModelTraining(
-        "configs/profiles/det_cpu_small.yml", "PP-OCRv5_mobile_det"))
-    rec: ModelTraining = field(default_factory=lambda: ModelTraining(
-        "configs/profiles/rec_cpu_small.yml", "PP-OCRv5_mobile_rec"))
+    det: ModelTraining                          # the profile's det, with the config's training.det merged over it
+    rec: ModelTraining
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.models, list) or not self.models or not set(self.models) <= set(MODEL_KINDS):
-            raise UsageError(f"training.models must be a list of det and/or rec, got {self.models!r}")
+    @model_validator(mode="before")
+    @classmethod
+    def _with_profile(cls, data: Any) -> Any:
+        return resolve_profile(data) if isinstance(data, dict) else data
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        if not value or not set(value) <= set(MODEL_KINDS):
+            raise ValueError(f"must be a list of det and/or rec, got {value!r}")
+        return value
 
     def for_model(self, task: str) -> ModelTraining:
         return {DET: self.det, REC: self.rec}[task]
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    storage: StorageConfig = field(default_factory=StorageConfig)
+class PipelineConfig(_Section):
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     model_name: str = "ocr"          # models/<model_name>/ in storage
     work_dir: str = "./work"
-    incoming: IncomingConfig = field(default_factory=IncomingConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-    approval: ApprovalConfig = field(default_factory=ApprovalConfig)
-    prelabel: PrelabelConfig = field(default_factory=PrelabelConfig)
-    infra_validation: InfraValidationConfig = field(default_factory=InfraValidationConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    incoming: IncomingConfig = Field(default_factory=IncomingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    prelabel: PrelabelConfig = Field(default_factory=PrelabelConfig)
+    infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
 
     @property
@@ -230,13 +371,75 @@ class PipelineConfig:
         return WorkDir(self.work_path)
 
 
+# ---------------------------------------------------------------------------------------------
+# training profiles
+
+
+def profile_names() -> list[str]:
+    """The profiles shipped in configs/profiles/ (<name>.yaml)."""
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(name: str) -> Path:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not _NAME.fullmatch(name) or not path.is_file():
+        raise UnknownProfile(f"unknown profile {name!r} (profiles: {', '.join(profile_names()) or 'none'})")
+    return path
+
+
+def resolve_profile(training: dict) -> dict:
+    """`training` (a raw mapping) with its profile's det and rec as the base of its own det and rec:
+    mappings merged key by key, anything else (lists: stages) replaced by the config's value."""
+    name = training.get("profile", DEFAULT_PROFILE)
+    if not isinstance(name, str):
+        return training          # the field's own check says what is wrong with it
+    profile = _load_profile(profile_path(name))
+    merged = dict(training)
+    for task in MODEL_KINDS:
+        mine = training.get(task)
+        merged[task] = _merge(profile[task], {} if mine is None else mine) if task in profile else mine
+        if merged[task] is None:
+            del merged[task]
+    return merged
+
+
+def _merge(base: Any, top: Any) -> Any:
+    if isinstance(base, dict) and isinstance(top, dict):
+        out = copy.deepcopy(base)
+        for key, value in top.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return top
+
+
+def _load_profile(path: Path) -> dict:
+    stat = path.stat()
+    return copy.deepcopy(_read_profile(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_profile(path: Path, mtime_ns: int, size: int) -> dict:
+    """A profile file: a mapping with det and/or rec sections (each as training.det/rec takes them).
+    Its own defects (YAML, top-level keys) are reported against it, not against the pipeline config."""
+    raw = _read_yaml(path)
+    where = _relative(path)
+    unknown = sorted(set(raw) - set(MODEL_KINDS))
+    if unknown:
+        raise UsageError(f"{where}: unknown profile key {unknown[0]} (known: {', '.join(MODEL_KINDS)})")
+    for task, section in raw.items():
+        if not isinstance(section, dict):
+            raise UsageError(f"{where}: {task} must be a mapping (training.{task} keys), got {section!r}")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
 # libyaml's safe loader when PyYAML was built with it: the DAG file loads the config at every parse
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load `path` (default: configs/pipeline.yaml, or $OCR_RETRAIN_CONFIG) and apply overrides."""
-    path = Path(path or os.environ.get("OCR_RETRAIN_CONFIG") or DEFAULT_CONFIG)
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_SAFE_LOADER) or {}
     except FileNotFoundError:
@@ -249,21 +452,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise UsageError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load `path` (default: configs/pipeline.yaml, or $OCR_RETRAIN_CONFIG) and apply overrides."""
+    path = Path(path or os.environ.get("OCR_RETRAIN_CONFIG") or DEFAULT_CONFIG)
+    raw = _read_yaml(path)
     # $OCR_RETRAIN_OVERRIDES ("work_dir=/data/work storage.bucket=ocr-prod"): how a container or
     # an Airflow deployment adjusts the shipped config without copying it; explicit overrides win
     try:
         from_env = shlex.split(os.environ.get(OVERRIDES_ENV, ""))
     except ValueError as exc:
         raise UsageError(f"${OVERRIDES_ENV}: cannot split it into key=value items ({exc})") from None
+    applied: list[tuple[str, tuple[str, ...]]] = []   # (where it came from, the key it set), in order
     for item in from_env:
         try:
-            _apply_override(raw, item)
+            applied.append((f"${OVERRIDES_ENV} {item}", _apply_override(raw, item)))
         except UsageError as exc:
             raise UsageError(f"${OVERRIDES_ENV}: {exc}") from None
     for item in overrides or []:
-        _apply_override(raw, item)
+        applied.append((f"--set {item}", _apply_override(raw, item)))
     raw["source"] = str(path)
-    return _build(PipelineConfig, raw, str(path), "")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        origin = functools.partial(_origin, raw=raw, path=path, applied=applied)
+        raise UsageError("\n".join(_describe(exc, PipelineConfig, origin))) from None
 
 
 def load_config_for_parsing(dag_id: str) -> PipelineConfig | None:
@@ -277,59 +492,129 @@ def load_config_for_parsing(dag_id: str) -> PipelineConfig | None:
         return None
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _apply_override(raw: dict, item: str) -> tuple[str, ...]:
     key, sep, value = item.partition("=")
-    if not sep or not key:
+    key = key.strip()
+    parts = tuple(key.split("."))
+    if not sep or not key or not all(parts):
         raise UsageError(f"override must look like key.path=value, got {item!r}")
     node = raw
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = parts
     for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
             raise UsageError(f"override {item!r}: {part} is not a section")
+        node = child
     try:
         node[leaf] = yaml.safe_load(value)
     except yaml.YAMLError as exc:
         raise UsageError(f"override {item!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parts
 
 
-def _build(cls: type, raw: dict, source: str, prefix: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise UsageError(f"{source}: unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in raw.items():
-        ftype = fields[name].type
-        ftype = ftype if isinstance(ftype, str) else getattr(ftype, "__name__", "")
-        nested = _DATACLASSES.get(ftype)
-        if nested is not None:
-            if not isinstance(value, dict):
-                raise UsageError(f"{source}: {prefix}{name} must be a mapping")
-            value = _build(nested, value, source, f"{prefix}{name}.")
-        elif ftype.startswith("list[") and ftype[5:-1] in _DATACLASSES:
-            item_class = _DATACLASSES[ftype[5:-1]]
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise UsageError(f"{source}: {prefix}{name} must be a list of mappings")
-            value = [_build(item_class, v, source, f"{prefix}{name}[{i}].") for i, v in enumerate(value)]
-        elif ftype in _SCALARS and value is not None and not _SCALARS[ftype](value):
-            raise UsageError(f"{source}: {prefix}{name} must be {ftype.split(' |')[0]}, got {value!r}")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise UsageError(f"{source}: {prefix.rstrip('.') or 'config'}: {exc}") from None
-    except UsageError as exc:  # a value check in __post_init__: say which file it came from
-        raise UsageError(exc.args[0] if str(exc).startswith(source) else f"{source}: {exc}") from None
+# ---------------------------------------------------------------------------------------------
+# pydantic's errors as one line each: "<where>: <dotted.key>: <problem>"
 
-
-_SCALARS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "float | None": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "str | None": lambda v: isinstance(v, str),
-    "bool": lambda v: isinstance(v, bool),
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
 }
-_DATACLASSES = {c.__name__: c for c in (StorageConfig, IncomingConfig, ValidationConfig, ApprovalConfig, PrelabelConfig, SplitConfig, GateConfig, InfraValidationConfig, MixedData,
-                                         TrainStage, ModelTraining, TrainingConfig, NotificationsConfig)}
+
+
+def _describe(exc: ValidationError, root: type[BaseModel], origin) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, UnknownProfile):
+            loc += ("profile",)     # raised while merging the profile in: the key at fault is training.profile
+        dotted, field, model = _walk(root, loc)
+        kind, value = error["type"], error.get("input")
+        if kind == "extra_forbidden":
+            known = ", ".join(sorted(set(model.model_fields) - {"source"})) if model else "?"
+            lines.append(f"{origin(loc)}: unknown config key {dotted} (known: {known})")
+            continue
+        if kind == "missing":
+            problem = "is required"
+        elif isinstance(cause, Exception):          # a validator's own words
+            problem = str(cause)
+        elif kind in _TYPE_WORDS:
+            expect = next((m.text for m in getattr(field, "metadata", ()) if isinstance(m, Expect)), None)
+            problem = f"must be {expect or _TYPE_WORDS[kind]}, got {_shown(value)}"
+        else:
+            problem = f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {_shown(value)}"
+        lines.append(f"{origin(loc)}: {dotted or 'config'}: {problem}")
+    return lines
+
+
+def _relative(path: Path) -> str:
+    """configs/profiles/cpu.yaml rather than its absolute path, for files shipped with the project."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _shown(value: Any) -> str:
+    text = str(value) if isinstance(value, Path) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _walk(root: type[BaseModel], loc: tuple) -> tuple[str, Any, type[BaseModel] | None]:
+    """The dotted key of a pydantic error location (`training.rec.stages[0].exports`), the field it
+    names, and the section that holds it (for the list of known keys)."""
+    dotted, field, holder = "", None, None
+    node: Any = root
+    for part in loc:
+        shape = _unwrap(node)
+        if isinstance(shape, type) and issubclass(shape, BaseModel) and isinstance(part, str):
+            holder, field = shape, shape.model_fields.get(part)
+            node = field.annotation if field is not None else None
+            dotted += f".{part}" if dotted else part
+        elif typing.get_origin(shape) is list and isinstance(part, int):
+            node, field = typing.get_args(shape)[0], None
+            dotted += f"[{part}]"
+        elif typing.get_origin(shape) is dict:
+            if part == "[key]":
+                dotted += " (a key)"
+                continue
+            node, field = typing.get_args(shape)[1], None
+            dotted += f".{part}" if isinstance(part, str) else f"[{part!r}]"
+        else:
+            node = None
+            dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+    return dotted, field, holder
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` -> X."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _origin(loc: tuple, *, raw: dict, path: Path, applied: list[tuple[str, tuple[str, ...]]]) -> str:
+    """Where the value at `loc` came from: the last override that set it (or a key above or below
+    it), else the training profile when the config itself does not set it, else the file."""
+    keys = tuple(str(part) for part in loc)
+    for label, key in reversed(applied):
+        if keys[:len(key)] == key or key[:len(keys)] == keys:
+            return label
+    if len(keys) > 2 and keys[0] == "training" and keys[1] in MODEL_KINDS:
+        node: Any = (raw.get("training") or {})
+        for part in loc[1:]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, dict) or node is None:
+                name = (raw.get("training") or {}).get("profile", DEFAULT_PROFILE)
+                try:
+                    return _relative(profile_path(name))
+                except (UnknownProfile, TypeError, ValueError):
+                    break
+            else:
+                break       # a list or value the config set whole
+    return str(path)

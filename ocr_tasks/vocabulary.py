@@ -10,12 +10,6 @@ DET: Final = "det"
 REC: Final = "rec"
 MODEL_KINDS: Final = (DET, REC)            # PaddleOCR's text detection and recognition
 
-# Airflow names the deployment creates (docker/, the demo): the pool and queue GPU tasks wait on, the
-# storage connection (AWS type: login/password = keys, extra endpoint_url / region_name)
-GPU_POOL: Final = "gpu"
-GPU_QUEUE: Final = "gpu"
-STORAGE_CONNECTION: Final = "ocr_retrain_s3"
-
 SPLITS: Final = ("train", "val", "test")   # 6:2:2 by default (config `split`)
 TEST_SPLIT: Final = "test"                 # the held-out split the gate judges on
 

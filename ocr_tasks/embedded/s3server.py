@@ -111,7 +111,7 @@ class LocalS3Server:
     @property
     def endpoint_url(self) -> str:
         if not self.port:
-            raise StorageError("LocalS3Server has no port yet: call start() first")
+            raise RuntimeError("LocalS3Server has no port yet: call start() first")  # a caller's bug
         return f"http://{self.host}:{self.port}"
 
     def settings(self, bucket: str, prefix: str = "", **overrides: Any) -> StorageSettings:

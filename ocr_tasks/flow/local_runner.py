@@ -1,9 +1,11 @@
-"""The local runner: the chain of ocr_tasks/flow/steps.py in one process, in the DAG's order.
+"""The local runner: a pipeline declaration (ocr_tasks/flow/pipeline.py) run in one process, node by
+node in declaration order. `ocr-retrain run` runs the retraining pipeline with it, `ocr-retrain
+ingest` the pipeline up to merge; the Airflow runner (ocr_tasks/flow/airflow_runner.py) runs the same
+declaration as a DAG, so both share every rule: when to train, the gate, the idempotent publish.
 
-`ocr-retrain run` uses it to run (or debug) a whole night by hand; `ocr-retrain ingest`
-runs its first half. The same step functions run as Airflow tasks in dags/ocr_retraining.py,
-so both runners share every rule: when to train, the dataset lock, the gate, the
-idempotent publish, run.json and the notifications.
+How each role runs here: a short-circuit that says no ends the run; a branch runs the node it names
+and skips the others' descendants; an approval asks nobody (`by_hand`: `--approved-by`); a node
+that maps over a list runs once per item, several at once in forked child processes.
 """
 
 from __future__ import annotations
@@ -12,28 +14,121 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from ocr_tasks.config import PipelineConfig
-from ocr_tasks.flow import steps
-from ocr_tasks.flow.run import Discovery, ExportRef, MergedDataset, RunContext, RunOutcome, RunRequest
+from ocr_tasks.flow.pipeline import Node, Pipeline, Role
+from ocr_tasks.flow.run import RunContext, RunOutcome, RunRequest
 from ocr_tasks.vocabulary import NOTHING_NEW
 
 if TYPE_CHECKING:
-    from ocr_tasks.ingest.check import ExportCheck
+    from ocr_tasks.config import PipelineConfig
     from ocr_tasks.storage.s3 import StorageSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class LocalRun:
+    """What a local run left: every artifact by name, the nodes that ran, where it stopped (if it did)."""
+
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    stopped_at: str | None = None       # the short-circuit that ended the run
+    last: Any = None                    # the artifact of the last node that made one (publish, record, ...)
+
+
+def run_pipeline(pipeline: Pipeline, ctx: RunContext) -> LocalRun:
+    run = LocalRun()
+    made_by = {node.output: node.name for node in pipeline.nodes if node.output}
+    skipped: set[str] = set()
+    for node in pipeline.nodes:
+        # as in Airflow: a node after a skipped one is skipped too, unless it joins optional upstreams
+        after_skipped = not node.joins_optional and bool(pipeline.upstream(node) & skipped)
+        if node.name in skipped or after_skipped or (node.when is not None and not node.when(ctx)):
+            skipped.add(node.name)
+            continue
+        step_ctx = ctx.for_step(node.name)
+        inputs = [run.artifacts.get(artifact) if made_by[artifact] not in skipped else None
+                  for artifact in node.inputs]
+        log.info("%s: %s", pipeline.name, node.name)
+        result = _run_node(node, step_ctx, inputs)
+        run.ran.append(node.name)
+        if node.role is Role.SHORT_CIRCUIT:
+            if not result:
+                run.stopped_at = node.name
+                return run
+            continue
+        if node.role in (Role.BRANCH, Role.APPROVAL):
+            chosen, result = _choice(node, step_ctx, result)
+            others = [name for name in node.next_choices if name != chosen]
+            skipped |= pipeline.descendants(others) - pipeline.descendants([chosen])
+        if node.output:
+            run.artifacts[node.output] = run.last = result
+    return run
+
+
+def _run_node(node: Node, ctx: RunContext, inputs: list[Any]) -> Any:
+    if node.role is Role.APPROVAL:
+        return node.approval.by_hand(ctx)       # (option, record): nobody to ask in one process
+    if node.map_over:
+        artifact, attribute = node.map_over
+        position = node.inputs.index(artifact)
+        items = list(getattr(inputs[position], attribute))
+        return map_items(node, ctx, [[*inputs[:position], item, *inputs[position + 1:]] for item in items])
+    return node.run(ctx, *inputs)
+
+
+def _choice(node: Node, ctx: RunContext, result: Any) -> tuple[str, Any]:
+    """The node a branch or an approval leads to, and the artifact it leaves (an approval's record)."""
+    if node.role is Role.BRANCH:
+        if result not in node.branches:
+            raise ValueError(f"{node.name} chose {result!r}, not one of {node.branches}")
+        return result, result
+    option, record = result
+    return node.approval.options[option], record
+
+
+def map_items(node: Node, ctx: RunContext, calls: list[list[Any]]) -> list[Any]:
+    """`node.run` once per item, several at once in child processes (the DAG maps one task per item
+    and its executor runs them side by side: the same here). Processes, not threads: downloading
+    (botocore spends ~1.7 ms of CPU per GET, under the GIL) and validating are CPU-bound in Python.
+    Forked children start with the parent's imports and logging; each builds its own S3 client.
+    Results come back in the order of the items."""
+    workers = min(len(calls), ctx.config.validation.processes or os.cpu_count() or 1)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [node.run(ctx, *args) for args in calls]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_run_in_child, node.run, ctx.config, ctx.storage.settings, ctx.request, ctx.step, args)
+                   for args in calls]
+        return [future.result() for future in futures]
+
+
+def _run_in_child(run: Any, config: PipelineConfig, settings: StorageSettings, request: RunRequest, step: str,
+                  args: list[Any]) -> Any:
+    from ocr_tasks.storage.s3 import Storage
+
+    return run(RunContext(config, Storage(settings), request, step), *args)
+
+
+# --------------------------------------------------------------------------- the retraining pipeline
+
+
+def run_local(ctx: RunContext) -> RunOutcome:
+    """`ocr-retrain run`: the whole retraining pipeline; a quiet night (nothing new, not forced) ends early."""
+    from ocr_tasks.flow.retraining import RETRAINING
+
+    run = run_pipeline(RETRAINING, ctx)
+    return RunOutcome(ctx.run_id, NOTHING_NEW) if run.stopped_at else run.last
+
+
+@dataclass
 class IngestReport:
     """discover -> check_export (each) -> merge, as `ocr-retrain ingest` prints it."""
 
-    discovery: Discovery
-    checks: list            # ExportCheck, one per new export
-    merged: MergedDataset | None
+    discovery: Any                      # Discovery
+    checks: list                        # ExportCheck, one per new export
+    merged: Any                         # MergedDataset, or None when nothing was new
 
     @property
     def dataset(self):
@@ -44,58 +139,8 @@ class IngestReport:
 
 
 def ingest(ctx: RunContext) -> IngestReport:
-    """The ingest half of the chain: new exports validated, quarantined or merged."""
-    discovery = steps.discover(ctx)
-    checks = check_exports(ctx, discovery.new)
-    merged = steps.merge(ctx, checks) if checks else None
-    return IngestReport(discovery, checks, merged)
+    """`ocr-retrain ingest`: the retraining pipeline up to merge (new exports validated, quarantined or merged)."""
+    from ocr_tasks.flow.retraining import RETRAINING
 
-
-def check_exports(ctx: RunContext, refs: list[ExportRef]) -> list[ExportCheck]:
-    """check_export for each new export, several at once in child processes.
-
-    The DAG maps one check_export task per export and its executor runs them side by side;
-    this is the same for the local runner. Processes, not threads: downloading (botocore
-    spends ~1.7 ms of CPU per GET, under the GIL) and validating are CPU-bound in Python.
-    Forked children start with the parent's imports (GX included) and logging; each
-    builds its own S3 client. Results come back in the order of `refs`.
-    """
-    workers = min(len(refs), ctx.config.validation.processes or os.cpu_count() or 1)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return [steps.check_export(ctx, ref) for ref in refs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_check_in_child, ctx.config, ctx.storage.settings, ctx.request, ref) for ref in refs]
-        return [future.result() for future in futures]
-
-
-def _check_in_child(config: PipelineConfig, settings: StorageSettings, request: RunRequest,
-                    ref: ExportRef) -> ExportCheck:
-    from ocr_tasks.storage.s3 import Storage
-
-    return steps.check_export(RunContext(config, Storage(settings), request), ref)
-
-
-def run_local(ctx: RunContext) -> RunOutcome:
-    """Every step in one process; a quiet night (nothing new, not forced) ends after merge."""
-    discovery = steps.discover(ctx)
-    if not steps.should_run(ctx, discovery):
-        return RunOutcome(ctx.run_id, NOTHING_NEW)
-    checks = check_exports(ctx, discovery.new)
-    merged = steps.merge(ctx, checks)
-    if not steps.has_dataset(ctx, merged):
-        return RunOutcome(ctx.run_id, NOTHING_NEW)
-    trained = {kind: steps.train(ctx, kind, merged) for kind in ctx.request.models}
-    evaluation = steps.evaluate(ctx, merged, trained)
-    exported = steps.export(ctx, merged, evaluation)
-    served = steps.infra_validate(ctx, merged, exported)
-    compared = steps.compare(ctx, merged, evaluation, exported)
-    decision = steps.gate(ctx, evaluation, served, compared)
-    way = steps.route(ctx, decision)
-    approval = None
-    if way == steps.APPROVE:   # nobody to ask in one process: --approved-by is the answer
-        from ocr_tasks.release.approval import cli_approval
-
-        approval = cli_approval(ctx.request.approved_by)
-        way = steps.PUBLISH if approval["decision"] == "approved" else steps.RECORD
-    end = steps.publish if way == steps.PUBLISH else steps.record
-    return end(ctx, merged, evaluation, exported, served, decision, compared, approval)
+    run = run_pipeline(RETRAINING.until("merge"), ctx)
+    return IngestReport(run.artifacts["discovery"], run.artifacts.get("checks") or [], run.artifacts.get("merged"))

@@ -1,8 +1,8 @@
 """One retraining run: what it was asked to do (`RunRequest`), what it works with (`RunContext`),
 the artifacts its steps hand each other, and how it ended (`RunOutcome`).
 
-Every artifact is a dataclass with `to_json`/`from_json`: the Airflow runner passes them
-between tasks (and workers) as XCom JSON, the local runner passes the objects themselves.
+Every artifact is a plain dataclass: the Airflow runner passes them between tasks (and workers)
+through XCom in one codec (ocr_tasks/flow/codec.py), the local runner passes the objects themselves.
 An artifact never carries another worker's local path as something to read: trained
 models are fetched back from storage by the step that needs them.
 """
@@ -10,15 +10,14 @@ models are fetched back from storage by the step that needs them.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ocr_tasks.config import PipelineConfig, load_config
+from ocr_tasks.config import PipelineConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.exports import Discovery as ExportsFound
-from ocr_tasks.ingest.exports import ExportRef
-from ocr_tasks.training.train import TrainedModel
+from ocr_tasks.training.trained_model import TrainedModel
 from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp
 
 if TYPE_CHECKING:  # boto3 stays out of DAG parsing
@@ -68,38 +67,25 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every step works with: the config (with the run's overrides), storage, the request."""
+    """What every step works with: the config (with the run's overrides), storage, the request, and the
+    step it runs for (its local scratch folder)."""
 
     config: PipelineConfig
     storage: Storage
     request: RunRequest
+    step: str = "run"
 
     @property
     def run_id(self) -> str:
         return self.request.run_id
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], run_id: str, credentials: Mapping[str, Any] | None = None
-                    ) -> "RunContext":
-        """A context from the DAG's Params (the trigger form): gate overrides applied to the config.
+    @property
+    def scratch(self) -> Path:
+        """work_dir/runs/<run_id>/<step>/: this step's local files, never shared with another step."""
+        return self.config.work.step(self.run_id, self.step)
 
-        `credentials` come from an Airflow connection ({"access_key_id", "secret_access_key",
-        "session_token"?, "endpoint_url"?, "region"?}); None reads the environment, as the CLI does.
-        StorageSettings keeps the secrets out of its repr, so logging the context is safe.
-        """
-        from ocr_tasks.storage.s3 import storage_from_config
-
-        overrides = [f"gate.{key}={float(params[key])}" for key in ("rec_min_acc", "det_min_hmean")
-                     if params.get(key) is not None]
-        if params.get("require_approval") is not None:
-            overrides.append(f"approval.required={'true' if params['require_approval'] else 'false'}")
-        config = load_config(overrides=overrides)
-        epochs = params.get("epochs")
-        request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
-                             force=bool(params.get("force")), epochs=int(epochs) if epochs is not None else None,
-                             dry_run=bool(params.get("dry_run")))
-        return cls(config, storage_from_config(config, credentials=dict(credentials) if credentials else None),
-                   request)
+    def for_step(self, step: str) -> "RunContext":
+        return replace(self, step=step)
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -113,15 +99,6 @@ class Discovery(ExportsFound):
     latest_dataset: str | None = None
     untrained_dataset: str | None = None                       # the latest, when no finished run trained on it
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "new": [ref.to_json() for ref in self.new],
-                "abandoned": [ref.to_json() for ref in self.abandoned]}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Discovery":
-        return cls(**{**data, "new": [ExportRef.from_json(r) for r in data.get("new") or []],
-                      "abandoned": [ExportRef.from_json(r) for r in data.get("abandoned") or []]})
-
 
 @dataclass
 class MergedDataset:
@@ -130,13 +107,6 @@ class MergedDataset:
     dataset_version: str | None
     merged: dict[str, Any] | None = None       # the new version's DatasetVersion JSON, when exports were merged
     quarantined: dict[str, str | None] = field(default_factory=dict)   # export -> quarantine folder
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MergedDataset":
-        return cls(**data)
 
 
 @dataclass
@@ -147,15 +117,6 @@ class Evaluation:
     trained: dict[str, TrainedModel]
     production_version: str | None = None
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)   # production's metrics, per kind
-
-    def to_json(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "trained": {k: m.to_json() for k, m in self.trained.items()},
-                "production_version": self.production_version, "baseline": self.baseline}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Evaluation":
-        return cls(data["metrics"], {k: TrainedModel.from_json(m) for k, m in data["trained"].items()},
-                   data.get("production_version"), dict(data.get("baseline") or {}))
 
     def baseline_record(self) -> dict[str, Any] | None:
         """Production's metrics as run.json and the manifest record them: {"version", <kind>: metrics}."""
@@ -169,13 +130,6 @@ class ExportedBundle:
     prefix: str                                  # runs/<run_id>/bundle/
     exported: list[str]                          # kinds exported from this run's checkpoints
     carried_over: dict[str, str] = field(default_factory=dict)   # kind -> the production version it came from
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ExportedBundle":
-        return cls(**data)
 
 
 @dataclass
@@ -195,10 +149,3 @@ class RunOutcome:
     note: str | None = None          # why a gate-passing run is not production (superseded)
     comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
     approval: dict | None = None     # who approved or rejected the publish, when, why (approval.required)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunOutcome":
-        return cls(**data)

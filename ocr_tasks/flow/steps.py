@@ -1,15 +1,13 @@
-"""The retraining chain, defined once. Two runners execute it: the Airflow DAG
-(dags/ocr_retraining.py, one task per step) and `run_local` (ocr_tasks/flow/local_runner.py,
-every step in one process, for `ocr-retrain run`).
-
-    discover -> should_run -> check_export (one per new export) -> merge -> has_dataset
-             -> train det | train rec -> evaluate -> export -> infra_validate -> compare -> gate
-             -> route -> [approve (a person, when approval.required) ->] publish | record
+"""The retraining steps. How they chain is declared once, in ocr_tasks/flow/retraining.py; two
+runners execute that declaration: the Airflow DAG (one task per step) and `run_local` (every step in
+one process, for `ocr-retrain run`).
 
 Each step takes the run's `RunContext` and the artifacts of the steps before it
 (ocr_tasks/flow/run.py) and returns its own. Tasks may run on different workers, so a
 step reads what it needs from storage, never from another worker's disk: a trained model
-is fetched back from runs/<run_id>/<kind>/ (`fetch_trained`, which never trains).
+is fetched back from runs/<run_id>/<kind>/ (`fetch_trained`, which never trains). Tasks of one
+run may also run at once on one worker (infra_validate beside compare): each keeps its local files
+in its own scratch folder, `ctx.scratch` (work_dir/runs/<run_id>/<step>/), never in another's.
 
 Imports of the heavy stages (boto3, pandas, GX, paddle) happen inside the steps, so the
 DAG file can import this module cheaply.
@@ -25,9 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
+from ocr_tasks.flow.codec import plain
 from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
+from ocr_tasks.vocabulary import DET, DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
 
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.release.infra_validation import InfraValidation
     from ocr_tasks.storage.s3 import Storage
-    from ocr_tasks.training.train import TrainedModel
+    from ocr_tasks.training.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +88,19 @@ def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
     return result
 
 
-def merge(ctx: RunContext, checks: Sequence[ExportCheck]) -> MergedDataset:
+def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDataset:
     """Merge the exports that passed into a new dataset version; say which version to train on."""
     from ocr_tasks.ingest.check import quarantined_entries
     from ocr_tasks.ingest.ledger import load_ledger, record_exports
     from ocr_tasks.ingest.merge import merge_exports
 
+    checks = [check for check in checks or [] if check is not None]
+
     passed = [c.export for c in checks if c.passed]
     quarantined = {c.export.name: c.report_uri for c in checks if not c.passed}
     if quarantined:   # the run's one ledger writer: checks ran side by side
         record_exports(ctx.storage, quarantined_entries(list(checks)))
-    merged = merge_exports(ctx.storage, passed, ctx.config).to_json() if passed else None
+    merged = plain(merge_exports(ctx.storage, passed, ctx.config)) if passed else None
     latest = load_ledger(ctx.storage).get("dataset_version")
     version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
     log.info("dataset to train on: %s; quarantined: %s", version, quarantined or "none")
@@ -131,7 +132,7 @@ def dataset_to_train(storage: Storage, latest: str | None, *, force: bool) -> st
 # --------------------------------------------------------------------------- train / evaluate
 
 
-def train(ctx: RunContext, kind: str, merged: MergedDataset) -> TrainedModel:
+def train(ctx: RunContext, merged: MergedDataset, *, kind: str) -> TrainedModel:
     """Train one model kind; a retry resumes from the checkpoints under runs/<run_id>/<kind>/ in storage."""
     from ocr_tasks.training.engine import Engine
     from ocr_tasks.training.train import train_model
@@ -141,27 +142,36 @@ def train(ctx: RunContext, kind: str, merged: MergedDataset) -> TrainedModel:
                        engine=Engine.locate(ctx.config.training.engine_checkout))
 
 
-def evaluate(ctx: RunContext, merged: MergedDataset, trained: dict[str, TrainedModel]) -> Evaluation:
+def wants(kind: str):
+    """The `when` of a kind's train node: that kind was asked for this run (the form can narrow it)."""
+    def wanted(ctx: RunContext) -> bool:
+        return kind in ctx.request.models
+    wanted.__name__ = f"wants_{kind}"
+    return wanted
+
+
+def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = None,
+             rec: TrainedModel | None = None) -> Evaluation:
     """Test-split metrics of the new models and, on the same split, of production's."""
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
     from ocr_tasks.training.evaluate import evaluate as evaluate_checkpoint
 
+    trained = {kind: model for kind, model in ((DET, det), (REC, rec)) if model is not None}
     if not trained:
         raise UsageError(f"run {ctx.run_id}: no model was trained, nothing to evaluate")
     data_dir = local_dataset(ctx, _version(merged))
     engine = Engine.locate(ctx.config.training.engine_checkout)
     models = _fetch_all(ctx, trained)
-    run_dir = ctx.config.work.run(ctx.run_id)
     metrics = {kind: evaluate_checkpoint(kind, Path(m.config), Path(m.checkpoint), data_dir,
-                                         run_dir / kind / "eval_test.log", engine) for kind, m in models.items()}
+                                         ctx.scratch / kind / "eval_test.log", engine) for kind, m in models.items()}
     ctx.storage.put_json(layout.run_metrics_key(ctx.run_id), metrics)
     log.info("test metrics: %s", metrics)
     current = production_version(ctx.storage, ctx.config.model_name)
     evaluation = Evaluation(metrics, dict(trained), current)
     if current is None:
         return evaluation
-    production = pull_model(ctx.storage, ctx.config.model_name, ctx.config.work.production(ctx.run_id), current,
+    production = pull_model(ctx.storage, ctx.config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True)
     for kind in models:
         checkpoint = production / "checkpoints" / kind / "best_accuracy"
@@ -171,7 +181,7 @@ def evaluate(ctx: RunContext, merged: MergedDataset, trained: dict[str, TrainedM
             continue
         dict_path = production / REC / "dict.txt" if kind == REC else None
         evaluation.baseline[kind] = evaluate_checkpoint(kind, prod_config, checkpoint, data_dir,
-                                                        run_dir / kind / "eval_production.log", engine,
+                                                        ctx.scratch / kind / "eval_production.log", engine,
                                                         dict_path=dict_path)
     log.info("production %s on the same split: %s", current, evaluation.baseline or "no checkpoints")
     return evaluation
@@ -197,9 +207,9 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     if carried_over and current is None:   # a first run of one kind: the bundle holds that kind alone
         log.warning("no production model to take %s from: the bundle holds %s alone", ", ".join(carried_over),
                     ", ".join(models))
-    production = pull_model(storage, config.model_name, config.work.production(ctx.run_id), current,
+    production = pull_model(storage, config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True) if carried_over and current else None
-    bundle = assemble_bundle(config, ctx.run_id, local_dataset(ctx, _version(merged)), models,
+    bundle = assemble_bundle(config, ctx.scratch / "bundle", local_dataset(ctx, _version(merged)), models,
                              Engine.locate(config.training.engine_checkout), production)
     prefix = layout.run_bundle_prefix(ctx.run_id)
     storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
@@ -216,10 +226,10 @@ def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBun
     settings = ctx.config.infra_validation
     if not settings.runtimes:
         log.warning("infra_validation.runtimes is empty: the exported models are not checked in any consumer runtime")
-    bundle = _local_bundle(ctx, exported)
+    bundle = fetch_bundle(ctx, exported)
     served = validate_in_runtimes(bundle, local_dataset(ctx, _version(merged)), settings.runtimes,
-                                  ctx.config.work.infra_validation(ctx.run_id), timeout_s=settings.timeout_s)
-    ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), served.to_json())
+                                  ctx.scratch / "runtimes", timeout_s=settings.timeout_s)
+    ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), plain(served))
     return served
 
 
@@ -230,13 +240,13 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     from ocr_tasks.release.registry import pull_model
 
     storage, config = ctx.storage, ctx.config
-    bundle = _local_bundle(ctx, exported)
+    bundle = fetch_bundle(ctx, exported)
     production = None
     if evaluation.production_version:
-        production = pull_model(storage, config.model_name, config.work.production(ctx.run_id),
+        production = pull_model(storage, config.model_name, ctx.scratch / "production",
                                 evaluation.production_version)
     references, problems = reference_sets(storage, config)
-    work = config.work.infra_validation(ctx.run_id)
+    work = ctx.scratch / "runtimes"
     result = compare_with_production(bundle, production, evaluation.production_version,
                                      local_dataset(ctx, _version(merged)), references, work, python=None,
                                      timeout_s=config.infra_validation.timeout_s, kinds=sorted(evaluation.trained))
@@ -245,7 +255,7 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
         key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
         storage.upload_file(Path(local), key)
         result.reads[name] = key
-    storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", result.to_json())
+    storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", plain(result))
     return result
 
 
@@ -270,6 +280,14 @@ def route(ctx: RunContext, decision: GateDecision) -> str:
     return APPROVE if ctx.config.approval.required else PUBLISH
 
 
+def approval_by_hand(ctx: RunContext) -> tuple[str, dict]:
+    """The approval without a person to ask (`ocr-retrain run`): --approved-by NAME is the answer."""
+    from ocr_tasks.release.approval import APPROVE, REJECT, cli_approval
+
+    record = cli_approval(ctx.request.approved_by)
+    return (APPROVE if record["decision"] == "approved" else REJECT), record
+
+
 def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, served: InfraValidation,
                      decision: GateDecision, compared: Comparison | None = None) -> tuple[str, str]:
     """(subject, body) of the approval a person gives in the Airflow UI: the gate's checks, the slice table,
@@ -278,7 +296,7 @@ def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluat
     from ocr_tasks.release.bundle import write_report
 
     outcome = _outcome(ctx, "awaiting approval", merged, evaluation, served, decision, compared)
-    report_dir = ctx.config.work.report(ctx.run_id)
+    report_dir = ctx.scratch / "report"
     write_report(ctx.config, outcome, evaluation.trained, report_dir,
                  errors=_error_analysis(ctx, merged, compared, report_dir))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
@@ -318,7 +336,7 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
                 # the earlier try died before moving production
                 rollback(storage, config.model_name, already, if_production_is=gated_against)
         else:
-            bundle = _local_bundle(ctx, exported)
+            bundle = fetch_bundle(ctx, exported)
             outcome.model_version = reserve_model_version(storage, config.model_name, ctx.run_id)
             outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report",
                                               errors=_error_analysis(ctx, merged, compared, bundle / "report")))
@@ -346,7 +364,7 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     outcome = _outcome(ctx, status, merged, evaluation, served, decision, compared)
     outcome.approval = approval
     # the report needs the curves (history) and the comparison's reads, no weights
-    report_dir = ctx.config.work.report(ctx.run_id)
+    report_dir = ctx.scratch / "report"
     outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir,
                                       errors=_error_analysis(ctx, merged, compared, report_dir)))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
@@ -398,11 +416,12 @@ def _fetch_all(ctx: RunContext, trained: dict[str, TrainedModel]) -> dict[str, T
     return {kind: fetch_trained(ctx.storage, ctx.config, model) for kind, model in sorted(trained.items())}
 
 
-def _local_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
-    """The exported bundle on this worker, fresh from storage (export may have run on another worker)."""
+def fetch_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
+    """The exported bundle in this step's scratch, fresh from storage (export may have run on another
+    worker; a step running beside this one on the same worker fetches into its own scratch)."""
     import shutil
 
-    bundle = ctx.config.work.bundle(ctx.run_id)
+    bundle = ctx.scratch / "bundle"
     shutil.rmtree(bundle, ignore_errors=True)
     if not ctx.storage.download_prefix(exported.prefix, bundle):
         raise UsageError(f"run {ctx.run_id}: no exported bundle under {ctx.storage.uri(exported.prefix)}")
@@ -413,7 +432,7 @@ def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Ev
              served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
-                      gate=decision.to_json(), comparison=compared.record() if compared else None)
+                      gate=plain(decision), comparison=compared.record() if compared else None)
 
 
 def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison | None, report_dir: Path) -> dict:
@@ -431,9 +450,9 @@ def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
     they must not stop the next night from training), the notification."""
     from ocr_tasks.flow.notify import notify_outcome
 
-    ctx.storage.put_json(layout.run_record_key(outcome.run_id), outcome.to_json())
+    ctx.storage.put_json(layout.run_record_key(outcome.run_id), plain(outcome))
     if outcome.status != DRY_RUN:
         ctx.storage.put_json(layout.LAST_TRAINED, {"dataset_version": outcome.dataset_version,
                                                    "run_id": outcome.run_id, "status": outcome.status})
-    notify_outcome(outcome.to_json(), ctx.config.model_name, ctx.config.notifications)
+    notify_outcome(plain(outcome), ctx.config.model_name, ctx.config.notifications)
     return outcome

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from ocr_tasks.config import PipelineConfig
@@ -36,13 +36,6 @@ class ExportCheck:
     passed: bool
     summary: str
     report_uri: str | None = None    # quarantine folder when it failed
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "export": self.export.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ExportCheck":
-        return cls(**{**data, "export": ExportRef.from_json(data["export"])})
 
 
 def quarantined_entries(checks: list[ExportCheck]) -> dict[str, dict]:

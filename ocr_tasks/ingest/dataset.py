@@ -19,7 +19,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -148,7 +147,7 @@ class Dataset:
             "version": digest.hexdigest()[:16],
             "parent": self.parent,
             "created_at": timestamp(),
-            "split_ratios": asdict(ratios),
+            "split_ratios": ratios.model_dump(),
             "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
             "counts": counts,
             "exports": _per_export_counts(self, max_text_length),

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from ocr_tasks.config import IncomingConfig
 from ocr_tasks.storage import layout
 from ocr_tasks.ingest.ppocrlabel import (FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file,
                                          parse_rec_gt, shorten)
-from ocr_tasks.storage.s3 import ObjectInfo, Storage
+
+if TYPE_CHECKING:   # the pipeline declaration names these artifacts without importing boto3
+    from ocr_tasks.storage.s3 import ObjectInfo, Storage
 
 LABEL_FILES = (LABEL_FILE, FILE_STATE, REC_GT)
 # the work dir holds exports/<name>/<fingerprint>/<name>/: filesystems stop at 255 bytes a name
@@ -52,13 +55,6 @@ class ExportRef:
     fingerprint: str
     objects: int
     uploaded_at: str | None = None   # its newest object's time: exports merge in upload order, the later wins
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ExportRef":
-        return cls(**data)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocr_tasks.config import PipelineConfig
@@ -43,9 +43,6 @@ class DatasetVersion:
     uri: str
     counts: dict
     merged: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:

@@ -32,7 +32,6 @@ from pathlib import PurePosixPath
 LABEL_FILE = "Label.txt"
 FILE_STATE = "fileState.txt"
 REC_GT = "rec_gt.txt"
-CROP_DIR = "crop_img"
 IGNORE_TRANSCRIPTIONS = frozenset({"###", "*"})  # PaddleOCR's DetLabelEncode ignores these
 
 _DRIVE = re.compile(r"^[A-Za-z]:")

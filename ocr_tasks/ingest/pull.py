@@ -16,6 +16,8 @@ from ocr_tasks.storage.s3 import Storage
 
 # every file a dataset version names; anything else in its index is not followed
 _DATASET_FILE = re.compile(r"(images|crops)/[A-Za-z0-9][A-Za-z0-9._-]*")
+# a version is one name (16 hex digits as merge writes them), never a path
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
@@ -25,6 +27,8 @@ def pull_dataset(storage: Storage, version: str, dest: Path) -> Path:
     version into the same folder downloads just what is new. Crops cut from polygons
     are re-cut here.
     """
+    if not _VERSION.fullmatch(version):
+        raise UsageError(f"invalid dataset version {version!r}: give a version name, as `ocr-retrain discover` lists")
     prefix = layout.dataset_prefix(version)
     if not storage.exists(prefix + "dataset.json"):
         raise UsageError(f"dataset version {version} not found (no {storage.uri(prefix + 'dataset.json')})")

@@ -8,7 +8,6 @@ on the worker with every sample in its test split, cached by the set's fingerpri
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -47,7 +46,7 @@ def reference_sets(storage: Storage, config: PipelineConfig) -> tuple[dict[str, 
         folder = fetch_export(storage, ExportRef(name, prefix, fp, len(objects)), root / ".fetched")
         staging = root / name / f".{uuid.uuid4().hex[:8]}.part"
         try:
-            result = prepare([str(folder)], staging, dataclasses.replace(config, split=ALL_TEST))
+            result = prepare([str(folder)], staging, config.model_copy(update={"split": ALL_TEST}))
             if not result.info:
                 report = result.reports[0]
                 first = report.failures[0].problem if report.failures else "no usable samples"

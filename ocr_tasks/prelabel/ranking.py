@@ -14,7 +14,6 @@ model misreads gather there, which is where the next model gains most (bench/pre
 from __future__ import annotations
 
 import csv
-import html
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,11 @@ def rank_images(reads: dict[str, dict[str, Any]], box_thresh: float = DEFAULT_BO
 
 
 def write_ranking(rows: list[RankedImage], out: Path, images: Path, model_version: str) -> None:
-    """ranking.csv and ranking.html (thumbnails in thumbs/) in `out`; `images` is the PPOCRLabel folder."""
+    """ranking.csv and ranking.html (templates/ranking.html.j2; thumbnails in thumbs/) in `out`; `images` is
+    the PPOCRLabel folder."""
     from PIL import Image
+
+    from ocr_tasks import pages
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "ranking.csv", "w", newline="", encoding="utf-8") as handle:
@@ -77,24 +79,12 @@ def write_ranking(rows: list[RankedImage], out: Path, images: Path, model_versio
         writer.writerows(asdict(row) for row in rows)
     thumbs = out / "thumbs"
     thumbs.mkdir(exist_ok=True)
-    cells = []
+    shown = []
     for row in rows:
         thumb = thumbs / f"{Path(row.image).stem}.jpg"
         with Image.open(images / row.image) as picture:
             picture = picture.convert("RGB")
             picture.thumbnail((_THUMB, _THUMB))
             picture.save(thumb, quality=85)
-        cells.append(f"<tr><td>{row.rank}</td><td><img src=\"thumbs/{html.escape(thumb.name)}\"></td>"
-                     f"<td>{html.escape(row.image)}</td><td>{row.uncertainty:.3f}</td><td>{html.escape(row.why)}</td>"
-                     f"<td>{row.lines}</td><td>{_fmt(row.lowest_rec_score)}</td><td>{_fmt(row.weakest_box_score)}</td></tr>")
-    (out / "ranking.html").write_text(
-        f"<!doctype html><meta charset=\"utf-8\"><title>hardest first: {html.escape(images.name)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:3px 10px;text-align:left}</style>"
-        f"<h1>{html.escape(images.name)}: hardest first</h1><p>pre-labelled by model {html.escape(model_version)}; "
-        "label from the top: these are the images the model is least sure of.</p>"
-        "<table><tr><th>rank</th><th></th><th>image</th><th>uncertainty</th><th>why</th><th>lines</th>"
-        f"<th>lowest rec score</th><th>weakest box score</th></tr>{''.join(cells)}</table>", encoding="utf-8")
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
+        shown.append((row, thumb.name))
+    pages.write(out / "ranking.html", "ranking.html.j2", batch=images.name, model_version=model_version, rows=shown)

@@ -22,21 +22,20 @@ from ocr_tasks.storage import layout
 from ocr_tasks.training.engine import Engine
 from ocr_tasks.training.export import export_inference
 from ocr_tasks.training.render import config_hash
-from ocr_tasks.training.train import TrainedModel
+from ocr_tasks.training.trained_model import TrainedModel
 from ocr_tasks.vocabulary import MODEL_KINDS, REC, timestamp
 
 CHECKPOINT_FILES = (".pdparams", ".states")
 
 
-def assemble_bundle(config: PipelineConfig, run_id: str, data_dir: Path, trained: dict[str, TrainedModel],
+def assemble_bundle(config: PipelineConfig, bundle: Path, data_dir: Path, trained: dict[str, TrainedModel],
                     engine: Engine, production: Path | None) -> Path:
-    """Export each trained model into work_dir/runs/<run_id>/bundle/; untrained kinds come from `production`."""
-    bundle = config.work.bundle(run_id)
+    """Export each trained model into the folder `bundle` (emptied first); untrained kinds come from `production`."""
     shutil.rmtree(bundle, ignore_errors=True)
     for kind, model in trained.items():
         export_inference(kind, Path(model.config), Path(model.checkpoint), bundle / kind,
                          config.training.for_model(kind).pdx_model_name, engine,
-                         config.work.run_model(run_id, kind) / "export.log")
+                         bundle.parent / f"export_{kind}.log")
         target = bundle / "checkpoints" / kind
         target.mkdir(parents=True)
         for suffix in CHECKPOINT_FILES:

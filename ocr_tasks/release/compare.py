@@ -12,13 +12,11 @@ per-sample reads kept beside it.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocr_tasks.errors import UsageError
 from ocr_tasks.release.infra_validation import read_samples
 from ocr_tasks.release.read_metrics import det_scores, rec_scores
 from ocr_tasks.release.slices import SampleIndex, slice_scores
@@ -47,13 +45,6 @@ class Comparison:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reads: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> "Comparison":
-        return cls(**(data or {}))
 
     def record(self) -> dict[str, Any]:
         """What the manifest and run.json keep (the reads are local files)."""
@@ -118,10 +109,3 @@ def _whole(index: SampleIndex, answers: dict[str, dict[str, Any]]) -> dict[str, 
         if rec:
             out.setdefault(REC, {})[model] = {"samples": len(rec), "metrics": rec_scores(rec)}
     return {kind: models for kind, models in out.items() if NEW in models}
-
-
-def load_reads(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read the per-sample reads ({exc})") from None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ocr_tasks.config import GateConfig
@@ -41,15 +41,6 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)  # one sentence per failed check
     checks: list[dict[str, Any]] = field(default_factory=list)  # every check, passed or not
     thresholds: dict[str, Any] = field(default_factory=dict)  # the GateConfig it judged with
-
-    def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": list(self.reasons), "checks": [dict(c) for c in self.checks],
-                "thresholds": dict(self.thresholds)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GateDecision":
-        return cls(bool(data["passed"]), list(data.get("reasons") or []), [dict(c) for c in data.get("checks") or []],
-                   dict(data.get("thresholds") or {}))
 
 
 def decide(
@@ -120,7 +111,7 @@ def decide(
     if compared is not None:
         _check_compared(compared, gate, models, checks, reasons)
     return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks,
-                        thresholds=asdict(gate))
+                        thresholds=gate.model_dump())
 
 
 def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gate: GateConfig,

@@ -21,7 +21,7 @@ import json
 import logging
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 log = logging.getLogger(__name__)
 
 PROBE = Path(__file__).with_name("consumer_probe.py")
-PIPELINE_RUNTIME = "pipeline"     # the name of the pipeline's own interpreter when it is a runtime
 E2E = "e2e"
 # the test runtimes `make consumer-envs` builds from runtimes/*.lock: the newest and the oldest PaddleOCR 3.x
 CONSUMER_RUNTIMES = {name: REPO_ROOT / f".venv-consumer-{name}" / "bin" / "python" for name in ("newest", "oldest")}
@@ -67,14 +66,6 @@ class InfraValidation:
     runtimes: list[RuntimeRead] = field(default_factory=list)
     images: int = 0
     crops: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "InfraValidation":
-        return cls([RuntimeRead(**r) for r in data.get("runtimes") or []], int(data.get("images", 0)),
-                   int(data.get("crops", 0)))
 
     def by_runtime(self) -> dict[str, dict[str, Any]]:
         """{runtime name: versions, metrics, latency_ms, error}: what run.json and the manifest record."""

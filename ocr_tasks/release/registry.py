@@ -1,5 +1,5 @@
 """Versioned, atomic model publishing in storage, and the consumer's side of it.
-(Publish and pull share the manifest and its checks: one module, a little over 400 lines.)
+(Publish and pull share the manifest and its checks: one module.)
 
     models/<name>/<version>/        det/, rec/, checkpoints/, report/, manifest.json
     models/<name>/production.json   {"version", "updated_at", "previous"}
@@ -69,14 +69,16 @@ MANIFEST = "manifest.json"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class PublishError(UsageError, ValueError):
+class PublishError(UsageError):
     """What was asked cannot be done: an existing version, an unknown one, a bad bundle.
-    A UsageError so the CLI reports it without a traceback; a ValueError for callers
-    that treat it as a bad argument."""
+    A UsageError so the CLI reports it in one line, without a traceback."""
 
 
-class ProductionMoved(PublishError):
-    """Production is no longer the version this publish was gated against; nothing was promoted."""
+class ProductionMoved(Exception):
+    """Production is no longer the version this publish was gated against; nothing was promoted.
+
+    Not an error: the version is stored, complete, and a person decides whether to promote it
+    (`ocr-retrain rollback <version>`). The run that gets it ends superseded (flow/steps.py: publish)."""
 
 
 # `if_production_is` default: promote whatever production is now (a hand publish, a rollback)

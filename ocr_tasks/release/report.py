@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -55,56 +54,22 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
                   gate: dict, curves: list[str], exported: dict | None = None, comparison: dict | None = None,
                   errors: dict | None = None) -> Path:
     """An HTML page that reads offline (pictures beside it): facts, the gate, test metrics vs production
-    and as each consumer runtime read them, slices and reference sets, the worst samples, curves."""
-    rows = []
-    for task, values in sorted(metrics.items()):
-        for metric, value in sorted(values.items()):
-            before = (baseline or {}).get(task, {}).get(metric)
-            rows.append(f"<tr><td>{task}</td><td>{metric}</td><td>{_fmt(value)}</td><td>{_fmt(before)}</td></tr>")
-    runtime_rows = []
-    for name, read in sorted((exported or {}).items()):
-        versions = read.get("versions") or {}
-        where = html.escape(f"{name} (paddleocr {versions.get('paddleocr')}, paddlepaddle {versions.get('paddlepaddle')})")
-        if read.get("error"):
-            error = read["error"]
-            runtime_rows.append(f"<tr class=bad><td>{where}</td><td colspan=4>does not load or run: "
-                                f"{html.escape(str(error.get('type')))}: {html.escape(str(error.get('message'))[:300])}</td></tr>")
-            continue
-        values = read.get("metrics") or {}
-        latency = read.get("latency_ms") or {}
-        runtime_rows.append(
-            f"<tr><td>{where}</td><td>{_fmt(values.get('det', {}).get('hmean'))}</td>"
-            f"<td>{_fmt(values.get('rec', {}).get('acc'))}</td><td>{_fmt(values.get('e2e', {}).get('e2e_hmean'))}</td>"
-            f"<td>{_fmt(latency.get('mean'))} (p95 {_fmt(latency.get('p95'))})</td></tr>")
-    checks = "".join(
-        f"<tr class={'ok' if c.get('passed') else 'bad'}><td>{html.escape(str(c.get('model')))}</td>"
-        f"<td>{html.escape(str(c.get('metric')))}</td><td>{html.escape(_where(c))}</td>"
-        f"<td>{_fmt(c.get('value'))} {html.escape(str(c.get('op')))} "
-        f"{_fmt(c.get('threshold'))}</td><td>{'pass' if c.get('passed') else 'FAIL'}</td></tr>"
-        for c in gate.get("checks", []))
-    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-    images = "".join(f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}"></p>' for name in curves)
+    and as each consumer runtime read them, slices and reference sets, the worst samples, curves
+    (templates/report.html.j2)."""
+    from ocr_tasks import pages
+
     status = str(facts.get("status") or "")
     verdict = "FAILED: not published" if not gate.get("passed") else f"PASSED ({status})" if status else "PASSED"
-    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in gate.get("reasons", []))
-    page = f"""<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}.ok{{color:#070}}.bad{{color:#b00}}</style>
-<h1>{html.escape(title)}</h1>
-<table>{fact_rows}</table>
-<h2>Gate: {verdict}</h2><ul>{reasons}</ul>
-<table><tr><th>model</th><th>metric</th><th>on</th><th>check</th><th></th></tr>{checks}</table>
-<h2>Test split metrics</h2>
-<table><tr><th>model</th><th>metric</th><th>new</th><th>production</th></tr>{''.join(rows)}</table>
-<h2>Exported models in the consumer runtimes (test split, PaddleOCR defaults)</h2>
-<table><tr><th>runtime</th><th>det hmean</th><th>rec acc</th><th>end-to-end hmean</th><th>ms per image</th></tr>{''.join(runtime_rows)}</table>
-{_comparison_section(comparison or {}, gate.get("thresholds") or {})}
-{_errors_section(errors or {})}
-<h2>Training curves</h2>{images}
-<details><summary>gate JSON</summary><pre>{html.escape(json.dumps(gate, indent=2))}</pre></details>
-"""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    checks = [{"passed": bool(c.get("passed")), "where": _where(c),
+               **{key: c.get(key) for key in ("model", "metric", "value", "op", "threshold")}}
+              for c in gate.get("checks", [])]
+    rows = [(task, metric, value, (baseline or {}).get(task, {}).get(metric))
+            for task, values in sorted(metrics.items()) for metric, value in sorted(values.items())]
+    return pages.write(out, "report.html.j2", title=title, facts=facts, verdict=verdict,
+                       reasons=gate.get("reasons", []), checks=checks, metrics=rows,
+                       runtimes=[_runtime(name, read) for name, read in sorted((exported or {}).items())],
+                       comparison=_comparison(comparison or {}, gate.get("thresholds") or {}), errors=errors or {},
+                       curves=curves, gate_json=json.dumps(gate, indent=2))
 
 
 def _where(check: dict) -> str:
@@ -115,72 +80,46 @@ def _where(check: dict) -> str:
     return "test split"
 
 
-def _comparison_section(comparison: dict, thresholds: dict) -> str:
+def _runtime(name: str, read: dict) -> dict:
+    """One consumer runtime's row: its error, or what it read."""
+    versions = read.get("versions") or {}
+    where = f"{name} (paddleocr {versions.get('paddleocr')}, paddlepaddle {versions.get('paddlepaddle')})"
+    if read.get("error"):
+        error = read["error"]
+        return {"where": where, "error": f"{error.get('type')}: {str(error.get('message'))[:300]}"}
+    values = read.get("metrics") or {}
+    latency = read.get("latency_ms") or {}
+    return {"where": where, "error": None, "det_hmean": values.get("det", {}).get("hmean"),
+            "rec_acc": values.get("rec", {}).get("acc"), "e2e_hmean": values.get("e2e", {}).get("e2e_hmean"),
+            "latency_mean": latency.get("mean"), "latency_p95": latency.get("p95")}
+
+
+def _comparison(comparison: dict, thresholds: dict) -> dict | None:
+    """The slices and reference sets, new vs production, each row judged against its tolerance."""
     if not comparison.get("slices") and not comparison.get("references"):
-        return ""
+        return None
     tolerance = thresholds.get("max_slice_regression", 0.05)
     min_samples = thresholds.get("slice_min_samples", 20)
-    rows = []
-    for kind, slices in sorted((comparison.get("slices") or {}).items()):
-        for name, entry in sorted(slices.items()):
-            rows.append(_delta_row(kind, name, entry, tolerance, judged=entry["samples"] >= min_samples))
-    ref_rows = []
     ref_tolerance = thresholds.get("max_reference_regression", 0.02)
-    for name, kinds in sorted((comparison.get("references") or {}).items()):
-        for kind, entry in sorted(kinds.items()):
-            ref_rows.append(_delta_row(kind, name, entry, ref_tolerance, judged=True))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in (comparison.get("problems") or []) +
-                    (comparison.get("notes") or []))
-    head = "<tr><th>model</th><th>{}</th><th>samples</th><th>new</th><th>production</th><th>change</th></tr>"
-    return (f"<h2>Slices of the test split: new vs production {html.escape(str(comparison.get('production_version') or ''))}</h2>"
-            f"<p>det hmean / rec acc, read by the exported models; a slice with at least {min_samples} samples may drop "
-            f"at most {_fmt(tolerance)}.</p><table>{head.format('slice')}{''.join(rows)}</table>"
-            + (f"<h2>Reference sets (the forgetting guard)</h2><table>{head.format('set')}{''.join(ref_rows)}</table>"
-               if ref_rows else "")
-            + (f"<ul>{notes}</ul>" if notes else ""))
+    return {
+        "production_version": str(comparison.get("production_version") or ""),
+        "min_samples": min_samples,
+        "tolerance": tolerance,
+        "slices": [_delta_row(kind, name, entry, tolerance, judged=entry["samples"] >= min_samples)
+                   for kind, slices in sorted((comparison.get("slices") or {}).items())
+                   for name, entry in sorted(slices.items())],
+        "references": [_delta_row(kind, name, entry, ref_tolerance, judged=True)
+                       for name, kinds in sorted((comparison.get("references") or {}).items())
+                       for kind, entry in sorted(kinds.items())],
+        "notes": (comparison.get("problems") or []) + (comparison.get("notes") or []),
+    }
 
 
-def _delta_row(kind: str, name: str, entry: dict, tolerance: float, *, judged: bool) -> str:
+def _delta_row(kind: str, name: str, entry: dict, tolerance: float, *, judged: bool) -> dict:
     new = (entry.get("new") or {}).get(KEY_METRICS[kind])
     old = (entry.get("production") or {}).get(KEY_METRICS[kind])
     delta = None if new is None or old is None else new - old
     bad = judged and delta is not None and delta < -tolerance - 1e-9
-    shown = "—" if delta is None else f"{delta:+.4f}"
-    return (f"<tr class={'bad' if bad else 'ok' if delta is not None and delta >= 0 else ''}><td>{kind}</td>"
-            f"<td>{html.escape(name)}</td><td>{entry.get('samples')}{'' if judged else ' (too few to judge)'}</td>"
-            f"<td>{_fmt(new)}</td><td>{_fmt(old)}</td><td>{shown}</td></tr>")
-
-
-def _errors_section(errors: dict) -> str:
-    if not errors:
-        return ""
-    rec_rows = "".join(
-        f"<tr><td><img src=\"{html.escape(r['picture'])}\" style=\"max-height:48px\"></td><td>{html.escape(r['label'])}</td>"
-        f"<td class=bad>{html.escape(r['new'])} ({_fmt(r.get('new_score'))})</td>"
-        f"<td>{html.escape(r['production']) if r.get('production') is not None else '—'} "
-        f"({_fmt(r.get('production_score'))})</td><td>{html.escape(str(r.get('export')))}</td></tr>"
-        for r in errors.get("rec") or [])
-    confusions = "".join(f"<tr><td>{html.escape(c['label'])}</td><td>{html.escape(c['read'])}</td><td>{c['count']}</td></tr>"
-                         for c in errors.get("confusions") or [])
-    det = "".join(
-        f"<figure style=\"display:inline-block;margin:6px\"><img src=\"{html.escape(d['picture'])}\">"
-        f"<figcaption>hmean {_fmt(d['hmean'])} (production {_fmt(d.get('production_hmean'))}); "
-        f"{d['missed']} missed, {d['false']} false; {html.escape(str(d.get('export')))}</figcaption></figure>"
-        for d in errors.get("det") or [])
-    parts = ["<h2>Error analysis: the new model's worst test samples</h2>"]
-    if errors.get("rec_total"):
-        parts.append(f"<h3>Recognition: {errors.get('rec_wrong', 0)} of {errors['rec_total']} crops misread</h3>"
-                     f"<table><tr><th>crop</th><th>label</th><th>new reads (score)</th><th>production reads (score)</th>"
-                     f"<th>export</th></tr>{rec_rows}</table>"
-                     f"<h3>Most confused characters (label → read; ∅ = missing)</h3>"
-                     f"<table><tr><th>label</th><th>read</th><th>times</th></tr>{confusions}</table>")
-    if errors.get("det_total"):
-        parts.append(f"<h3>Detection: {errors.get('det_wrong', 0)} of {errors['det_total']} images with a miss or a "
-                     f"false detection</h3><p>green: labelled, blue: detected and matched, <span class=bad>red: "
-                     f"missed</span>, <span style=\"color:#d80\">orange: false detection</span>, grey: ignore "
-                     f"region</p>{det}")
-    return "".join(parts)
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else html.escape(str(value)))
+    return {"kind": kind, "name": name, "samples": entry.get("samples"), "judged": judged, "new": new,
+            "production": old, "change": "—" if delta is None else f"{delta:+.4f}",
+            "verdict": "bad" if bad else "ok" if delta is not None and delta >= 0 else ""}

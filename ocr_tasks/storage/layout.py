@@ -33,8 +33,8 @@ On each worker, `work_dir` (config) holds the local side, laid out by `WorkDir`:
                                   across runs: a pull fetches only new packs
     datasets/stage-<id>/          a merge being built (removed when done)
     runs/<run_id>/<det|rec>/<stage>/   the engine's save_model_dir, config.yml, train.log
-    runs/<run_id>/{bundle,production,report}/   the exported bundle, production's model, the report
-    runs/<run_id>/infra_validation/   each consumer runtime's job, answer and log (compare/: the comparison's)
+    runs/<run_id>/<step>/         each step's own scratch (bundle/, production/, runtimes/, report/): two
+                                  steps of one run on one worker at once never share a folder
     references/<name>/<fp>/       a reference set as a dataset (every sample in test), cached by fingerprint
     pretrained/<key>              pretrained weights from the bucket
     tmp/                          scratch; nothing is written outside work_dir
@@ -181,17 +181,12 @@ class WorkDir:
     def run_model(self, run_id: str, kind: str) -> Path:
         return self.run(run_id) / kind
 
-    def bundle(self, run_id: str) -> Path:
-        return self.run(run_id) / "bundle"
-
-    def production(self, run_id: str) -> Path:
-        return self.run(run_id) / "production"
-
-    def infra_validation(self, run_id: str) -> Path:
-        return self.run(run_id) / "infra_validation"
-
-    def report(self, run_id: str) -> Path:
-        return self.run(run_id) / "report"
+    def step(self, run_id: str, step: str) -> Path:
+        """One step's scratch: steps of a run may run at once on one worker (LocalExecutor, a Celery
+        worker with two slots), so none fetches into or clears another's folder."""
+        if step in ("det", "rec") or not step or "/" in step or step.startswith("."):
+            raise ValueError(f"not a step name for a scratch folder: {step!r}")
+        return self.run(run_id) / step
 
     @property
     def prelabel(self) -> Path:

@@ -8,7 +8,7 @@ the CLI and tests all share this module.
 Keys passed by callers are posix paths *relative to* `settings.prefix`; the
 prefix is the only place a deployment decides where in the bucket data lives.
 
-About 800 lines, kept in one module on purpose: every operation goes through one retry
+Kept in one module on purpose: every operation goes through one retry
 and error-translation path (`_call`), one key-safety check and one client, and splitting
 the operations from those would let a new one bypass them.
 """
@@ -43,7 +43,7 @@ from botocore.retries.standard import (
     TransientRetryableChecker,
 )
 
-from ocr_tasks.errors import StorageError
+from ocr_tasks.errors import StorageError, UsageError
 
 __all__ = [
     "MISSING",
@@ -216,17 +216,17 @@ def _clean_key(key: str) -> str:
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """"s3://bucket/some/prefix/" -> ("bucket", "some/prefix")."""
+    """"s3://bucket/some/prefix/" -> ("bucket", "some/prefix"). A URI someone typed: UsageError if it is not one."""
     scheme = "s3://"
     if not isinstance(uri, str) or not uri.startswith(scheme):
-        raise ValueError(f"not an S3 URI (expected s3://bucket[/prefix]): {uri!r}")
+        raise UsageError(f"not an S3 URI (expected s3://bucket[/prefix]): {uri!r}")
     bucket, _, rest = uri[len(scheme) :].partition("/")
     if not bucket or bucket != bucket.strip():
-        raise ValueError(f"S3 URI has no bucket name (expected s3://bucket[/prefix]): {uri!r}")
+        raise UsageError(f"S3 URI has no bucket name (expected s3://bucket[/prefix]): {uri!r}")
     try:
         prefix = _clean_prefix(rest, what="prefix in S3 URI")
     except ValueError as exc:
-        raise ValueError(f"{exc} (in {uri!r})") from None
+        raise UsageError(f"{exc} (in {uri!r})") from None
     return bucket, prefix
 
 
@@ -879,23 +879,13 @@ class Storage:
         return deleted
 
 
-def credentials_from_connection(connection: Any) -> dict[str, Any]:
-    """An Airflow connection of AWS type (login/password = keys; extra endpoint_url, region_name,
-    aws_session_token; or host as the endpoint) as `storage_from_config`'s credentials."""
-    extra = getattr(connection, "extra_dejson", None) or {}
-    return {"access_key_id": connection.login or None, "secret_access_key": connection.password or None,
-            "session_token": extra.get("aws_session_token"),
-            "endpoint_url": extra.get("endpoint_url") or connection.host or None,
-            "region": extra.get("region_name") or extra.get("region")}
-
-
 def storage_from_config(config: Any, *, bucket: str | None = None, prefix: str | None = None,
                         credentials: dict[str, Any] | None = None) -> Storage:
     """The Storage a pipeline config names; endpoint and keys fall back to the environment.
 
     The config's endpoint wins over OCR_RETRAIN_S3_ENDPOINT only when set, so one config
     file serves every environment and credentials never live in it. `credentials` (from
-    an Airflow connection: access_key_id, secret_access_key, session_token, endpoint_url,
+    the Airflow runner's storage connection: access_key_id, secret_access_key, session_token, endpoint_url,
     region) win over both.
     """
     section = config.storage

@@ -10,7 +10,7 @@ README's "Dependencies") or a user's own PaddleOCR checkout or fork with the sam
 
 Progress comes from the tool's log lines, parsed by ``train_log.LogParser``.
 
-About 400 lines, kept whole: locating the engine, building the command and running it
+Kept in one module: locating the engine, building the command and running it
 are one contract with ``tools/*.py`` (the ``-o`` rendering, the offline environment and
 the process-group stop are only right together).
 """

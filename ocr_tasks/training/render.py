@@ -99,7 +99,8 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     rec and ignored for det. ``epochs=None`` keeps the template's ``epoch_num``.
     ``extra`` sets further dotted keys (``{"Optimizer.lr.learning_rate": 0.001}``;
     a numeric part indexes a list, ``Train.dataset.transforms.2.RecResizeImg.image_shape``);
-    it may not touch the owned keys, which have their own arguments.
+    it may not touch the owned keys, which have their own arguments. ``extra`` comes from the
+    config (a stage's ``overrides``), so a key it cannot set is a UsageError; a bad argument, a ValueError.
     """
     if task not in MODEL_KINDS:
         raise ValueError(f"task must be one of {MODEL_KINDS}, got {task!r}")
@@ -113,7 +114,7 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
             raise ValueError(f"{name}={weights} is a URL: fetch it first and give the local path")
     clashes = sorted(OWNED_KEYS.intersection(extra or {}))
     if clashes:
-        raise ValueError(f"extra may not set {', '.join(clashes)}: use render_config's own arguments")
+        raise UsageError(f"extra may not set {', '.join(clashes)}: use render_config's own arguments")
 
     config = copy.deepcopy(load_template(template))
     data_dir = Path(data_dir).absolute()
@@ -189,7 +190,7 @@ def _point_dataset(dataset: dict, data_dir: Path, label_file: Path) -> None:
 def _set_dotted(config: dict, key: str, value: object) -> None:
     parts = key.split(".")
     if not key or not all(parts):
-        raise ValueError(f"bad config key {key!r}")
+        raise UsageError(f"bad config key {key!r}")
     node: object = config
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[:depth + 1]), key)
@@ -200,22 +201,22 @@ def _set_dotted(config: dict, key: str, value: object) -> None:
     elif isinstance(node, dict):
         node[last] = plain(value)
     else:
-        raise ValueError(f"cannot set {key}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
+        raise UsageError(f"cannot set {key}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a mapping")
 
 
 def _child(node: object, part: str, where: str, key: str) -> object:
     if isinstance(node, dict):
         if part not in node or not isinstance(node[part], (dict, list)):
-            raise ValueError(f"cannot set {key}: the template has no section {where}")
+            raise UsageError(f"cannot set {key}: the template has no section {where}")
         return node[part]
     if isinstance(node, list):
         return node[_index(node, part, where, key)]
-    raise ValueError(f"cannot set {key}: {where} is not a section")
+    raise UsageError(f"cannot set {key}: {where} is not a section")
 
 
 def _index(node: list, part: str, where: str, key: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ValueError(f"cannot set {key}: {where} needs a list index below {len(node)}")
+        raise UsageError(f"cannot set {key}: {where} needs a list index below {len(node)}")
     return int(part)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ocr_tasks.storage import layout
@@ -22,30 +21,13 @@ from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import Storage
 from ocr_tasks.training.render import render_config, write_config
+from ocr_tasks.training.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".states")
 FROZEN_BACKBONE = Path(__file__).resolve().parent / "frozen_backbone.py"
 AUGMENT_OPS = frozenset({"RecAug", "RecConAug", "IaaAugment", "CopyPaste", "BaseDataAugmentation"})
-
-
-@dataclass
-class TrainedModel:
-    task: str
-    run_id: str
-    checkpoint: str              # local prefix of the best weights, e.g. .../finetune/best_accuracy
-    config: str                  # the rendered config of the last stage (replay with tools/train.py -c)
-    history: list[dict] = field(default_factory=list)
-    stages: list[dict] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "TrainedModel":
-        return cls(data["task"], data["run_id"], data.get("checkpoint", ""), data.get("config", ""),
-                   history=list(data.get("history") or []), stages=list(data.get("stages") or []))
 
 
 def template_path(template: str, engine: Engine) -> Path:

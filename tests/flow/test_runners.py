@@ -23,6 +23,7 @@ import pytest
 
 from ocr_tasks.config import load_config
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export, make_text_line_image
+from ocr_tasks.flow.codec import plain, rebuild
 from ocr_tasks.flow.local_runner import run_local
 from ocr_tasks.flow.run import RunContext, RunRequest
 from ocr_tasks.release.registry import production_version, publish_model, pull_model
@@ -116,7 +117,7 @@ def test_local_runner_whole_chain_then_the_consumer_path(local_run, tmp_path):
     storage.download_prefix("runs/e2e/bundle/", bundle)
     publish_model(storage, config.model_name, "e2e-candidate", bundle,
                   build_manifest(config, outcome, trained, ExportedBundle("runs/e2e/bundle/", ["det", "rec"]),
-                                 InfraValidation.from_json(served)), promote=False)
+                                 rebuild(InfraValidation, served)), promote=False)
     pulled = pull_model(storage, config.model_name, tmp_path / "pulled", "e2e-candidate")
 
     os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
@@ -162,7 +163,7 @@ def test_both_runners_produce_the_same_run(local_run, dag_run):
     dag_record = next(dag_storage.get_json(o.key) for o in dag_storage.list("runs/") if o.key.endswith("/run.json"))
     local_record = local_storage.get_json("runs/e2e/run.json")
 
-    assert local_record == local_outcome.to_json()
+    assert local_record == plain(local_outcome)
     assert dag_record.keys() == local_record.keys()
     assert dag_record["dataset_version"] == local_record["dataset_version"]
     assert dag_storage.get_json("ledger/ingest.json")["dataset_version"] == local_record["dataset_version"]

@@ -53,3 +53,18 @@ def test_the_least_sure_images_come_first(tmp_path):
     page = (tmp_path / "ranking.html").read_text()
     assert page.index("<td>blank.jpg</td>") < page.index("<td>unsure.jpg</td>") < page.index("<td>sure.jpg</td>")
     assert "thumbs/blank.jpg" in page and (tmp_path / "thumbs" / "blank.jpg").stat().st_size > 0
+
+
+def test_the_ranking_page_shows_upload_names_as_text_and_links_them_quoted(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "<b>batch&"
+    images.mkdir()
+    name = '<img src=x onerror="alert(1)"> #1?.jpg'
+    Image.new("RGB", (64, 32), "white").save(images / name, format="JPEG")
+    write_ranking(rank_images({name: {"lines": [], "box_scores": []}}), tmp_path / "out", images, "v<1>")
+    page = (tmp_path / "out" / "ranking.html").read_text()
+    assert "<b>" not in page and "<img src=x" not in page
+    assert "<td>&lt;img src=x onerror=&#34;alert(1)&#34;&gt; #1?.jpg</td>" in page
+    assert "&lt;b&gt;batch&amp;: hardest first" in page and "model v&lt;1&gt;" in page
+    assert 'src="thumbs/%3Cimg%20src%3Dx%20onerror%3D%22alert%281%29%22%3E%20%231%3F.jpg"' in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ocr_tasks.config import load_config
 from ocr_tasks.flow import steps
+from ocr_tasks.flow.airflow_runner import context_from_params
 from ocr_tasks.flow.run import RunContext, RunOutcome, RunRequest
 from ocr_tasks.release.approval import approval_markdown, approval_record, cli_approval
 from ocr_tasks.release.gate import GateDecision
@@ -22,9 +23,9 @@ def test_route_asks_a_person_only_when_approval_is_required_and_the_gate_passed(
     assert steps.route(_ctx(tmp_path, "approval.required=true"), failed) == steps.RECORD
     assert steps.route(_ctx(tmp_path, "approval.required=true", dry_run=True), passed) == steps.RECORD
     # the DAG's require_approval Param is the per-run override
-    ctx = RunContext.from_params({"require_approval": True}, "manual__1", None)
+    ctx = context_from_params({"require_approval": True}, "manual__1", None)
     assert ctx.config.approval.required is True
-    assert RunContext.from_params({"require_approval": None}, "manual__1", None).config.approval.required is False
+    assert context_from_params({"require_approval": None}, "manual__1", None).config.approval.required is False
 
 
 def test_the_request_shows_metrics_slices_reference_sets_and_the_report():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
@@ -36,7 +35,7 @@ def test_demo_config_is_the_shipped_one_with_its_own_bucket_scratch_and_det_bar(
     shipped = load_config()
     assert config.storage.bucket == "demo-bucket" and config.work_path == (tmp_path / "work").resolve()
     assert config.training == shipped.training
-    assert config.gate == dataclasses.replace(shipped.gate, det_min_hmean=DEMO_DET_MIN_HMEAN) != shipped.gate
+    assert config.gate == shipped.gate.model_copy(update={"det_min_hmean": DEMO_DET_MIN_HMEAN}) != shipped.gate
 
 
 def test_demo_sample_is_the_first_labelled_test_image(tmp_path):

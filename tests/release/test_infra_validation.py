@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ocr_tasks.flow.codec import plain, rebuild
 from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.gate import decide
@@ -48,7 +49,7 @@ def test_a_missing_runtime_and_one_without_paddleocr_are_refused_with_their_erro
     assert not bare.loaded and bare.error["type"] == "ModuleNotFoundError" and "paddleocr" in bare.error["message"]
     assert bare.versions["paddleocr"] is None and Path(bare.log_file).is_file()
     assert (served.images, served.crops) == (1, 1)
-    assert InfraValidation.from_json(json.loads(json.dumps(served.to_json()))) == served
+    assert rebuild(InfraValidation, json.loads(json.dumps(plain(served)))) == served
     decision = decide({"det": {"hmean": 0.9}, "rec": {"acc": 0.95}}, None, load_config().gate, served=served)
     assert not decision.passed and len([r for r in decision.reasons if "do not load" in r]) == 2
     assert served.verified_on() == []

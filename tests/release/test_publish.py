@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from ocr_tasks.flow.codec import rebuild
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.registry import (
@@ -168,7 +169,7 @@ def test_failed_upload_leaves_production_on_the_previous_version(storage, tmp_pa
 def test_versions_are_immutable(storage, bundle, tmp_path):
     publish_model(storage, NAME, "v1", bundle, manifest_for())
     first = storage.get_bytes(layout.model_manifest_key(NAME, "v1"))
-    with pytest.raises(ValueError, match="already published.*immutable"):
+    with pytest.raises(PublishError, match="already published.*immutable"):
         publish_model(storage, NAME, "v1", make_bundle(tmp_path / "other"), manifest_for())
     assert storage.get_bytes(layout.model_manifest_key(NAME, "v1")) == first
 
@@ -284,13 +285,13 @@ def test_a_retried_publish_task_never_publishes_the_run_twice(storage, bundle, t
     ctx = RunContext(config, storage, RunRequest("r7"))
     evaluation = Evaluation({"rec": {"acc": 0.95}}, trained={}, production_version="20260101T000000Z")
     outcome = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
-                            InfraValidation(), GateDecision.from_json(PASSED_GATE))
+                            InfraValidation(), rebuild(GateDecision, PASSED_GATE))
     assert outcome.model_version == "20260102T000000Z" and outcome.status == "published"
     assert [v["version"] for v in list_versions(storage, NAME)] == ["20260101T000000Z", "20260102T000000Z"]
     assert production_version(storage, NAME) == "20260102T000000Z"
     # and once more: still the same single version
     again = steps.publish(ctx, MergedDataset("ds123"), evaluation, ExportedBundle("runs/r7/bundle/", ["rec"]),
-                            InfraValidation(), GateDecision.from_json(PASSED_GATE))
+                            InfraValidation(), rebuild(GateDecision, PASSED_GATE))
     assert again.model_version == "20260102T000000Z" and len(list_versions(storage, NAME)) == 2
 
 
@@ -315,8 +316,9 @@ def test_a_publish_gated_against_an_older_production_is_kept_but_not_promoted(st
     publish_model(storage, NAME, "v2", make_bundle(tmp_path / "b2"), manifest_for(), if_production_is="v1")
     assert production_version(storage, NAME) == "v2"
     # a run that was gated against v1 finishes after v2 went out
-    with pytest.raises(ProductionMoved, match="moved from v1 to v2"):
+    with pytest.raises(ProductionMoved, match="moved from v1 to v2") as moved:
         publish_model(storage, NAME, "v3", make_bundle(tmp_path / "b3"), manifest_for(), if_production_is="v1")
+    assert not isinstance(moved.value, UsageError)    # an outcome the run reports, not the caller's mistake
     assert production_version(storage, NAME) == "v2"
     assert [v["version"] for v in list_versions(storage, NAME)] == ["v1", "v2", "v3"]   # stored, whole
     rollback(storage, NAME, "v3")                 # a person reviewed it and promotes it

@@ -28,9 +28,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("slices")
     folders = [export(root / "src", "shop_a", n_images=12, seed=1), export(root / "src", "shop_b", n_images=12, seed=2)]
     config = load_config(overrides=[f"work_dir={root / 'work'}"])
-    import dataclasses
-
-    prepare([str(f) for f in folders], root / "ds", dataclasses.replace(config, split=ALL_TEST))
+    prepare([str(f) for f in folders], root / "ds", config.model_copy(update={"split": ALL_TEST}))
     return root / "ds"
 
 

@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ocr_tasks.flow.codec import plain, rebuild
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 
 
@@ -55,9 +56,9 @@ def merge(args: dict) -> dict:
 
         merging.commit_merge = commit_when_released
     config = load_config(overrides=[f"work_dir={args['work_dir']}"])
-    refs = [ExportRef.from_json(ref) for ref in args["refs"]]
+    refs = [rebuild(ExportRef, ref) for ref in args["refs"]]
     result = merging.merge_exports(_storage(args), refs, config)
-    return result.to_json()
+    return plain(result)
 
 
 def publish(args: dict) -> dict:
@@ -76,6 +77,30 @@ def publish(args: dict) -> dict:
     return {"version": version, "promoted": promoted, "run_id": args["run_id"]}
 
 
+def fetch_bundle(args: dict) -> dict:
+    """A step's fetch of the run's exported bundle, `times` times, as infra_validate and compare do side by
+    side on one worker; after each fetch every file must be whole (its bytes as uploaded)."""
+    import hashlib
+
+    from ocr_tasks.config import load_config
+    from ocr_tasks.flow.run import ExportedBundle, RunContext, RunRequest
+    from ocr_tasks.flow.steps import fetch_bundle as fetch
+
+    config = load_config(overrides=[f"work_dir={args['work_dir']}"])
+    ctx = RunContext(config, _storage(args), RunRequest(args["run_id"]), args["step"])
+    problems = []
+    for attempt in range(args["times"]):
+        try:
+            local = fetch(ctx, ExportedBundle(args["prefix"], ["det", "rec"]))
+            got = {str(f.relative_to(local)): hashlib.sha256(f.read_bytes()).hexdigest()
+                   for f in sorted(local.rglob("*")) if f.is_file()}
+            if got != args["expected"]:
+                problems.append(f"fetch {attempt}: files differ from the bundle ({sorted(got)})")
+        except Exception as exc:  # noqa: BLE001 - the race shows as any error; report it, go on
+            problems.append(f"fetch {attempt}: {type(exc).__name__}: {exc}"[:300])
+    return {"step": args["step"], "problems": problems}
+
+
 if __name__ == "__main__":
     job, arguments = sys.argv[1], json.loads(sys.argv[2])
-    print(json.dumps({"count": count, "merge": merge, "publish": publish}[job](arguments)))
+    print(json.dumps({"count": count, "merge": merge, "publish": publish, "fetch_bundle": fetch_bundle}[job](arguments)))

@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from ocr_tasks.flow.codec import plain
 from ocr_tasks.config import IncomingConfig
 from ocr_tasks.ingest.exports import discover_exports
 from ocr_tasks.ingest.ledger import load_ledger
@@ -66,7 +66,7 @@ def test_a_dead_holders_lease_expires_and_a_live_one_is_waited_for(any_storage):
 def _merge_setup(storage, tmp_path):
     for index, name in enumerate(("batch_a", "batch_b")):
         upload(storage, export(tmp_path / name, name, n_images=5, seed=40 + index))
-    refs = {ref.name: ref.to_json() for ref in
+    refs = {ref.name: plain(ref) for ref in
             discover_exports(storage, load_ledger(storage), IncomingConfig(quiet_period_s=0)).new}
     return refs
 

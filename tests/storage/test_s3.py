@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ocr_tasks.embedded.s3server import LOCAL_SECRET_KEY, LocalS3Server
+from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import (
     ObjectInfo,
     ObjectNotFoundError,
@@ -276,7 +277,7 @@ def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://bucket/") == ("bucket", "")
     assert parse_s3_uri("s3://bucket/k.json") == ("bucket", "k.json")
     for bad in ["bucket/x", "s3:/bucket", "s3:///x", "http://b/x", "s3://b/../x", "s3://b//x"]:
-        with pytest.raises(ValueError, match="S3 URI|s3://"):
+        with pytest.raises(UsageError, match="S3 URI|s3://"):     # someone typed it: one line, exit 2
             parse_s3_uri(bad)
 
 

@@ -1,0 +1,217 @@
+"""The Airflow runner: a pipeline declaration (ocr_tasks/flow/pipeline.py) built into a DAG, one task
+per node. The one module of the package that knows Airflow (the DAG files in dags/ call it); the steps,
+storage, ingest, training and release never import it.
+
+How each role becomes a task: a step is a TaskFlow `@task`, a short-circuit `@task.short_circuit`
+(False skips everything after it), a branch `@task.branch`, an approval the standard provider's
+HITLBranchOperator (Required Actions in the UI), a node that maps over a list a mapped task
+(`.expand`), a gpu node lands in the gpu pool and queue with retries that resume.
+
+Artifacts travel through XCom in the one codec (ocr_tasks/flow/codec.py). A task pulls what it needs
+from the nodes that made it; the graph draws only each node's direct needs (`Pipeline.upstream`),
+so the Graph view shows the chain, not every hand-off.
+
+Airflow is imported here at module level: only DAG files and Airflow workers import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.sdk import Asset, Param, get_current_context, task
+
+from ocr_tasks.flow import codec
+from ocr_tasks.flow.pipeline import Node, Pipeline, Role
+
+log = logging.getLogger("ocr_retraining")
+
+# Names the deployment creates (docker/, the demo): the pool and queue GPU tasks wait on, and the
+# storage connection (AWS type: login/password = keys, extra endpoint_url / region_name)
+GPU_POOL = "gpu"
+GPU_QUEUE = "gpu"
+STORAGE_CONNECTION = "ocr_retrain_s3"
+GPU_RETRIES = 2
+ANSWER_KEY = "answer"        # the approval's XCom: the person's answer as the HITL operator gives it
+ARTIFACT_KEY = "artifact"    # a node's artifact; the return value is kept for what Airflow reads there:
+                             # a short-circuit's bool, a branch's choice, the list a mapped node expands over
+
+
+# --------------------------------------------------------------------------- run context from Airflow
+
+
+def storage_credentials() -> dict[str, Any] | None:
+    """Keys and endpoint from the Airflow connection `ocr_retrain_s3`, or None (-> the environment, as
+    `ocr-retrain` reads it). AWS type: login/password = keys; extra endpoint_url, region_name,
+    aws_session_token; or host as the endpoint. Never logged."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import Connection
+
+    try:
+        connection = Connection.get(STORAGE_CONNECTION)
+    except AirflowNotFoundException:
+        return None
+    extra = getattr(connection, "extra_dejson", None) or {}
+    return {"access_key_id": connection.login or None, "secret_access_key": connection.password or None,
+            "session_token": extra.get("aws_session_token"),
+            "endpoint_url": extra.get("endpoint_url") or connection.host or None,
+            "region": extra.get("region_name") or extra.get("region")}
+
+
+def context_from_params(params: Mapping[str, Any], run_id: str, credentials: Mapping[str, Any] | None = None) -> Any:
+    """A RunContext from the DAG's Params (the trigger form): gate overrides applied to the config.
+
+    StorageSettings keeps the secrets out of its repr, so logging the context is safe.
+    """
+    from ocr_tasks.config import load_config
+    from ocr_tasks.flow.run import RunContext, RunRequest, sanitize_run_id
+    from ocr_tasks.storage.s3 import storage_from_config
+
+    overrides = [f"gate.{key}={float(params[key])}" for key in ("rec_min_acc", "det_min_hmean")
+                 if params.get(key) is not None]
+    if params.get("require_approval") is not None:
+        overrides.append(f"approval.required={'true' if params['require_approval'] else 'false'}")
+    config = load_config(overrides=overrides)
+    epochs = params.get("epochs")
+    request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
+                         force=bool(params.get("force")), epochs=int(epochs) if epochs is not None else None,
+                         dry_run=bool(params.get("dry_run")))
+    return RunContext(config, storage_from_config(config, credentials=dict(credentials) if credentials else None),
+                      request)
+
+
+def _task_context(node: Node) -> Any:
+    airflow = get_current_context()
+    return context_from_params(airflow["params"], airflow["run_id"], storage_credentials()).for_step(node.name)
+
+
+def on_failure(context: dict[str, Any]) -> None:
+    """One clear line per failed task: which task, which run, what went wrong (no secrets, no traceback)."""
+    ti = context.get("task_instance") or context.get("ti")
+    exc = context.get("exception")
+    summary = f"{type(exc).__name__}: {exc}" if exc is not None else "no exception recorded (see the task log)"
+    if len(summary) > 500:
+        summary = summary[:500] + "..."
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    where = f"{task_id}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else task_id
+    attempt = getattr(ti, "try_number", "?")
+    run_id = context.get("run_id", "?")
+    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", "?")
+    log.error("%s FAILED: task %s, run %s, try %s: %s", dag_id, where, run_id, attempt, summary)
+    try:  # the optional webhook / email (ocr_tasks/flow/notify.py); a notification problem never masks the failure
+        from ocr_tasks.config import load_config
+        from ocr_tasks.flow.notify import notify, task_failed
+
+        notify(task_failed(where, str(run_id), attempt, summary, getattr(ti, "log_url", None)),
+               load_config().notifications)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: failure notification not sent: %s", dag_id, exc)
+
+
+# --------------------------------------------------------------------------- nodes -> tasks
+
+
+def _inputs(pipeline: Pipeline, node: Node, ti: Any) -> list[Any]:
+    """The node's artifacts, pulled from the tasks that made them (None for a task that did not run)."""
+    values = []
+    for artifact in node.inputs:
+        producer = pipeline.producer(artifact)
+        if producer.role is Role.APPROVAL:
+            answer = ti.xcom_pull(task_ids=producer.name, key=ANSWER_KEY)
+            values.append(producer.approval.record(answer) if answer else None)
+            continue
+        value = ti.xcom_pull(task_ids=producer.name, key=ARTIFACT_KEY)
+        if producer.map_over:   # every mapped instance's artifact, by map index (one instance comes back bare)
+            value = [] if value is None else value if isinstance(value, list) else [value]
+        values.append(codec.load(value))
+    return values
+
+
+def _callable(pipeline: Pipeline, node: Node):
+    mapped_attributes = {other.map_over[1] for other in pipeline.nodes
+                         if other.map_over and pipeline.producer(other.map_over[0]) is node}
+    if len(mapped_attributes) > 1:   # Airflow maps over a task's return value only
+        raise ValueError(f"{pipeline.name}: nodes map over {sorted(mapped_attributes)} of {node.name}: one at most")
+
+    def run_node(item: Any = None) -> Any:
+        from airflow.exceptions import AirflowSkipException
+
+        ctx = _task_context(node)
+        if node.when is not None and not node.when(ctx):
+            raise AirflowSkipException(f"{node.name}: not asked for in this run ({node.when.__name__})")
+        ti = get_current_context()["ti"]
+        inputs = _inputs(pipeline, node, ti)
+        if node.map_over:   # this instance's item replaces the list it was mapped from
+            inputs[node.inputs.index(node.map_over[0])] = codec.load(item)
+        result = node.run(ctx, *inputs)
+        if node.role in (Role.SHORT_CIRCUIT, Role.BRANCH):
+            return result
+        ti.xcom_push(key=ARTIFACT_KEY, value=codec.dump(result))
+        for attribute in mapped_attributes:   # the list the mapped node expands over
+            return [codec.dump(item) for item in getattr(result, attribute)]
+        return None
+
+    run_node.__name__ = node.name
+    run_node.__doc__ = node.doc
+    return run_node
+
+
+class ApprovalTask(HITLBranchOperator):
+    """An APPROVAL node: HITLBranchOperator whose subject and body the node's `request` writes when the
+    task starts (the report is written then, so the person can read it first). The answer (options,
+    comment, who, when) is kept as the XCom "answer" for the nodes after it."""
+
+    def __init__(self, *, pipeline: Pipeline, node: Node, **kwargs: Any) -> None:
+        super().__init__(subject=f"{node.name}?", **kwargs)
+        self._pipeline, self._node = pipeline, node
+
+    def execute(self, context: Any) -> Any:
+        ctx = _task_context(self._node)
+        self.subject, self.body = self._node.approval.request(ctx, *_inputs(self._pipeline, self._node, context["ti"]))
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # pushed first: branching ends the task by raising (Airflow 3 skips the other branch that way)
+        at = event.get("responded_at")
+        context["ti"].xcom_push(key=ANSWER_KEY, value={
+            "chosen_options": list(event.get("chosen_options") or []),
+            "params_input": dict(event.get("params_input") or {}),
+            "responded_at": at.isoformat() if hasattr(at, "isoformat") else at,
+            "responded_by_user": event.get("responded_by_user")})
+        return super().execute_complete(context=context, event=event)
+
+
+def build_tasks(pipeline: Pipeline, *, approval_timeout: timedelta, gpu_retry_delay: timedelta,
+                publishes_to: Asset | None = None) -> dict[str, Any]:
+    """Every node as a task inside the current `with DAG` / `@dag` body, wired by `Pipeline.upstream`."""
+    made: dict[str, Any] = {}
+    for node in pipeline.nodes:
+        options: dict[str, Any] = {"task_id": node.name}
+        if node.on_gpu:
+            options.update(pool=GPU_POOL, queue=GPU_QUEUE, retries=GPU_RETRIES, retry_delay=gpu_retry_delay)
+        if node.joins_optional:
+            options["trigger_rule"] = "none_failed"
+        if node.publishes and publishes_to is not None:
+            options["outlets"] = [publishes_to]
+        if node.role is Role.APPROVAL:
+            made[node.name] = ApprovalTask(
+                pipeline=pipeline, node=node, task_id=node.name, options=list(node.approval.options),
+                options_mapping=dict(node.approval.options), defaults=[node.approval.default],
+                response_timeout=approval_timeout, doc_md=node.doc,
+                params={"comment": Param("", type="string", description="Why (kept in run.json and the manifest).")})
+            continue
+        decorator = {Role.SHORT_CIRCUIT: task.short_circuit, Role.BRANCH: task.branch}.get(node.role, task)
+        operator = decorator(**options)(_callable(pipeline, node))
+        if node.map_over:
+            source = made[pipeline.producer(node.map_over[0]).name]
+            made[node.name] = operator.expand(item=source)
+        else:
+            made[node.name] = operator()
+    for node in pipeline.nodes:
+        for upstream in pipeline.upstream(node):
+            made[upstream] >> made[node.name]
+    return made

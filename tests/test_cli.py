@@ -1,0 +1,47 @@
+"""`ocr-retrain`'s errors: what the user can fix is one line and exit 2; a bug shows its traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ocr_tasks.cli import main
+from ocr_tasks.errors import StorageError
+
+
+def test_a_usage_error_is_one_line_and_exit_2(capsys):
+    assert main(["demo", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == "ocr-retrain: error: --epochs must be >= 1\n"
+
+
+def test_a_storage_failure_is_one_line_and_exit_2(monkeypatch, capsys):
+    def unreachable(*args, **kwargs):
+        raise StorageError("S3 ListObjectsV2 s3://b/ failed after 7 attempts: endpoint http://127.0.0.1:9 unreachable")
+
+    monkeypatch.setattr("ocr_tasks.embedded.s3server.serve", unreachable)
+    assert main(["storage", "serve", "--port", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ocr-retrain: error: S3 ListObjectsV2") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bug", ["ValueError", "KeyError"])
+def test_an_unexpected_exception_shows_its_traceback(bug):
+    """As the console script runs it (`sys.exit(main())`), with a command's function raising what no user causes."""
+    script = textwrap.dedent(f"""
+        import sys
+        import ocr_tasks.embedded.s3server as s3server
+        from ocr_tasks.cli import main
+
+        def broken(*args, **kwargs):
+            raise {bug}("a bug, not a usage error")
+
+        s3server.serve = broken
+        sys.exit(main(["storage", "serve", "--port", "9"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode not in (0, 2), done.stderr
+    assert "Traceback (most recent call last)" in done.stderr and f"{bug}: " in done.stderr
+    assert "in broken" in done.stderr and "ocr-retrain: error" not in done.stderr
