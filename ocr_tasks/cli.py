@@ -73,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--models", help="comma-separated subset of det,rec (default: training.models)")
     run.add_argument("--epochs", type=int, help="override every stage's epochs")
     run.add_argument("--dry-run", action="store_true",
-                     help="train, evaluate, export, infra-validate and gate as usual, then publish nothing "
-                          "(the report stays under runs/<run_id>/)")
+                     help="every step up to the gate as usual (ingest, train, evaluate, export, infra-validate, "
+                          "gate), then publish nothing: the report goes to runs/<run_id>/report/")
     run.add_argument("--approved-by", metavar="NAME",
                      help="who approves the publish, when approval.required is set (else the run is rejected)")
     run.add_argument("--run-id", help="reuse a run id to resume its checkpoints")
@@ -312,7 +312,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_prelabel(args) -> int:
     from ocr_tasks.prelabel.prelabel import batches_to_prelabel, prelabel_batch
-    from ocr_tasks.release.registry import production_version
+    from ocr_tasks.release.registry import check_name, production_version
     from ocr_tasks.storage import layout
     from ocr_tasks.storage.s3 import parse_s3_uri, storage_from_config
 
@@ -331,6 +331,7 @@ def cmd_prelabel(args) -> int:
     version = args.model_version or production_version(storage, config.model_name)
     if version is None:
         raise UsageError(f"model {config.model_name} has no production version yet: nothing to pre-label with")
+    check_name(version, "model version")
     for batch in batches or batches_to_prelabel(storage, version):
         result = prelabel_batch(storage, config, batch, version)
         if result.already_done:

@@ -296,7 +296,7 @@ class ModelTraining(_Section):
 
     @field_validator("template", "pdx_model_name")
     @classmethod
-    def _set(cls, value: str) -> str:
+    def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
         return value
@@ -391,9 +391,8 @@ def resolve_profile(training: dict) -> dict:
     """`training` (a raw mapping) with its profile's det and rec as the base of its own det and rec:
     mappings merged key by key, anything else (lists: stages) replaced by the config's value."""
     name = training.get("profile", DEFAULT_PROFILE)
-    if not isinstance(name, str):
-        return training          # the field's own check says what is wrong with it
-    profile = _load_profile(profile_path(name))
+    # not a string: the field's own check says so; the default profile meanwhile, for no other complaint
+    profile = _load_profile(profile_path(name if isinstance(name, str) else DEFAULT_PROFILE))
     merged = dict(training)
     for task in MODEL_KINDS:
         mine = training.get(task)
@@ -569,6 +568,9 @@ def _walk(root: type[BaseModel], loc: tuple) -> tuple[str, Any, type[BaseModel] 
     dotted, field, holder = "", None, None
     node: Any = root
     for part in loc:
+        if part == "[key]":         # a mapping's key, not its value, is at fault
+            dotted += " (the key)"
+            continue
         shape = _unwrap(node)
         if isinstance(shape, type) and issubclass(shape, BaseModel) and isinstance(part, str):
             holder, field = shape, shape.model_fields.get(part)
@@ -578,9 +580,6 @@ def _walk(root: type[BaseModel], loc: tuple) -> tuple[str, Any, type[BaseModel] 
             node, field = typing.get_args(shape)[0], None
             dotted += f"[{part}]"
         elif typing.get_origin(shape) is dict:
-            if part == "[key]":
-                dotted += " (a key)"
-                continue
             node, field = typing.get_args(shape)[1], None
             dotted += f".{part}" if isinstance(part, str) else f"[{part!r}]"
         else:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Final, Literal
 
-ModelKind = Literal["det", "rec"]
+ModelKind = Literal["det", "rec"]   # a model kind where a type is wanted; DET and REC where a value is
 DET: Final = "det"
 REC: Final = "rec"
 MODEL_KINDS: Final = (DET, REC)            # PaddleOCR's text detection and recognition
@@ -13,14 +14,33 @@ MODEL_KINDS: Final = (DET, REC)            # PaddleOCR's text detection and reco
 SPLITS: Final = ("train", "val", "test")   # 6:2:2 by default (config `split`)
 TEST_SPLIT: Final = "test"                 # the held-out split the gate judges on
 
-# How a run ended (run.json `status`, the CLI's `run <id>: <status>`)
-NOTHING_NEW: Final = "nothing-new"
-GATE_FAILED: Final = "gate-failed"
-DRY_RUN: Final = "dry-run"
-PUBLISHED: Final = "published"
-# stored as a version, not made production: another run moved production after this run's gate
-SUPERSEDED: Final = "superseded"
-REJECTED: Final = "rejected"      # passed the gate; the person asked (approval.required) said no, or never answered
+class RunStatus(StrEnum):
+    """How a run ended (run.json `status`, the CLI's `run <id>: <status>`)."""
+
+    NOTHING_NEW = "nothing-new"
+    GATE_FAILED = "gate-failed"
+    DRY_RUN = "dry-run"
+    PUBLISHED = "published"
+    # stored as a version, not made production: another run moved production after this run's gate
+    SUPERSEDED = "superseded"
+    REJECTED = "rejected"      # passed the gate; the person asked (approval.required) said no, or never answered
+    AWAITING_APPROVAL = "awaiting-approval"   # the report a person reads before deciding
+
+
+NOTHING_NEW: Final = RunStatus.NOTHING_NEW
+GATE_FAILED: Final = RunStatus.GATE_FAILED
+DRY_RUN: Final = RunStatus.DRY_RUN
+PUBLISHED: Final = RunStatus.PUBLISHED
+SUPERSEDED: Final = RunStatus.SUPERSEDED
+REJECTED: Final = RunStatus.REJECTED
+
+
+class Decision(StrEnum):
+    """A person's answer to an approval request (run.json and the manifest `approval.decision`)."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
 
 # What can notify (config `notifications.events`)
 TASK_FAILED_EVENT: Final = "task_failed"

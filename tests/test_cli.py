@@ -12,9 +12,16 @@ from ocr_tasks.cli import main
 from ocr_tasks.errors import StorageError
 
 
-def test_a_usage_error_is_one_line_and_exit_2(capsys):
-    assert main(["demo", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err == "ocr-retrain: error: --epochs must be >= 1\n"
+@pytest.mark.parametrize("argv, says", [
+    (["demo", "--epochs", "0"], "--epochs must be >= 1"),
+    (["prelabel", "s3:/bucket/unlabeled/b/"], "not an S3 URI"),
+    (["prelabel", "--model-version", "../v1"], "invalid model version '../v1'"),   # before any storage call
+    (["pull-dataset", "../v1", "--dest", "unused"], "invalid dataset version '../v1'"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(argv, says, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ocr-retrain: error: {says}") and err.count("\n") == 1
 
 
 def test_a_storage_failure_is_one_line_and_exit_2(monkeypatch, capsys):

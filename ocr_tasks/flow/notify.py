@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 
 from ocr_tasks.config import NotificationsConfig
+from ocr_tasks.vocabulary import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +144,15 @@ def task_failed(task: str, run_id: str, attempt: object, error: str, log_url: st
 
 def notify_outcome(outcome: dict, model: str, settings: NotificationsConfig) -> list[str]:
     """The end of a run (run.json): a failed gate or a publish, as configured."""
-    if outcome.get("status") == "gate-failed":
+    if outcome.get("status") == RunStatus.GATE_FAILED:
         alert = gate_failed(outcome["run_id"], list((outcome.get("gate") or {}).get("reasons") or []),
                             outcome.get("report_uri"))
-    elif outcome.get("status") == "published":
+    elif outcome.get("status") == RunStatus.PUBLISHED:
         alert = published(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("metrics") or {},
                           outcome.get("report_uri"))
-    elif outcome.get("status") == "rejected":
+    elif outcome.get("status") == RunStatus.REJECTED:
         alert = rejected(outcome["run_id"], model, outcome.get("approval") or {}, outcome.get("report_uri"))
-    elif outcome.get("status") == "superseded":
+    elif outcome.get("status") == RunStatus.SUPERSEDED:
         alert = superseded(outcome["run_id"], model, outcome.get("model_version") or "?", outcome.get("note") or "",
                            outcome.get("report_uri"))
     else:

@@ -18,7 +18,7 @@ from ocr_tasks.config import PipelineConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.exports import Discovery as ExportsFound
 from ocr_tasks.training.trained_model import TrainedModel
-from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp
+from ocr_tasks.vocabulary import MODEL_KINDS, RunStatus, compact_timestamp
 
 if TYPE_CHECKING:  # boto3 stays out of DAG parsing
     from ocr_tasks.storage.s3 import Storage
@@ -137,7 +137,7 @@ class RunOutcome:
     """How the run ended: run.json in storage, the CLI's summary, the notification."""
 
     run_id: str
-    status: str                      # vocabulary: nothing-new | gate-failed | dry-run | published | superseded
+    status: RunStatus
     dataset_version: str | None = None
     model_version: str | None = None
     metrics: dict = field(default_factory=dict)

@@ -26,7 +26,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.codec import plain
 from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DET, DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
+from ocr_tasks.vocabulary import DET, DRY_RUN, Decision, RunStatus, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
 
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
@@ -285,7 +285,7 @@ def approval_by_hand(ctx: RunContext) -> tuple[str, dict]:
     from ocr_tasks.release.approval import APPROVE, REJECT, cli_approval
 
     record = cli_approval(ctx.request.approved_by)
-    return (APPROVE if record["decision"] == "approved" else REJECT), record
+    return (APPROVE if record["decision"] == Decision.APPROVED else REJECT), record
 
 
 def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, served: InfraValidation,
@@ -295,7 +295,7 @@ def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluat
     from ocr_tasks.release.approval import approval_markdown
     from ocr_tasks.release.bundle import write_report
 
-    outcome = _outcome(ctx, "awaiting approval", merged, evaluation, served, decision, compared)
+    outcome = _outcome(ctx, RunStatus.AWAITING_APPROVAL, merged, evaluation, served, decision, compared)
     report_dir = ctx.scratch / "report"
     write_report(ctx.config, outcome, evaluation.trained, report_dir,
                  errors=_error_analysis(ctx, merged, compared, report_dir))
@@ -322,7 +322,7 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     storage, config = ctx.storage, ctx.config
     outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision, compared)
     outcome.approval = approval
-    if ctx.config.approval.required and not (approval and approval.get("decision") == "approved"):
+    if ctx.config.approval.required and not (approval and approval.get("decision") == Decision.APPROVED):
         raise UsageError(f"run {ctx.run_id}: approval.required is set and nobody approved this publish "
                          f"(approval record: {approval})")
     gated_against = evaluation.production_version   # promote only over the production the gate saw
@@ -359,7 +359,7 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     runs/<run_id>/report/; the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
     from ocr_tasks.release.bundle import write_report
 
-    status = REJECTED if approval and approval.get("decision") == "rejected" else \
+    status = REJECTED if approval and approval.get("decision") == Decision.REJECTED else \
         DRY_RUN if decision.passed else GATE_FAILED
     outcome = _outcome(ctx, status, merged, evaluation, served, decision, compared)
     outcome.approval = approval

@@ -75,7 +75,7 @@ def batches_to_prelabel(storage: Storage, model_version: str) -> list[str]:
 def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_version: str | None = None
                    ) -> Prelabelled:
     from ocr_tasks.release.infra_validation import read_samples
-    from ocr_tasks.release.registry import production_version, pull_model
+    from ocr_tasks.release.registry import check_name, production_version, pull_model
 
     why = unsafe_export_name(batch)
     if why:
@@ -83,6 +83,7 @@ def prelabel_batch(storage: Storage, config: PipelineConfig, batch: str, model_v
     version = model_version or production_version(storage, config.model_name)
     if version is None:
         raise UsageError(f"model {config.model_name} has no production version yet: nothing to pre-label with")
+    check_name(version, "model version")
     out_prefix = layout.prelabel_prefix(batch, version)
     result = Prelabelled(batch, version, storage.uri(out_prefix + f"{batch}/"), storage.uri(out_prefix + "ranking.html"))
     if storage.exists(layout.prelabel_done_key(batch, version)):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ocr_tasks.release.gate import KEY_METRICS
-from ocr_tasks.vocabulary import timestamp
+from ocr_tasks.vocabulary import Decision, timestamp
 
 APPROVE, REJECT = "Approve", "Reject"
 
@@ -60,7 +60,7 @@ def approval_record(answer: dict[str, Any] | None, *, via: str = "airflow") -> d
     user = answer.get("responded_by_user") or None
     params = answer.get("params_input") or {}
     at = answer.get("responded_at")
-    return {"decision": "approved" if chosen == [APPROVE] else "rejected",
+    return {"decision": Decision.APPROVED if chosen == [APPROVE] else Decision.REJECTED,
             "by": (user.get("name") or user.get("id")) if isinstance(user, dict) else user,
             "at": at.isoformat() if hasattr(at, "isoformat") else (at or timestamp()),
             "comment": (params.get("comment") or None) if isinstance(params, dict) else None,
@@ -70,9 +70,9 @@ def approval_record(answer: dict[str, Any] | None, *, via: str = "airflow") -> d
 def cli_approval(approved_by: str | None) -> dict[str, Any]:
     """`ocr-retrain run` asks nobody: approved when --approved-by names who approves, else rejected, saying why."""
     if approved_by:
-        return {"decision": "approved", "by": approved_by, "at": timestamp(), "comment": None, "timed_out": False,
+        return {"decision": Decision.APPROVED, "by": approved_by, "at": timestamp(), "comment": None, "timed_out": False,
                 "via": "cli"}
-    return {"decision": "rejected", "by": None, "at": timestamp(), "timed_out": False, "via": "cli",
+    return {"decision": Decision.REJECTED, "by": None, "at": timestamp(), "timed_out": False, "via": "cli",
             "comment": "approval.required is set and `ocr-retrain run` asks nobody: pass --approved-by NAME"}
 
 

@@ -1,6 +1,6 @@
 """The report's error analysis: the test samples the new model reads worst, as pictures, beside production.
 
-    analyse_errors(reads, data_dir, out) -> dict    (rendered by report.write_summary)
+    analyse_errors(reads, data_dir, out) -> dict    (shown by report.write_summary: templates/report.html.j2)
 
 rec   the misread crops, most wrong first (normalised edit distance, then the model's confidence,
       since a confident mistake is the one consumers will not catch): the crop, its label, and what

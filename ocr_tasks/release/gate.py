@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ocr_tasks.config import GateConfig
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.infra_validation import InfraValidation
 
-__all__ = ["KEY_METRICS", "GateDecision", "decide"]
+__all__ = ["KEY_METRICS", "Bound", "CheckKind", "GateCheck", "GateDecision", "decide"]
 
 # The one metric per model that thresholds and regressions are judged on.
 KEY_METRICS: dict[str, str] = {DET: "hmean", REC: "acc"}
@@ -35,11 +36,52 @@ KEY_METRICS: dict[str, str] = {DET: "hmean", REC: "acc"}
 _EPSILON = 1e-9
 
 
+class CheckKind(StrEnum):
+    """What a check judges. In TFX's words: a value threshold bounds a metric, a change threshold
+    bounds its change against a baseline (production, or tools/eval.py for an exported model)."""
+
+    THRESHOLD = "threshold"         # value threshold: the test split, or end to end in a runtime
+    REGRESSION = "regression"       # change threshold against production, the whole test split
+    SLICE = "slice"                 # change threshold against production, one slice of the test split
+    REFERENCE = "reference"         # change threshold against production, one reference set
+    EXPORT_DRIFT = "export_drift"   # change threshold: exported model in a runtime against tools/eval.py
+    RUNTIME = "runtime"             # the exported models load and run in a consumer runtime
+    COMPARISON = "comparison"       # the comparison with production could be made
+
+
+class Bound(StrEnum):
+    """How `value` must stand against `threshold` (the record keeps the symbol)."""
+
+    ABOVE = ">"
+    AT_LEAST = ">="
+    DRIFT_AT_MOST = "drift <="      # |value - eval_value| <= threshold
+    HOLDS = "=="                    # a yes/no check: it held
+
+
+@dataclass
+class GateCheck:
+    model: str                      # det, rec, e2e, or det+rec
+    metric: str
+    value: float | None
+    threshold: float | None
+    op: Bound
+    passed: bool
+    kind: CheckKind
+    runtime: str | None = None      # the consumer runtime it was read in
+    baseline: float | None = None   # production's value (change thresholds)
+    max_regression: float | None = None
+    eval_value: float | None = None  # tools/eval.py's value (export drift)
+    drift: float | None = None
+    slice: str | None = None
+    reference: str | None = None
+    samples: int | None = None
+
+
 @dataclass
 class GateDecision:
     passed: bool
     reasons: list[str] = field(default_factory=list)  # one sentence per failed check
-    checks: list[dict[str, Any]] = field(default_factory=list)  # every check, passed or not
+    checks: list[GateCheck] = field(default_factory=list)  # every check, passed or not
     thresholds: dict[str, Any] = field(default_factory=dict)  # the GateConfig it judged with
 
 
@@ -65,18 +107,18 @@ def decide(
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r} for the gate (known: {', '.join(KEY_METRICS)})")
 
-    checks: list[dict[str, Any]] = []
+    checks: list[GateCheck] = []
     reasons: list[str] = []
     for model in models:
         metric = KEY_METRICS[model]
         value, problem = _metric(new, model, metric)
 
         if model == REC:
-            op, threshold = ">", gate.rec_min_acc
+            op, threshold = Bound.ABOVE, gate.rec_min_acc
         else:
-            op, threshold = ">=", gate.det_min_hmean
+            op, threshold = Bound.AT_LEAST, gate.det_min_hmean
         passed = problem is None and _compare(value, op, threshold)
-        checks.append(_check(model, metric, value, threshold, op, passed, kind="threshold"))
+        checks.append(GateCheck(model, metric, value, threshold, op, passed, CheckKind.THRESHOLD))
         if problem is not None:
             reasons.append(f"{model} {metric} {problem} in the new model's test metrics")
         elif not passed:
@@ -88,10 +130,8 @@ def decide(
         # Rounded only for the record: 0.95 - 0.01 would otherwise read 0.9400000000000001.
         threshold = None if base_problem is not None else round(base_value - gate.max_regression, 12)
         passed = problem is None and base_problem is None and value >= base_value - gate.max_regression - _EPSILON
-        check = _check(model, metric, value, threshold, ">=", passed, kind="regression")
-        check["baseline"] = base_value
-        check["max_regression"] = gate.max_regression
-        checks.append(check)
+        checks.append(GateCheck(model, metric, value, threshold, Bound.AT_LEAST, passed, CheckKind.REGRESSION,
+                                baseline=base_value, max_regression=gate.max_regression))
         if base_problem is not None:
             # Production exists for this model but could not be measured: refusing is the
             # safe answer, since nobody can tell whether the new model is worse.
@@ -110,18 +150,17 @@ def decide(
         _check_served(new, served, gate, models, checks, reasons)
     if compared is not None:
         _check_compared(compared, gate, models, checks, reasons)
-    return GateDecision(passed=all(c["passed"] for c in checks), reasons=reasons, checks=checks,
+    return GateDecision(passed=all(c.passed for c in checks), reasons=reasons, checks=checks,
                         thresholds=gate.model_dump())
 
 
 def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gate: GateConfig,
-                  models: Sequence[str], checks: list[dict[str, Any]], reasons: list[str]) -> None:
+                  models: Sequence[str], checks: list[GateCheck], reasons: list[str]) -> None:
     """Every runtime loads the exported models; their metrics there stay within max_export_drift of eval.py's."""
     for runtime in served.runtimes:
         label = runtime.label()
-        load = _check("det+rec", "loads", None, None, "==", runtime.loaded, kind="runtime")
-        load["runtime"] = label
-        checks.append(load)
+        checks.append(GateCheck("det+rec", "loads", None, None, Bound.HOLDS, runtime.loaded, CheckKind.RUNTIME,
+                                runtime=label))
         if not runtime.loaded:
             error = runtime.error or {}
             message = str(error.get("message", "")).strip().splitlines()
@@ -134,9 +173,8 @@ def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gat
             exported, problem = _metric(runtime.metrics, model, metric)
             drift = None if problem or eval_problem else abs(exported - evaluated)
             passed = drift is not None and drift <= gate.max_export_drift + _EPSILON
-            check = _check(model, metric, exported, gate.max_export_drift, "drift <=", passed, kind="export_drift")
-            check.update(runtime=label, eval_value=evaluated, drift=drift)
-            checks.append(check)
+            checks.append(GateCheck(model, metric, exported, gate.max_export_drift, Bound.DRIFT_AT_MOST, passed,
+                                    CheckKind.EXPORT_DRIFT, runtime=label, eval_value=evaluated, drift=drift))
             if problem:
                 reasons.append(f"{model} {metric} of the exported model {problem} in runtime {label}")
             elif not passed and drift is not None:
@@ -145,46 +183,44 @@ def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gat
                                f"{_fmt(gate.max_export_drift)} allowed)")
         if gate.e2e_min_hmean is not None:
             value, problem = _metric(runtime.metrics, "e2e", "e2e_hmean")
-            passed = problem is None and _compare(value, ">=", gate.e2e_min_hmean)
-            check = _check("e2e", "e2e_hmean", value, gate.e2e_min_hmean, ">=", passed, kind="threshold")
-            check["runtime"] = label
-            checks.append(check)
+            passed = problem is None and _compare(value, Bound.AT_LEAST, gate.e2e_min_hmean)
+            checks.append(GateCheck("e2e", "e2e_hmean", value, gate.e2e_min_hmean, Bound.AT_LEAST, passed,
+                                    CheckKind.THRESHOLD, runtime=label))
             if not passed:
                 reasons.append(f"end-to-end hmean {_fmt(value) if problem is None else problem} in runtime {label} "
                                f"is not >= {_fmt(gate.e2e_min_hmean)}")
 
 
-def _check_compared(compared: Comparison, gate: GateConfig, models: Sequence[str], checks: list[dict[str, Any]],
+def _check_compared(compared: Comparison, gate: GateConfig, models: Sequence[str], checks: list[GateCheck],
                     reasons: list[str]) -> None:
     """No slice of the test split (with enough samples) and no reference set regresses against production."""
     for problem in compared.problems:
-        checks.append(_check("det+rec", "compared", None, None, "==", False, kind="comparison"))
+        checks.append(GateCheck("det+rec", "compared", None, None, Bound.HOLDS, False, CheckKind.COMPARISON))
         reasons.append(problem)
     for model in models:
         metric = KEY_METRICS[model]
         for name, entry in sorted((compared.slices.get(model) or {}).items()):
             if entry.get("production") is None or entry["samples"] < gate.slice_min_samples:
                 continue
-            _regression(model, metric, entry, gate.max_slice_regression, "slice", name,
+            _regression(model, metric, entry, gate.max_slice_regression, CheckKind.SLICE, name,
                         f"on test slice {name} ({entry['samples']} samples)", checks, reasons)
         for name, kinds in sorted(compared.references.items()):
             entry = kinds.get(model)
             if entry is None or entry.get("production") is None:
                 continue
-            _regression(model, metric, entry, gate.max_reference_regression, "reference", name,
+            _regression(model, metric, entry, gate.max_reference_regression, CheckKind.REFERENCE, name,
                         f"on reference set {name} ({entry['samples']} samples)", checks, reasons)
 
 
-def _regression(model: str, metric: str, entry: dict[str, Any], tolerance: float, kind: str, name: str,
-                where: str, checks: list[dict[str, Any]], reasons: list[str]) -> None:
+def _regression(model: str, metric: str, entry: dict[str, Any], tolerance: float, kind: CheckKind, name: str,
+                where: str, checks: list[GateCheck], reasons: list[str]) -> None:
     value, problem = _metric({model: entry.get("new") or {}}, model, metric)
     base, base_problem = _metric({model: entry.get("production") or {}}, model, metric)
     if base_problem:
         return
     passed = problem is None and value >= base - tolerance - _EPSILON
-    check = _check(model, metric, value, base - tolerance, ">=", passed, kind=kind)
-    check.update({kind: name, "samples": entry["samples"], "baseline": base})
-    checks.append(check)
+    checks.append(GateCheck(model, metric, value, base - tolerance, Bound.AT_LEAST, passed, kind,
+                            samples=entry["samples"], baseline=base, **{kind.value: name}))
     if problem:
         reasons.append(f"{model} {metric} {where} {problem}")
     elif not passed:
@@ -205,16 +241,10 @@ def _metric(metrics: dict[str, dict[str, float]], model: str, metric: str) -> tu
     return float(raw), None
 
 
-def _compare(value: float | None, op: str, threshold: float) -> bool:
+def _compare(value: float | None, op: Bound, threshold: float) -> bool:
     if value is None:
         return False
-    return value > threshold if op == ">" else value >= threshold - _EPSILON
-
-
-def _check(model: str, metric: str, value: float | None, threshold: float | None, op: str, passed: bool,
-           *, kind: str) -> dict[str, Any]:
-    return {"model": model, "metric": metric, "value": value, "threshold": threshold, "op": op,
-            "passed": bool(passed), "kind": kind}
+    return value > threshold if op is Bound.ABOVE else value >= threshold - _EPSILON
 
 
 def _fmt(x: float | None) -> str:

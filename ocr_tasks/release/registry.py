@@ -48,6 +48,7 @@ __all__ = [
     "ModelIntegrityError",
     "ProductionMoved",
     "PublishError",
+    "check_name",
     "list_versions",
     "next_model_version",
     "production_version",
@@ -106,8 +107,8 @@ def publish_model(
 
     Returns the manifest as written.
     """
-    _check_name(name, "model name")
-    _check_name(version, "model version")
+    check_name(name, "model name")
+    check_name(version, "model version")
     files = _bundle_files(Path(bundle))
     _check_manifest(storage, manifest)
     gate = manifest.get("gate")
@@ -152,7 +153,7 @@ def reserve_model_version(storage: Storage, name: str, run_id: str, now: datetim
     """The version `run_id` publishes as: the next free name (`next_model_version`), claimed for
     this run before any upload so no other publisher can take it. The same run asking again (a
     retried publish task) gets the same version back."""
-    _check_name(name, "model name")
+    check_name(name, "model name")
     record_key = layout.run_prefix(run_id) + "model_version.json"
     with lease(storage, layout.model_lease(name)) as held:
         mine = storage.get_json(record_key, default=None)
@@ -193,8 +194,8 @@ def rollback(storage: Storage, name: str, version: str, *, force: bool = False,
     `force`, one whose recorded gate decision failed. With `if_production_is`, only over that
     production (ProductionMoved otherwise). Returns the new production.json.
     """
-    _check_name(name, "model name")
-    _check_name(version, "model version")
+    check_name(name, "model name")
+    check_name(version, "model version")
     manifest = storage.get_json(layout.model_manifest_key(name, version), default=None)
     if manifest is None:
         known = [v["version"] for v in list_versions(storage, name)]
@@ -209,7 +210,7 @@ def rollback(storage: Storage, name: str, version: str, *, force: bool = False,
 
 def production_version(storage: Storage, name: str) -> str | None:
     """The version production.json points to, or None before the first publish."""
-    _check_name(name, "model name")
+    check_name(name, "model name")
     pointer = _read_pointer(storage, name)
     return None if pointer is None else pointer["version"]
 
@@ -220,7 +221,7 @@ def list_versions(storage: Storage, name: str) -> list[dict[str, Any]]:
     Each: version, published_at, gate_passed (None when no gate was recorded), metrics
     (as recorded), models (det/rec present) and production (is it the current one).
     """
-    _check_name(name, "model name")
+    check_name(name, "model name")
     current = production_version(storage, name)
     versions = []
     for version in storage.list_dirs(layout.models_prefix(name)):
@@ -262,7 +263,7 @@ def next_model_version(storage: Storage, name: str, now: datetime | None = None)
     """A new version name for `name`: the UTC time ("20261121T023000Z"), with "-2", "-3"...
     appended when taken. A naive `now` is taken as UTC. Unfinished publishes count as
     taken, so a retry never reuses a half-written version's name by accident."""
-    _check_name(name, "model name")
+    check_name(name, "model name")
     now = now or utc_now()
     now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
     base = compact_timestamp(now)
@@ -288,13 +289,13 @@ def pull_model(
     leaves no partial model behind; nothing outside `dest` is touched. An existing,
     intact dest/<version> is returned without downloading.
     """
-    _check_name(name, "model name")
+    check_name(name, "model name")
     if version is None:
         version = production_version(storage, name)
         if version is None:
             raise PublishError(f"model {name} has no production version yet "
                                f"(no {storage.uri(layout.production_key(name))})")
-    _check_name(version, "model version")
+    check_name(version, "model version")
     prefix = layout.model_version_prefix(name, version)
     manifest_key = layout.model_manifest_key(name, version)
     try:
@@ -335,7 +336,8 @@ def pull_model(
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_name(value: str, what: str) -> None:
+def check_name(value: str, what: str) -> None:
+    """A model name or version as given (by a person too): one safe key segment, else PublishError."""
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or value.endswith(".json"):
         # ".json" names would clash with production.json / manifest.json keys.
         raise PublishError(f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-' "

@@ -230,7 +230,7 @@ def test_should_run_rule():
 def test_artifacts_survive_xcom_json():
     """What one task returns, the next rebuilds: the codec's dump -> JSON text -> load is the identity."""
     from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset
-    from ocr_tasks.release.gate import GateDecision
+    from ocr_tasks.release.gate import Bound, CheckKind, GateCheck, GateDecision
     from ocr_tasks.training.train import TrainedModel
 
     artifacts = [
@@ -241,7 +241,8 @@ def test_artifacts_survive_xcom_json():
                       {"bad": "s3://b/quarantine/bad/"}),
         Evaluation({"rec": {"acc": 0.5}}, {"rec": TrainedModel("rec", "r", "/w/best", "/w/c.yml", [{"kind": "train"}])},
                    "20260101T000000Z", {"rec": {"acc": 0.4}}),
-        GateDecision(False, ["rec acc 0.5 is not > 0.9"], [{"model": "rec"}], {"rec_min_acc": 0.9}),
+        GateDecision(False, ["rec acc 0.5 is not > 0.9"], [GateCheck("rec", "acc", 0.5, 0.9, Bound.ABOVE, False,
+                                                                   CheckKind.THRESHOLD)], {"rec_min_acc": 0.9}),
     ]
     for artifact in artifacts:
         assert codec.load(json.loads(json.dumps(codec.dump(artifact)))) == artifact

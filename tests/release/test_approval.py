@@ -29,7 +29,7 @@ def test_route_asks_a_person_only_when_approval_is_required_and_the_gate_passed(
 
 
 def test_the_request_shows_metrics_slices_reference_sets_and_the_report():
-    outcome = RunOutcome("r7", "awaiting approval", "ds1", metrics={"rec": {"acc": 0.97, "norm_edit_dis": 0.99}},
+    outcome = RunOutcome("r7", "awaiting-approval", "ds1", metrics={"rec": {"acc": 0.97, "norm_edit_dis": 0.99}},
                          baseline={"version": "v3", "rec": {"acc": 0.95}},
                          gate={"passed": True, "checks": [{"passed": True}, {"passed": True}]},
                          comparison={"slices": {"rec": {"export=shop_b": {"samples": 40, "new": {"acc": 0.9},

@@ -17,13 +17,13 @@ def metrics(acc=0.95, hmean=0.8):
 
 
 def failed(decision):
-    return [(c["model"], c["kind"]) for c in decision.checks if not c["passed"]]
+    return [(c.model, c.kind) for c in decision.checks if not c.passed]
 
 
 def test_good_models_pass_without_baseline():
     decision = decide(metrics(), None, GATE)
     assert decision.passed and decision.reasons == []
-    assert [(c["model"], c["metric"], c["op"], c["threshold"]) for c in decision.checks] == [
+    assert [(c.model, c.metric, c.op, c.threshold) for c in decision.checks] == [
         ("det", "hmean", ">=", 0.5), ("rec", "acc", ">", 0.9)]
     assert json.loads(json.dumps(plain(decision))) == plain(decision)
 
@@ -50,8 +50,8 @@ def test_regression_beyond_tolerance_fails_and_within_passes():
     worse = decide(metrics(acc=0.945, hmean=0.85), baseline, GATE)
     assert not worse.passed
     assert failed(worse) == [("rec", "regression")]
-    regression = [c for c in worse.checks if c["kind"] == "regression" and c["model"] == "rec"][0]
-    assert regression["baseline"] == 0.96 and regression["threshold"] == 0.95 and regression["value"] == 0.945
+    regression = [c for c in worse.checks if c.kind == "regression" and c.model == "rec"][0]
+    assert regression.baseline == 0.96 and regression.threshold == 0.95 and regression.value == 0.945
     assert worse.reasons == ["rec acc 0.945 dropped 0.015 below production 0.96 (at most 0.01 allowed)"]
 
     # a drop of exactly the tolerance is allowed (no float rounding surprises)
@@ -72,7 +72,7 @@ def test_only_the_retrained_model_is_checked():
     terrible_det = {"rec": {"acc": 0.95}, "det": {"hmean": 0.01}}
     decision = decide(terrible_det, metrics(), GATE, models=["rec"])
     assert decision.passed
-    assert {c["model"] for c in decision.checks} == {"rec"}
+    assert {c.model for c in decision.checks} == {"rec"}
     # and a rec-only run does not even need det metrics
     assert decide({"rec": {"acc": 0.95}}, None, GATE, models=("rec",)).passed
 
@@ -80,7 +80,7 @@ def test_only_the_retrained_model_is_checked():
 def test_model_absent_from_baseline_has_no_regression_check():
     decision = decide(metrics(), {"rec": {"acc": 0.95}}, GATE)
     assert decision.passed
-    assert [(c["model"], c["kind"]) for c in decision.checks] == [
+    assert [(c.model, c.kind) for c in decision.checks] == [
         ("det", "threshold"), ("rec", "threshold"), ("rec", "regression")]
 
 
@@ -139,11 +139,11 @@ def runtime(name="newest", hmean=0.8, acc=0.95, e2e=0.7, error=None):
 def test_exported_models_that_read_like_eval_pass_and_every_runtime_is_a_check():
     decision = decide(metrics(), None, GATE, served=served(runtime("pipeline"), runtime("oldest", hmean=0.79)))
     assert decision.passed and decision.reasons == []
-    kinds = [(c["kind"], c.get("runtime", "").split()[0] if c.get("runtime") else None) for c in decision.checks]
+    kinds = [(c.kind, c.runtime.split()[0] if c.runtime else None) for c in decision.checks]
     assert kinds.count(("runtime", "pipeline")) == 1 and kinds.count(("export_drift", "oldest")) == 2
-    drift = next(c for c in decision.checks if c["kind"] == "export_drift" and c["model"] == "det"
-                 and c["runtime"].startswith("oldest"))
-    assert drift["value"] == 0.79 and drift["eval_value"] == 0.8 and drift["drift"] == pytest.approx(0.01)
+    drift = next(c for c in decision.checks if c.kind == "export_drift" and c.model == "det"
+                 and c.runtime.startswith("oldest"))
+    assert drift.value == 0.79 and drift.eval_value == 0.8 and drift.drift == pytest.approx(0.01)
 
 
 def test_a_planted_mismatch_is_refused_naming_the_drift_and_the_runtime():

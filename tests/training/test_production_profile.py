@@ -14,7 +14,7 @@ from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 from ocr_tasks.ingest.prepare import prepare
 from ocr_tasks.training import train as train_module
 
-pytestmark = pytest.mark.slow(minutes=3)
+pytestmark = pytest.mark.slow(minutes=1)   # measured: det 18 s, rec 11 s on 2 cores
 
 # small batches for a CPU (the profile's are for a GPU); everything else is the production template's
 SMALL = {"Train.loader.batch_size_per_card": 2, "Train.loader.num_workers": 1, "Eval.loader.num_workers": 1}
