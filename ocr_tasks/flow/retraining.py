@@ -2,7 +2,7 @@
 
 `ocr-retrain run` (ocr_tasks/flow/local_runner.py) and the Airflow DAG `ocr_retraining`
 (dags/ocr_retraining.py through ocr_tasks/flow/airflow_runner.py) both run exactly this. Adding a
-step is one `Node` here and its function in ocr_tasks/flow/steps.py; `ocr-retrain graph` prints
+step is one `Node` here and its function in ocr_tasks/flow/steps/ (one module per stage); `ocr-retrain graph` prints
 the chain (the README's picture is checked against it by tests/flow/test_pipeline.py).
 """
 

@@ -79,7 +79,7 @@ class ProductionMoved(Exception):
     """Production is no longer the version this publish was gated against; nothing was promoted.
 
     Not an error: the version is stored, complete, and a person decides whether to promote it
-    (`ocr-retrain rollback <version>`). The run that gets it ends superseded (flow/steps.py: publish)."""
+    (`ocr-retrain rollback <version>`). The run that gets it ends superseded (flow/steps/release.py: publish)."""
 
 
 # `if_production_is` default: promote whatever production is now (a hand publish, a rollback)

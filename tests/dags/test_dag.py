@@ -1,4 +1,4 @@
-"""The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/flow/steps.py).
+"""The Airflow DAG `ocr_retraining` (dags/ocr_retraining.py) and the steps it calls (ocr_tasks/flow/steps/).
 
 These tests parse the DAG with a DagBag in a throw-away AIRFLOW_HOME (no metadata
 database needed for parsing) and run the steps the way the tasks do, artifacts through

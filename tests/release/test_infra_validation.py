@@ -67,7 +67,7 @@ def test_an_empty_test_split_is_a_usage_error(tmp_path):
 
 def test_runtimes_config_must_map_names_to_interpreters():
     assert load_config().infra_validation.runtimes == {"pipeline": None}
-    with pytest.raises(UsageError, match="infra_validation.runtimes must map names"):
+    with pytest.raises(UsageError, match="infra_validation.runtimes: must be a mapping of runtime names"):
         load_config(overrides=["infra_validation.runtimes=[a, b]"])
 
 

@@ -1,193 +1,30 @@
-"""The retraining steps. How they chain is declared once, in ocr_tasks/flow/retraining.py; two
-runners execute that declaration: the Airflow DAG (one task per step) and `run_local` (every step in
-one process, for `ocr-retrain run`).
-
-Each step takes the run's `RunContext` and the artifacts of the steps before it
-(ocr_tasks/flow/run.py) and returns its own. Tasks may run on different workers, so a
-step reads what it needs from storage, never from another worker's disk: a trained model
-is fetched back from runs/<run_id>/<kind>/ (`fetch_trained`, which never trains). Tasks of one
-run may also run at once on one worker (infra_validate beside compare): each keeps its local files
-in its own scratch folder, `ctx.scratch` (work_dir/runs/<run_id>/<step>/), never in another's.
-
-Imports of the heavy stages (boto3, pandas, GX, paddle) happen inside the steps, so the
-DAG file can import this module cheaply.
-"""
+"""The release steps: export the inference models, read them in every consumer runtime, compare them
+with production, gate, route, ask a person, and publish or record the run."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.codec import plain
-from ocr_tasks.flow.run import Discovery, Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
+from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
+from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DET, DRY_RUN, Decision, RunStatus, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED
+from ocr_tasks.vocabulary import (DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED,
+                                  Decision, RunStatus)
 
 if TYPE_CHECKING:
-    from ocr_tasks.ingest.check import ExportCheck
-    from ocr_tasks.ingest.exports import ExportRef
     from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.release.infra_validation import InfraValidation
-    from ocr_tasks.storage.s3 import Storage
-    from ocr_tasks.training.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
 
-# route's answers: publish (no approval needed), ask a person first, or record a run that does not publish
+
+# route's answers: the nodes it may choose (ocr_tasks/flow/retraining.py)
 PUBLISH, APPROVE, RECORD = "publish", "approve", "record"
-
-
-# --------------------------------------------------------------------------- ingest
-
-
-def discover(ctx: RunContext) -> Discovery:
-    """The exports under incoming/ that are new, the ones still uploading, and the datasets' state."""
-    from ocr_tasks.flow.notify import export_quarantined, notify
-    from ocr_tasks.ingest.check import abandon_export, quarantined_entries
-    from ocr_tasks.ingest.exports import discover_exports
-    from ocr_tasks.ingest.ledger import load_ledger, record_exports
-
-    ledger = load_ledger(ctx.storage)
-    found = discover_exports(ctx.storage, ledger, ctx.config.incoming)
-    abandoned = {ref.name for ref in found.abandoned}
-    for name, why in found.waiting.items():
-        if name not in abandoned:
-            log.info("export %s is not complete, left for the next run: %s", name, why)
-    if found.abandoned:   # quarantined (report, ledger entry, notification) so nobody waits for them forever
-        checks = [abandon_export(ctx.storage, ref, found.waiting[ref.name], ctx.config) for ref in found.abandoned]
-        record_exports(ctx.storage, quarantined_entries(checks))
-    for name, why in found.refused.items():
-        log.warning("incoming/%s/ REFUSED (the other exports go on): %s", name, why)
-        notify(export_quarantined(name, f"refused\n{why}", None, ctx.run_id), ctx.config.notifications)
-    latest = ledger.get("dataset_version")
-    return Discovery(found.new, dict(found.waiting), list(found.already_ingested), dict(found.refused),
-                     list(found.abandoned), latest_dataset=latest, untrained_dataset=dataset_to_train(ctx.storage, latest, force=False))
-
-
-def should_run(ctx: RunContext, discovery: Discovery) -> bool:
-    """Go on when forced, when there are new exports, or when the latest dataset was never trained on."""
-    go = bool(ctx.request.force or discovery.new or discovery.untrained_dataset)
-    if not go:
-        log.info("no new exports, the latest dataset is trained on, not forced: nothing to do tonight")
-    return go
-
-
-def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
-    """Validate one export (GX suites); a failing one is quarantined with its report, not an error."""
-    from ocr_tasks.ingest.check import check_export as check
-
-    result = check(ctx.storage, ref, ctx.config)
-    if not result.passed:
-        log.warning("export %s QUARANTINED (the run goes on without it): report %s", ref.name, result.report_uri)
-    return result
-
-
-def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDataset:
-    """Merge the exports that passed into a new dataset version; say which version to train on."""
-    from ocr_tasks.ingest.check import quarantined_entries
-    from ocr_tasks.ingest.ledger import load_ledger, record_exports
-    from ocr_tasks.ingest.merge import merge_exports
-
-    checks = [check for check in checks or [] if check is not None]
-
-    passed = [c.export for c in checks if c.passed]
-    quarantined = {c.export.name: c.report_uri for c in checks if not c.passed}
-    if quarantined:   # the run's one ledger writer: checks ran side by side
-        record_exports(ctx.storage, quarantined_entries(list(checks)))
-    merged = plain(merge_exports(ctx.storage, passed, ctx.config)) if passed else None
-    latest = load_ledger(ctx.storage).get("dataset_version")
-    version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
-    log.info("dataset to train on: %s; quarantined: %s", version, quarantined or "none")
-    return MergedDataset(version, merged, quarantined)
-
-
-def has_dataset(ctx: RunContext, merged: MergedDataset) -> bool:
-    if merged.dataset_version is None:
-        log.info("nothing new passed validation and the latest dataset is trained on: stopping")
-        return False
-    return True
-
-
-def dataset_to_train(storage: Storage, latest: str | None, *, force: bool) -> str | None:
-    """The one rule for "train tonight?": the latest dataset version, unless the last finished
-    run already trained on it (and the run is not forced).
-
-    Compared with what was trained on, not with whether this run merged something: a run
-    that crashed after ingest retrains next night, a label-neutral re-upload trains nothing.
-    """
-    if latest is None:
-        if force:
-            raise UsageError("forced run, but no dataset version exists yet: upload an export to incoming/ first")
-        return None
-    trained_on = storage.get_json(layout.LAST_TRAINED, default={}).get("dataset_version")
-    return latest if force or latest != trained_on else None
-
-
-# --------------------------------------------------------------------------- train / evaluate
-
-
-def train(ctx: RunContext, merged: MergedDataset, *, kind: str) -> TrainedModel:
-    """Train one model kind; a retry resumes from the checkpoints under runs/<run_id>/<kind>/ in storage."""
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.train import train_model
-
-    data_dir = local_dataset(ctx, _version(merged))
-    return train_model(ctx.storage, ctx.config, kind, data_dir, ctx.run_id, epochs=ctx.request.epochs,
-                       engine=Engine.locate(ctx.config.training.engine_checkout))
-
-
-def wants(kind: str):
-    """The `when` of a kind's train node: that kind was asked for this run (the form can narrow it)."""
-    def wanted(ctx: RunContext) -> bool:
-        return kind in ctx.request.models
-    wanted.__name__ = f"wants_{kind}"
-    return wanted
-
-
-def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = None,
-             rec: TrainedModel | None = None) -> Evaluation:
-    """Test-split metrics of the new models and, on the same split, of production's."""
-    from ocr_tasks.release.registry import production_version, pull_model
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.evaluate import evaluate as evaluate_checkpoint
-
-    trained = {kind: model for kind, model in ((DET, det), (REC, rec)) if model is not None}
-    if not trained:
-        raise UsageError(f"run {ctx.run_id}: no model was trained, nothing to evaluate")
-    data_dir = local_dataset(ctx, _version(merged))
-    engine = Engine.locate(ctx.config.training.engine_checkout)
-    models = _fetch_all(ctx, trained)
-    metrics = {kind: evaluate_checkpoint(kind, Path(m.config), Path(m.checkpoint), data_dir,
-                                         ctx.scratch / kind / "eval_test.log", engine) for kind, m in models.items()}
-    ctx.storage.put_json(layout.run_metrics_key(ctx.run_id), metrics)
-    log.info("test metrics: %s", metrics)
-    current = production_version(ctx.storage, ctx.config.model_name)
-    evaluation = Evaluation(metrics, dict(trained), current)
-    if current is None:
-        return evaluation
-    production = pull_model(ctx.storage, ctx.config.model_name, ctx.scratch / "production", current,
-                            include_checkpoints=True)
-    for kind in models:
-        checkpoint = production / "checkpoints" / kind / "best_accuracy"
-        prod_config = production / "checkpoints" / kind / "config.yml"
-        if not checkpoint.with_suffix(".pdparams").exists() or not prod_config.exists():
-            log.warning("production %s has no %s checkpoint: no regression check for it", current, kind)
-            continue
-        dict_path = production / REC / "dict.txt" if kind == REC else None
-        evaluation.baseline[kind] = evaluate_checkpoint(kind, prod_config, checkpoint, data_dir,
-                                                        ctx.scratch / kind / "eval_production.log", engine,
-                                                        dict_path=dict_path)
-    log.info("production %s on the same split: %s", current, evaluation.baseline or "no checkpoints")
-    return evaluation
-
-
-# --------------------------------------------------------------------------- export / infra validation
 
 
 def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> ExportedBundle:
@@ -201,7 +38,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     from ocr_tasks.training.engine import Engine
 
     storage, config = ctx.storage, ctx.config
-    models = _fetch_all(ctx, evaluation.trained)
+    models = fetch_all(ctx, evaluation.trained)
     carried_over = [kind for kind in MODEL_KINDS if kind not in models]
     current = production_version(storage, config.model_name)
     if carried_over and current is None:   # a first run of one kind: the bundle holds that kind alone
@@ -209,7 +46,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
                     ", ".join(models))
     production = pull_model(storage, config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True) if carried_over and current else None
-    bundle = assemble_bundle(config, ctx.scratch / "bundle", local_dataset(ctx, _version(merged)), models,
+    bundle = assemble_bundle(config, ctx.scratch / "bundle", local_dataset(ctx, dataset_version(merged)), models,
                              Engine.locate(config.training.engine_checkout), production)
     prefix = layout.run_bundle_prefix(ctx.run_id)
     storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
@@ -227,7 +64,7 @@ def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBun
     if not settings.runtimes:
         log.warning("infra_validation.runtimes is empty: the exported models are not checked in any consumer runtime")
     bundle = fetch_bundle(ctx, exported)
-    served = validate_in_runtimes(bundle, local_dataset(ctx, _version(merged)), settings.runtimes,
+    served = validate_in_runtimes(bundle, local_dataset(ctx, dataset_version(merged)), settings.runtimes,
                                   ctx.scratch / "runtimes", timeout_s=settings.timeout_s)
     ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), plain(served))
     return served
@@ -248,7 +85,7 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     references, problems = reference_sets(storage, config)
     work = ctx.scratch / "runtimes"
     result = compare_with_production(bundle, production, evaluation.production_version,
-                                     local_dataset(ctx, _version(merged)), references, work, python=None,
+                                     local_dataset(ctx, dataset_version(merged)), references, work, python=None,
                                      timeout_s=config.infra_validation.timeout_s, kinds=sorted(evaluation.trained))
     result.problems[:0] = problems
     for name, local in list(result.reads.items()):   # the report may be written on another worker
@@ -381,53 +218,6 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     return _finish(ctx, outcome)
 
 
-# --------------------------------------------------------------------------- shared by the steps
-
-
-def local_dataset(ctx: RunContext, version: str) -> Path:
-    """The dataset version as a PaddleOCR data_dir on this worker: one folder across runs
-    (a pull fetches only new packs), one pull at a time (det and rec tasks on one worker)."""
-    from ocr_tasks.ingest.pull import pull_dataset
-
-    with _locked(ctx.config.work.current_dataset_lock):
-        return pull_dataset(ctx.storage, version, ctx.config.work.current_dataset)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _version(merged: MergedDataset) -> str:
-    if merged.dataset_version is None:
-        raise UsageError("no dataset version to train on")
-    return merged.dataset_version
-
-
-def _fetch_all(ctx: RunContext, trained: dict[str, TrainedModel]) -> dict[str, TrainedModel]:
-    from ocr_tasks.training.train import fetch_trained
-
-    return {kind: fetch_trained(ctx.storage, ctx.config, model) for kind, model in sorted(trained.items())}
-
-
-def fetch_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
-    """The exported bundle in this step's scratch, fresh from storage (export may have run on another
-    worker; a step running beside this one on the same worker fetches into its own scratch)."""
-    import shutil
-
-    bundle = ctx.scratch / "bundle"
-    shutil.rmtree(bundle, ignore_errors=True)
-    if not ctx.storage.download_prefix(exported.prefix, bundle):
-        raise UsageError(f"run {ctx.run_id}: no exported bundle under {ctx.storage.uri(exported.prefix)}")
-    return bundle
-
-
 def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Evaluation,
              served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
@@ -442,7 +232,7 @@ def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison
     if compared is None or not compared.reads:
         return {}
     reads = {name: ctx.storage.get_json(key) for name, key in compared.reads.items() if name.startswith("test/")}
-    return analyse_errors(reads, local_dataset(ctx, _version(merged)), report_dir)
+    return analyse_errors(reads, local_dataset(ctx, dataset_version(merged)), report_dir)
 
 
 def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:

@@ -1,0 +1,75 @@
+"""The training steps: train one model kind (on the gpu pool), evaluate the new models and production's
+on the test split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ocr_tasks.errors import UsageError
+from ocr_tasks.flow.steps.common import dataset_version, fetch_all, local_dataset
+from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext
+from ocr_tasks.storage import layout
+from ocr_tasks.vocabulary import (DET, REC)
+
+if TYPE_CHECKING:
+    from ocr_tasks.training.trained_model import TrainedModel
+
+log = logging.getLogger(__name__)
+
+
+
+def train(ctx: RunContext, merged: MergedDataset, *, kind: str) -> TrainedModel:
+    """Train one model kind; a retry resumes from the checkpoints under runs/<run_id>/<kind>/ in storage."""
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.train import train_model
+
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    return train_model(ctx.storage, ctx.config, kind, data_dir, ctx.run_id, epochs=ctx.request.epochs,
+                       engine=Engine.locate(ctx.config.training.engine_checkout))
+
+
+def wants(kind: str):
+    """The `when` of a kind's train node: that kind was asked for this run (the form can narrow it)."""
+    def wanted(ctx: RunContext) -> bool:
+        return kind in ctx.request.models
+    wanted.__name__ = f"wants_{kind}"
+    return wanted
+
+
+def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = None,
+             rec: TrainedModel | None = None) -> Evaluation:
+    """Test-split metrics of the new models and, on the same split, of production's."""
+    from ocr_tasks.release.registry import production_version, pull_model
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.evaluate import evaluate as evaluate_checkpoint
+
+    trained = {kind: model for kind, model in ((DET, det), (REC, rec)) if model is not None}
+    if not trained:
+        raise UsageError(f"run {ctx.run_id}: no model was trained, nothing to evaluate")
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    engine = Engine.locate(ctx.config.training.engine_checkout)
+    models = fetch_all(ctx, trained)
+    metrics = {kind: evaluate_checkpoint(kind, Path(m.config), Path(m.checkpoint), data_dir,
+                                         ctx.scratch / kind / "eval_test.log", engine) for kind, m in models.items()}
+    ctx.storage.put_json(layout.run_metrics_key(ctx.run_id), metrics)
+    log.info("test metrics: %s", metrics)
+    current = production_version(ctx.storage, ctx.config.model_name)
+    evaluation = Evaluation(metrics, dict(trained), current)
+    if current is None:
+        return evaluation
+    production = pull_model(ctx.storage, ctx.config.model_name, ctx.scratch / "production", current,
+                            include_checkpoints=True)
+    for kind in models:
+        checkpoint = production / "checkpoints" / kind / "best_accuracy"
+        prod_config = production / "checkpoints" / kind / "config.yml"
+        if not checkpoint.with_suffix(".pdparams").exists() or not prod_config.exists():
+            log.warning("production %s has no %s checkpoint: no regression check for it", current, kind)
+            continue
+        dict_path = production / REC / "dict.txt" if kind == REC else None
+        evaluation.baseline[kind] = evaluate_checkpoint(kind, prod_config, checkpoint, data_dir,
+                                                        ctx.scratch / kind / "eval_production.log", engine,
+                                                        dict_path=dict_path)
+    log.info("production %s on the same split: %s", current, evaluation.baseline or "no checkpoints")
+    return evaluation
