@@ -11,6 +11,10 @@ Training profiles (`training.profile`, configs/profiles/<name>.yaml) hold the de
 settings as one unit (template, stages, their PaddleOCR overrides); the config's own
 `training.det`/`training.rec` keys are merged over the chosen profile (mappings key by key,
 lists such as `stages` replaced whole).
+
+Over 400 lines because it is the one place a config is defined, loaded and explained: the sections,
+the profiles that feed `training`, and the translation of pydantic's errors into one line naming the
+origin and the dotted key, which needs the sections to walk.
 """
 
 from __future__ import annotations

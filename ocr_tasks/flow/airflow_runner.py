@@ -7,7 +7,7 @@ How each role becomes a task: a step is a TaskFlow `@task`, a short-circuit `@ta
 HITLBranchOperator (Required Actions in the UI), a node that maps over a list a mapped task
 (`.expand`), a gpu node lands in the gpu pool and queue with retries that resume.
 
-Artifacts travel through XCom in the one codec (ocr_tasks/flow/codec.py). A task pulls what it needs
+Artifacts travel through XCom in the one codec (ocr_tasks/codec.py). A task pulls what it needs
 from the nodes that made it; the graph draws only each node's direct needs (`Pipeline.upstream`),
 so the Graph view shows the chain, not every hand-off.
 
@@ -24,7 +24,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Asset, Param, get_current_context, task
 
-from ocr_tasks.flow import codec
+from ocr_tasks import codec
 from ocr_tasks.flow.pipeline import Node, Pipeline, Role
 
 log = logging.getLogger("ocr_retraining")

@@ -2,7 +2,7 @@
 the artifacts its steps hand each other, and how it ended (`RunOutcome`).
 
 Every artifact is a plain dataclass: the Airflow runner passes them between tasks (and workers)
-through XCom in one codec (ocr_tasks/flow/codec.py), the local runner passes the objects themselves.
+through XCom in one codec (ocr_tasks/codec.py), the local runner passes the objects themselves.
 An artifact never carries another worker's local path as something to read: trained
 models are fetched back from storage by the step that needs them.
 """
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.errors import UsageError
 from ocr_tasks.ingest.exports import Discovery as ExportsFound
+from ocr_tasks.release.approval import ApprovalRecord
+from ocr_tasks.release.gate import GateDecision
 from ocr_tasks.training.trained_model import TrainedModel
 from ocr_tasks.vocabulary import MODEL_KINDS, RunStatus, compact_timestamp
 
@@ -143,9 +145,9 @@ class RunOutcome:
     metrics: dict = field(default_factory=dict)
     baseline: dict | None = None
     exported_metrics: dict | None = None   # runtime -> {versions, metrics, latency_ms, error}: the infra validation
-    gate: dict | None = None
+    gate: GateDecision | None = None
     report: str | None = None        # local summary.html
     report_uri: str | None = None
     note: str | None = None          # why a gate-passing run is not production (superseded)
     comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
-    approval: dict | None = None     # who approved or rejected the publish, when, why (approval.required)
+    approval: ApprovalRecord | None = None   # who approved or rejected the publish, when, why (approval.required)

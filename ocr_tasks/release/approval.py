@@ -14,6 +14,7 @@ UI's Required Actions, with a comment field. Approve runs publish; Reject, or no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ocr_tasks.release.gate import KEY_METRICS
@@ -24,7 +25,6 @@ APPROVE, REJECT = "Approve", "Reject"
 
 def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: str) -> tuple[str, str]:
     """The subject and Markdown body a person reads before deciding."""
-    gate = outcome.gate or {}
     baseline = outcome.baseline or {}
     lines = [f"Run **{outcome.run_id}** trained on dataset `{outcome.dataset_version}` and **passed the gate**. "
              f"Approve publishes it as the next version of `{model}` and makes it production "
@@ -47,33 +47,48 @@ def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: st
         lines += [f"| {name} | {kind} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
                   f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |"
                   for name, kinds in sorted(references.items()) for kind, entry in sorted(kinds.items())]
-    checks = gate.get("checks") or []
-    lines += ["", f"Gate: {sum(1 for c in checks if c.get('passed'))} of {len(checks)} checks passed.",
+    checks = outcome.gate.checks if outcome.gate else []
+    lines += ["", f"Gate: {sum(1 for c in checks if c.passed)} of {len(checks)} checks passed.",
               f"Report (worst samples as pictures, curves): `{report_uri}`"]
     return f"Publish {model} from run {outcome.run_id}?", "\n".join(lines)
 
 
-def approval_record(answer: dict[str, Any] | None, *, via: str = "airflow") -> dict[str, Any]:
-    """What run.json and the manifest keep of the person's answer (the HITL operator's return value)."""
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """What run.json and the manifest keep of a person's answer."""
+
+    decision: Decision
+    by: str | None                  # who answered; None: nobody (timed out, or `ocr-retrain run` without --approved-by)
+    at: str
+    comment: str | None = None
+    timed_out: bool = False
+    via: str = "airflow"            # airflow (Required Actions) or cli (--approved-by)
+
+    @property
+    def approved(self) -> bool:
+        return self.decision is Decision.APPROVED
+
+
+def approval_record(answer: dict[str, Any] | None, *, via: str = "airflow") -> ApprovalRecord:
+    """The person's answer as the HITL operator gives it, as a record."""
     answer = answer or {}
     chosen = list(answer.get("chosen_options") or [])
     user = answer.get("responded_by_user") or None
     params = answer.get("params_input") or {}
     at = answer.get("responded_at")
-    return {"decision": Decision.APPROVED if chosen == [APPROVE] else Decision.REJECTED,
-            "by": (user.get("name") or user.get("id")) if isinstance(user, dict) else user,
-            "at": at.isoformat() if hasattr(at, "isoformat") else (at or timestamp()),
-            "comment": (params.get("comment") or None) if isinstance(params, dict) else None,
-            "timed_out": user is None and bool(chosen), "via": via}
+    return ApprovalRecord(Decision.APPROVED if chosen == [APPROVE] else Decision.REJECTED,
+                          by=(user.get("name") or user.get("id")) if isinstance(user, dict) else user,
+                          at=at.isoformat() if hasattr(at, "isoformat") else (at or timestamp()),
+                          comment=(params.get("comment") or None) if isinstance(params, dict) else None,
+                          timed_out=user is None and bool(chosen), via=via)
 
 
-def cli_approval(approved_by: str | None) -> dict[str, Any]:
+def cli_approval(approved_by: str | None) -> ApprovalRecord:
     """`ocr-retrain run` asks nobody: approved when --approved-by names who approves, else rejected, saying why."""
     if approved_by:
-        return {"decision": Decision.APPROVED, "by": approved_by, "at": timestamp(), "comment": None, "timed_out": False,
-                "via": "cli"}
-    return {"decision": Decision.REJECTED, "by": None, "at": timestamp(), "timed_out": False, "via": "cli",
-            "comment": "approval.required is set and `ocr-retrain run` asks nobody: pass --approved-by NAME"}
+        return ApprovalRecord(Decision.APPROVED, by=approved_by, at=timestamp(), via="cli")
+    return ApprovalRecord(Decision.REJECTED, by=None, at=timestamp(), via="cli",
+                          comment="approval.required is set and `ocr-retrain run` asks nobody: pass --approved-by NAME")
 
 
 def _fmt(value: object) -> str:

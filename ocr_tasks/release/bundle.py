@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ocr_tasks.codec import plain
 from ocr_tasks.config import PipelineConfig
 from ocr_tasks.release.report import plot_curves, write_summary
 from ocr_tasks.storage import layout
@@ -61,7 +62,7 @@ def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, Traine
              "status": outcome.status, "production before": (outcome.baseline or {}).get("version", "none")}
     baseline = {k: v for k, v in (outcome.baseline or {}).items() if k != "version"}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
-                         metrics=outcome.metrics, baseline=baseline, gate=outcome.gate or {},
+                         metrics=outcome.metrics, baseline=baseline, gate=plain(outcome.gate) if outcome.gate else {},
                          curves=[c.name for c in curves if c], exported=outcome.exported_metrics,
                          comparison=outcome.comparison, errors=errors)
 
@@ -83,9 +84,9 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         "exported_metrics": outcome.exported_metrics,
         "verified_runtimes": served.verified_on(),
         "carried_over": exported.carried_over,
-        "gate": outcome.gate,
+        "gate": plain(outcome.gate),
         "comparison": outcome.comparison,
-        "approval": outcome.approval,
+        "approval": plain(outcome.approval),
         "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
                           "config_sha256": config_hash(Path(m.config)), "stages": m.stages,
                           "run": layout.run_model_prefix(outcome.run_id, kind)} for kind, m in trained.items()},

@@ -29,7 +29,8 @@ BIN = Path(sys.executable).parent
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="ocr-retrain-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from ocr_tasks.flow import codec, steps  # noqa: E402
+from ocr_tasks import codec
+from ocr_tasks.flow import steps  # noqa: E402
 from ocr_tasks.flow.airflow_runner import context_from_params  # noqa: E402
 from ocr_tasks.flow.run import Discovery, RunContext, RunRequest, sanitize_run_id  # noqa: E402
 from ocr_tasks.ingest.exports import ExportRef  # noqa: E402

@@ -99,3 +99,8 @@ def test_both_runners_run_the_same_toy_pipeline_to_the_same_end(s3_server, tmp_p
         re.findall(r"\b(find|go|check|count|maybe|choose|many|few)\b[^\n]*?\b(success|skipped)\b", output))
     if states:   # what each task ended as, where `airflow dags test` prints it
         assert states.get("few") in (None, "skipped") and states.get("maybe") in (None, "skipped")
+
+
+def test_ocr_retrain_graph_prints_the_declaration():
+    shown = subprocess.run([str(BIN / "ocr-retrain"), "graph"], capture_output=True, text=True, timeout=60, check=True)
+    assert shown.stdout.strip("\n") == RETRAINING.picture().strip("\n")

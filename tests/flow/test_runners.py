@@ -23,7 +23,7 @@ import pytest
 
 from ocr_tasks.config import load_config
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export, make_text_line_image
-from ocr_tasks.flow.codec import plain, rebuild
+from ocr_tasks.codec import plain, rebuild
 from ocr_tasks.flow.local_runner import run_local
 from ocr_tasks.flow.run import RunContext, RunRequest
 from ocr_tasks.release.registry import production_version, publish_model, pull_model
@@ -89,7 +89,7 @@ def test_local_runner_whole_chain_then_the_consumer_path(local_run, tmp_path):
     storage, config, outcome, _ = local_run
     assert outcome.status == "gate-failed"
     assert set(outcome.metrics) == {"det", "rec"} and 0 <= outcome.metrics["rec"]["acc"] <= 1
-    assert any("rec acc" in reason for reason in outcome.gate["reasons"])
+    assert any("rec acc" in reason for reason in outcome.gate.reasons)
     assert production_version(storage, config.model_name) is None          # nothing published
     assert storage.exists("runs/e2e/report/summary.html") and storage.exists("runs/e2e/run.json")
     assert storage.exists("runs/e2e/rec/finetune/config.yml")               # replayable config stored
@@ -104,7 +104,7 @@ def test_local_runner_whole_chain_then_the_consumer_path(local_run, tmp_path):
     served = storage.get_json("runs/e2e/infra_validation.json")
     assert [r["name"] for r in served["runtimes"]] == ["pipeline"] and served["runtimes"][0]["error"] is None
     assert set(outcome.exported_metrics["pipeline"]["metrics"]) == {"det", "rec", "e2e"}
-    assert any(c["kind"] == "runtime" and c["passed"] for c in outcome.gate["checks"])
+    assert any(c.kind == "runtime" and c.passed for c in outcome.gate.checks)
 
     # the consumer path: that very bundle published (kept, not production), pulled, loaded
     from ocr_tasks.flow.run import ExportedBundle

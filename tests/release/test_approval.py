@@ -3,12 +3,13 @@ routes (the real Airflow Approve and Reject paths are in tests/embedded/test_ui.
 
 from __future__ import annotations
 
+from ocr_tasks.codec import plain
 from ocr_tasks.config import load_config
 from ocr_tasks.flow import steps
 from ocr_tasks.flow.airflow_runner import context_from_params
 from ocr_tasks.flow.run import RunContext, RunOutcome, RunRequest
 from ocr_tasks.release.approval import approval_markdown, approval_record, cli_approval
-from ocr_tasks.release.gate import GateDecision
+from ocr_tasks.release.gate import Bound, CheckKind, GateCheck, GateDecision
 
 
 def _ctx(tmp_path, *overrides, **request):
@@ -31,7 +32,8 @@ def test_route_asks_a_person_only_when_approval_is_required_and_the_gate_passed(
 def test_the_request_shows_metrics_slices_reference_sets_and_the_report():
     outcome = RunOutcome("r7", "awaiting-approval", "ds1", metrics={"rec": {"acc": 0.97, "norm_edit_dis": 0.99}},
                          baseline={"version": "v3", "rec": {"acc": 0.95}},
-                         gate={"passed": True, "checks": [{"passed": True}, {"passed": True}]},
+                         gate=GateDecision(True, checks=[GateCheck("rec", "acc", 0.97, 0.9, Bound.ABOVE, True,
+                                                                   CheckKind.THRESHOLD)] * 2),
                          comparison={"slices": {"rec": {"export=shop_b": {"samples": 40, "new": {"acc": 0.9},
                                                                           "production": {"acc": 0.95}}}},
                                      "references": {"general": {"rec": {"samples": 50, "new": {"acc": 0.88},
@@ -47,13 +49,12 @@ def test_the_request_shows_metrics_slices_reference_sets_and_the_report():
 def test_the_record_says_who_when_and_why():
     answer = {"chosen_options": ["Reject"], "params_input": {"comment": "shop_b got worse"},
               "responded_at": "2026-12-01T09:00:00+00:00", "responded_by_user": {"id": "7", "name": "mia"}}
-    assert approval_record(answer) == {"decision": "rejected", "by": "mia", "at": "2026-12-01T09:00:00+00:00",
-                                       "comment": "shop_b got worse", "timed_out": False, "via": "airflow"}
+    assert plain(approval_record(answer)) == {"decision": "rejected", "by": "mia", "at": "2026-12-01T09:00:00+00:00",
+                                              "comment": "shop_b got worse", "timed_out": False, "via": "airflow"}
     timed_out = approval_record({"chosen_options": ["Reject"], "responded_by_user": None,
                                  "responded_at": "2026-12-02T09:00:00+00:00"})
-    assert timed_out["decision"] == "rejected" and timed_out["timed_out"] is True and timed_out["by"] is None
-    assert approval_record({"chosen_options": ["Approve"], "responded_by_user": {"id": "1", "name": "li"}})[
-        "decision"] == "approved"
-    assert cli_approval("ops@night")["decision"] == "approved"
+    assert timed_out.decision == "rejected" and timed_out.timed_out is True and timed_out.by is None
+    assert approval_record({"chosen_options": ["Approve"], "responded_by_user": {"id": "1", "name": "li"}}).approved
+    assert cli_approval("ops@night").decision == "approved"
     refused = cli_approval(None)
-    assert refused["decision"] == "rejected" and "--approved-by" in refused["comment"]
+    assert not refused.approved and "--approved-by" in refused.comment

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from ocr_tasks.flow.codec import plain
+from ocr_tasks.codec import plain
 from ocr_tasks.config import GateConfig
 from ocr_tasks.release.gate import decide
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ocr_tasks.flow.codec import plain, rebuild
+from ocr_tasks.codec import plain, rebuild
 from ocr_tasks.config import load_config
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.gate import decide

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ocr_tasks.flow.codec import rebuild
+from ocr_tasks.codec import rebuild
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
 from ocr_tasks.release.registry import (

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ocr_tasks.flow.codec import plain, rebuild
+from ocr_tasks.codec import plain, rebuild
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 
 

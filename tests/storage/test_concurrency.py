@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ocr_tasks.flow.codec import plain
+from ocr_tasks.codec import plain
 from ocr_tasks.config import IncomingConfig
 from ocr_tasks.ingest.exports import discover_exports
 from ocr_tasks.ingest.ledger import load_ledger

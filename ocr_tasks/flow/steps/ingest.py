@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.flow.codec import plain
+from ocr_tasks.codec import plain
 from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext
 from ocr_tasks.storage import layout
 

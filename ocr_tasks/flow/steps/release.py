@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.flow.codec import plain
+from ocr_tasks.codec import plain
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
 from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import (DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED,
-                                  Decision, RunStatus)
+                                  RunStatus)
 
 if TYPE_CHECKING:
+    from ocr_tasks.release.approval import ApprovalRecord
     from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.gate import GateDecision
     from ocr_tasks.release.infra_validation import InfraValidation
@@ -117,12 +118,12 @@ def route(ctx: RunContext, decision: GateDecision) -> str:
     return APPROVE if ctx.config.approval.required else PUBLISH
 
 
-def approval_by_hand(ctx: RunContext) -> tuple[str, dict]:
+def approval_by_hand(ctx: RunContext) -> tuple[str, ApprovalRecord]:
     """The approval without a person to ask (`ocr-retrain run`): --approved-by NAME is the answer."""
     from ocr_tasks.release.approval import APPROVE, REJECT, cli_approval
 
     record = cli_approval(ctx.request.approved_by)
-    return (APPROVE if record["decision"] == Decision.APPROVED else REJECT), record
+    return (APPROVE if record.approved else REJECT), record
 
 
 def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, served: InfraValidation,
@@ -144,7 +145,7 @@ def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluat
 
 def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
             served: InfraValidation, decision: GateDecision, compared: Comparison | None = None,
-            approval: dict | None = None) -> RunOutcome:
+            approval: ApprovalRecord | None = None) -> RunOutcome:
     """Publish the exported bundle as the next version and make it production.
 
     Idempotent per run: a retried publish finds the version an earlier try stored and
@@ -159,7 +160,7 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     storage, config = ctx.storage, ctx.config
     outcome = _outcome(ctx, PUBLISHED, merged, evaluation, served, decision, compared)
     outcome.approval = approval
-    if ctx.config.approval.required and not (approval and approval.get("decision") == Decision.APPROVED):
+    if ctx.config.approval.required and not (approval and approval.approved):
         raise UsageError(f"run {ctx.run_id}: approval.required is set and nobody approved this publish "
                          f"(approval record: {approval})")
     gated_against = evaluation.production_version   # promote only over the production the gate saw
@@ -191,12 +192,12 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
 
 def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
            served: InfraValidation, decision: GateDecision, compared: Comparison | None = None,
-           approval: dict | None = None) -> RunOutcome:
+           approval: ApprovalRecord | None = None) -> RunOutcome:
     """A run that does not publish (failed gate, dry run, or rejected by the person asked): its report under
     runs/<run_id>/report/; the exported bundle stays under runs/<run_id>/bundle/ for inspection."""
     from ocr_tasks.release.bundle import write_report
 
-    status = REJECTED if approval and approval.get("decision") == Decision.REJECTED else \
+    status = REJECTED if approval and not approval.approved else \
         DRY_RUN if decision.passed else GATE_FAILED
     outcome = _outcome(ctx, status, merged, evaluation, served, decision, compared)
     outcome.approval = approval
@@ -211,8 +212,8 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
                     "; ".join(decision.reasons), outcome.report_uri, ctx.storage.uri(exported.prefix))
     elif outcome.status == REJECTED:
         log.warning("run %s passed the gate and was REJECTED by %s at %s: %s; nothing published (report %s)",
-                    ctx.run_id, approval.get("by") or "nobody (no answer in time)", approval.get("at"),
-                    approval.get("comment") or "no reason given", outcome.report_uri)
+                    ctx.run_id, approval.by or "nobody (no answer in time)", approval.at,
+                    approval.comment or "no reason given", outcome.report_uri)
     else:
         log.info("run %s: dry run, nothing published; report %s", ctx.run_id, outcome.report_uri)
     return _finish(ctx, outcome)
@@ -222,7 +223,7 @@ def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Ev
              served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
-                      gate=plain(decision), comparison=compared.record() if compared else None)
+                      gate=decision, comparison=compared.record() if compared else None)
 
 
 def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison | None, report_dir: Path) -> dict:
