@@ -458,8 +458,10 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load `path` (default: configs/pipeline.yaml, or $OCR_RETRAIN_CONFIG) and apply overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                overrides_from: str = "--set") -> PipelineConfig:
+    """Load `path` (default: configs/pipeline.yaml, or $OCR_RETRAIN_CONFIG) and apply overrides;
+    `overrides_from` names where they came from in messages (`--set`, the trigger form)."""
     path = Path(path or os.environ.get("OCR_RETRAIN_CONFIG") or DEFAULT_CONFIG)
     raw = _read_yaml(path)
     # $OCR_RETRAIN_OVERRIDES ("work_dir=/data/work storage.bucket=ocr-prod"): how a container or
@@ -475,7 +477,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except UsageError as exc:
             raise UsageError(f"${OVERRIDES_ENV}: {exc}") from None
     for item in overrides or []:
-        applied.append((f"--set {item}", _apply_override(raw, item)))
+        applied.append((f"{overrides_from} {item}", _apply_override(raw, item)))
     raw["source"] = str(path)
     try:
         return PipelineConfig.model_validate(raw)

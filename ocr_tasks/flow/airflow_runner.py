@@ -74,7 +74,7 @@ def context_from_params(params: Mapping[str, Any], run_id: str, credentials: Map
                  if params.get(key) is not None]
     if params.get("require_approval") is not None:
         overrides.append(f"approval.required={'true' if params['require_approval'] else 'false'}")
-    config = load_config(overrides=overrides)
+    config = load_config(overrides=overrides, overrides_from="trigger form Param")
     epochs = params.get("epochs")
     request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
                          force=bool(params.get("force")), epochs=int(epochs) if epochs is not None else None,
