@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ocr_tasks.vocabulary import ModelKind
+
 
 @dataclass
 class TrainedModel:
-    task: str
+    task: ModelKind
     run_id: str
     checkpoint: str              # local prefix of the best weights, e.g. .../finetune/best_accuracy
     config: str                  # the rendered config of the last stage (replay with tools/train.py -c)

@@ -12,8 +12,7 @@ from ocr_tasks.codec import plain
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
 from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import (DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED,
-                                  RunStatus)
+from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED, RunStatus
 
 if TYPE_CHECKING:
     from ocr_tasks.release.approval import ApprovalRecord

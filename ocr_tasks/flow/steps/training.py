@@ -4,6 +4,7 @@ on the test split."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, local_dataset
 from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import (DET, REC)
+from ocr_tasks.vocabulary import DET, REC, ModelKind
 
 if TYPE_CHECKING:
     from ocr_tasks.training.trained_model import TrainedModel
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 
-def train(ctx: RunContext, merged: MergedDataset, *, kind: str) -> TrainedModel:
+def train(ctx: RunContext, merged: MergedDataset, *, kind: ModelKind) -> TrainedModel:
     """Train one model kind; a retry resumes from the checkpoints under runs/<run_id>/<kind>/ in storage."""
     from ocr_tasks.training.engine import Engine
     from ocr_tasks.training.train import train_model
@@ -30,7 +31,7 @@ def train(ctx: RunContext, merged: MergedDataset, *, kind: str) -> TrainedModel:
                        engine=Engine.locate(ctx.config.training.engine_checkout))
 
 
-def wants(kind: str):
+def wants(kind: ModelKind) -> Callable[[RunContext], bool]:
     """The `when` of a kind's train node: that kind was asked for this run (the form can narrow it)."""
     def wanted(ctx: RunContext) -> bool:
         return kind in ctx.request.models
