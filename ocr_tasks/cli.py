@@ -175,6 +175,21 @@ def _local_context(args, **request):
                                                                       **request))
 
 
+def _cli_trigger(args, request: dict):
+    """`ocr-retrain run` as run.json records it: the login that ran it, its flags and --set overrides (whoever
+    runs the CLI holds the config, so nothing is refused here)."""
+    import getpass
+
+    from ocr_tasks.flow.run import Trigger
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):   # no user name for this uid (containers)
+        user = None
+    params = {key: value for key, value in request.items() if key != "run_id" and value not in (None, False)}
+    return Trigger("cli", user, params={**params, "set": list(args.overrides)})
+
+
 def cmd_validate(args) -> int:
     import tempfile
 
@@ -262,7 +277,7 @@ def cmd_run(args) -> int:
                "approved_by": args.approved_by}
     if args.models:
         request["models"] = tuple(m.strip() for m in args.models.split(","))
-    ctx = _local_context(args, **request)
+    ctx = _local_context(args, **request, trigger=_cli_trigger(args, request))
     outcome = run_local(ctx)
     config = ctx.config
     print(f"run {outcome.run_id}: {outcome.status}")
@@ -408,13 +423,13 @@ def cmd_demo(args) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be >= 1")
     return run_demo(args.work_dir, add_export=args.add_export, epochs=args.epochs, force=args.force,
-                    out=lambda line: print(line, flush=True))
+                    overrides=list(args.overrides), out=lambda line: print(line, flush=True))
 
 
 def cmd_ui(args) -> int:
     from ocr_tasks.embedded.demo import run_ui
 
-    return run_ui(args.work_dir, port=args.port, out=lambda line: print(line, flush=True))
+    return run_ui(args.work_dir, port=args.port, overrides=list(args.overrides), out=lambda line: print(line, flush=True))
 
 
 def cmd_storage_serve(args) -> int:

@@ -143,6 +143,15 @@ class ApprovalConfig(_Section):
     _timeout = field_validator("timeout_h")(_positive)
 
 
+class TriggerConfig(_Section):
+    """What a run's Params (the Airflow trigger form) may change. The deployed config is the floor:
+    Params may make the gate stricter or ask for approval; relaxing either needs the deployment's consent
+    here, and a run that used it records it (run.json and the manifest `trigger`)."""
+
+    may_relax_gate: bool = False       # rec_min_acc / det_min_hmean below the deployed thresholds
+    may_skip_approval: bool = False    # require_approval=false where approval.required is true
+
+
 class PrelabelConfig(_Section):
     """The ocr_prelabel DAG and `ocr-retrain prelabel`: production pre-labels unlabeled/<batch>/ for PPOCRLabel."""
 
@@ -353,6 +362,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     prelabel: PrelabelConfig = Field(default_factory=PrelabelConfig)
     infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -473,11 +483,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     applied: list[tuple[str, tuple[str, ...]]] = []   # (where it came from, the key it set), in order
     for item in from_env:
         try:
-            applied.append((f"${OVERRIDES_ENV} {item}", _apply_override(raw, item)))
+            applied.append((f"${OVERRIDES_ENV} {item}", apply_override(raw, item)))
         except UsageError as exc:
             raise UsageError(f"${OVERRIDES_ENV}: {exc}") from None
     for item in overrides or []:
-        applied.append((f"{overrides_from} {item}", _apply_override(raw, item)))
+        applied.append((f"{overrides_from} {item}", apply_override(raw, item)))
     raw["source"] = str(path)
     try:
         return PipelineConfig.model_validate(raw)
@@ -497,7 +507,7 @@ def load_config_for_parsing(dag_id: str) -> PipelineConfig | None:
         return None
 
 
-def _apply_override(raw: dict, item: str) -> tuple[str, ...]:
+def apply_override(raw: dict, item: str) -> tuple[str, ...]:
     key, sep, value = item.partition("=")
     key = key.strip()
     parts = tuple(key.split("."))

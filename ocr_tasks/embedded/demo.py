@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from ocr_tasks.storage import layout
-from ocr_tasks.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from ocr_tasks.config import DEFAULT_CONFIG, PipelineConfig, apply_override, load_config
 from ocr_tasks.errors import UsageError
 from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow
 from ocr_tasks.embedded.s3server import LocalS3Server
@@ -61,11 +61,12 @@ Out = Callable[[str], None]
 
 
 def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = None, force: bool = False,
-             bucket: str = "ocr-data", out: Out = print) -> int:
+             bucket: str = "ocr-data", overrides: list[str] | None = None, out: Out = print) -> int:
     """Exit 0 when production holds a model that reads the sample (published now or earlier), else 1."""
     work_dir = work_dir.resolve()
     out(f"ocr-retrain demo in {work_dir}")
-    with embedded_default(work_dir, bucket, add_export=add_export, out=out, airflow_env=MANUAL_ONLY) as (
+    with embedded_default(work_dir, bucket, add_export=add_export, out=out, airflow_env=MANUAL_ONLY,
+                          overrides=overrides) as (
             storage, config, airflow):
         conf: dict[str, object] = {"force": force}
         if epochs is not None:
@@ -86,10 +87,12 @@ def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = N
 
 @contextlib.contextmanager
 def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
-                     airflow_env: dict[str, str] | None = None) -> Iterator[tuple[Storage, PipelineConfig, LocalAirflow]]:
-    """What the demo and the UI share: the demo config, the local S3 server with the labellers'
-    exports uploaded, and an Airflow home whose `ocr_retrain_s3` connection points at that server."""
-    config_file = write_demo_config(work_dir, bucket)
+                     airflow_env: dict[str, str] | None = None, overrides: list[str] | None = None,
+                     ) -> Iterator[tuple[Storage, PipelineConfig, LocalAirflow]]:
+    """What the demo and the UI share: the demo config (with `ocr-retrain --set` overrides written into it,
+    the deployment's own config), the local S3 server with the labellers' exports uploaded, and an Airflow
+    home whose `ocr_retrain_s3` connection points at that server."""
+    config_file = write_demo_config(work_dir, bucket, overrides)
     with LocalS3Server(work_dir / "s3", log_file=work_dir / "s3.log").start() as server:
         settings = server.settings(bucket)
         storage = Storage(settings)
@@ -108,8 +111,9 @@ def _runtime(name: str, read: dict) -> str:
     return f"{name} (paddleocr {versions.get('paddleocr')}, paddle {versions.get('paddlepaddle')})"
 
 
-def write_demo_config(work_dir: Path, bucket: str) -> Path:
-    """configs/pipeline.yaml with the demo's bucket and scratch folder: what the DAG tasks load."""
+def write_demo_config(work_dir: Path, bucket: str, overrides: list[str] | None = None) -> Path:
+    """configs/pipeline.yaml with the demo's bucket and scratch folder, then `overrides` (key.path=value,
+    checked like --set): what the DAG tasks load."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
     raw["storage"]["bucket"] = bucket
     raw["work_dir"] = str(work_dir / "work")
@@ -121,6 +125,8 @@ def write_demo_config(work_dir: Path, bucket: str) -> Path:
     # the consumer runtimes `make consumer-envs` built (newest and oldest PaddleOCR 3.x), beside the pipeline's own
     raw["infra_validation"]["runtimes"].update(
         {name: str(python) for name, python in CONSUMER_RUNTIMES.items() if python.is_file()})
+    for item in overrides or []:
+        apply_override(raw, item)
     target = work_dir / "pipeline.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(f"# written by `ocr-retrain demo` from {DEFAULT_CONFIG}\n"
@@ -284,14 +290,16 @@ def _first_test_image(data_dir: Path) -> tuple[Path, list[str]]:
     raise UsageError(f"{test_list}: no labelled test image to read")
 
 
-def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", out: Out = print) -> int:
+def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overrides: list[str] | None = None,
+           out: Out = print) -> int:
     """`airflow standalone` over the demo's state, the DAG unpaused and ready to trigger by hand
     (manual only: opening the UI should not start a training run by itself, see MANUAL_ONLY)."""
     work_dir = work_dir.resolve()
     airflow_env = {**MANUAL_ONLY, "AIRFLOW__API__PORT": str(port),
                    # where task processes report to: this api-server, not :8080
                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
-    with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env) as (_, _, airflow):
+    with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env,
+                          overrides=overrides) as (_, _, airflow):
         airflow.prepare(DEMO_GPU_SLOTS)
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")

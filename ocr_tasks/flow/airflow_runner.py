@@ -61,31 +61,38 @@ def storage_credentials() -> dict[str, Any] | None:
             "region": extra.get("region_name") or extra.get("region")}
 
 
-def context_from_params(params: Mapping[str, Any], run_id: str, credentials: Mapping[str, Any] | None = None) -> Any:
-    """A RunContext from the DAG's Params (the trigger form): gate overrides applied to the config.
+def context_from_params(params: Mapping[str, Any], run_id: str, credentials: Mapping[str, Any] | None = None, *,
+                        run_type: str = "manual", triggered_by: str | None = None) -> Any:
+    """A RunContext from the DAG's Params (the trigger form). The deployed config is the floor: gate
+    Params may only tighten it, `require_approval` only ask for approval, unless the deployment's
+    `trigger.*` allows more (ocr_tasks/flow/run.py: run_overrides). Who triggered the run, its Params
+    and what they changed travel in the request to run.json and the manifest.
 
     StorageSettings keeps the secrets out of its repr, so logging the context is safe.
     """
     from ocr_tasks.config import load_config
-    from ocr_tasks.flow.run import RunContext, RunRequest, sanitize_run_id
+    from ocr_tasks.flow.run import GATE_PARAMS, RunContext, RunRequest, Trigger, run_overrides, sanitize_run_id
     from ocr_tasks.storage.s3 import storage_from_config
 
-    overrides = [f"gate.{key}={float(params[key])}" for key in ("rec_min_acc", "det_min_hmean")
-                 if params.get(key) is not None]
-    if params.get("require_approval") is not None:
-        overrides.append(f"approval.required={'true' if params['require_approval'] else 'false'}")
-    config = load_config(overrides=overrides, overrides_from="trigger form Param")
+    deployed = load_config()
+    overrides, overridden = run_overrides(deployed, thresholds={key: params.get(key) for key in GATE_PARAMS},
+                                          require_approval=params.get("require_approval"))
+    config = load_config(overrides=overrides, overrides_from="trigger form Param") if overrides else deployed
     epochs = params.get("epochs")
+    trigger = Trigger(run_type, triggered_by, params=dict(params), overridden=overridden)
     request = RunRequest(sanitize_run_id(run_id), RunRequest.models_from_choice(config, params.get("models", "both")),
                          force=bool(params.get("force")), epochs=int(epochs) if epochs is not None else None,
-                         dry_run=bool(params.get("dry_run")))
+                         dry_run=bool(params.get("dry_run")), trigger=trigger)
     return RunContext(config, storage_from_config(config, credentials=dict(credentials) if credentials else None),
                       request)
 
 
 def _task_context(node: Node) -> Any:
     airflow = get_current_context()
-    return context_from_params(airflow["params"], airflow["run_id"], storage_credentials()).for_step(node.name)
+    dag_run = airflow.get("dag_run")
+    run_type = getattr(getattr(dag_run, "run_type", None), "value", None) or str(getattr(dag_run, "run_type", "manual"))
+    return context_from_params(airflow["params"], airflow["run_id"], storage_credentials(), run_type=run_type,
+                               triggered_by=getattr(dag_run, "triggering_user_name", None)).for_step(node.name)
 
 
 def on_failure(context: dict[str, Any]) -> None:

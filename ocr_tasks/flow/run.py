@@ -10,6 +10,7 @@ models are fetched back from storage by the step that needs them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,51 @@ def sanitize_run_id(run_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Trigger:
+    """Who started the run and what they asked for: run.json and the manifest keep it."""
+
+    how: str                                  # manual, scheduled, asset_triggered, cli, ...
+    by: str | None = None                     # the user, as the runner knows them (Airflow's triggering user)
+    params: dict[str, Any] = field(default_factory=dict)     # the run's Params as given
+    overridden: dict[str, dict[str, Any]] = field(default_factory=dict)   # key -> {"deployed", "run"}
+
+
+GATE_PARAMS = ("rec_min_acc", "det_min_hmean")   # thresholds a run may set (stricter, or looser if allowed)
+
+
+def run_overrides(config: PipelineConfig, *, thresholds: Mapping[str, float | None],
+                  require_approval: bool | None) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The config overrides a run asks for, checked against the deployed config, which is the floor:
+    a stricter gate and asking for approval always pass; a looser threshold or skipping a required
+    approval only where `trigger.may_relax_gate` / `trigger.may_skip_approval` allow it. Returns the
+    overrides and what they change ({key: {"deployed", "run"}})."""
+    overrides: list[str] = []
+    overridden: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
+    for key in GATE_PARAMS:
+        value = thresholds.get(key)
+        if value is None:
+            continue
+        deployed = getattr(config.gate, key)
+        overrides.append(f"gate.{key}={float(value)}")
+        if float(value) != deployed:
+            overridden[f"gate.{key}"] = {"deployed": deployed, "run": float(value)}
+        if float(value) < deployed and not config.trigger.may_relax_gate:
+            refused.append(f"{key}={value} is below the deployed gate.{key}={deployed}")
+    if require_approval is not None:
+        overrides.append(f"approval.required={'true' if require_approval else 'false'}")
+        if require_approval != config.approval.required:
+            overridden["approval.required"] = {"deployed": config.approval.required, "run": require_approval}
+        if config.approval.required and not require_approval and not config.trigger.may_skip_approval:
+            refused.append("require_approval=false would skip the deployed approval.required=true")
+    if refused:
+        raise UsageError("a run may make the gate stricter or ask for approval, not relax the deployed config: "
+                         + "; ".join(refused) + " (the deployment allows it with trigger.may_relax_gate / "
+                         "trigger.may_skip_approval)")
+    return overrides, overridden
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """The run's parameters: the DAG's Params, or `ocr-retrain run`'s flags."""
 
@@ -51,6 +97,7 @@ class RunRequest:
     epochs: int | None = None                # every stage's epochs; None: as configured
     dry_run: bool = False                    # train, evaluate and gate, publish nothing
     approved_by: str | None = None           # `ocr-retrain run --approved-by`: who approves, when approval is required
+    trigger: Trigger | None = field(default=None, compare=False)   # who started it, with which Params (run.json, manifest)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -151,3 +198,4 @@ class RunOutcome:
     note: str | None = None          # why a gate-passing run is not production (superseded)
     comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
     approval: ApprovalRecord | None = None   # who approved or rejected the publish, when, why (approval.required)
+    trigger: Trigger | None = None   # who started the run, its Params, what they overrode

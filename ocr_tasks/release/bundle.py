@@ -87,6 +87,7 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         "gate": plain(outcome.gate),
         "comparison": outcome.comparison,
         "approval": plain(outcome.approval),
+        "trigger": plain(outcome.trigger),      # who started the run, its Params, what they changed
         "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
                           "config_sha256": config_hash(Path(m.config)), "stages": m.stages,
                           "run": layout.run_model_prefix(outcome.run_id, kind)} for kind, m in trained.items()},

@@ -210,6 +210,47 @@ def test_params_become_the_run_context():
         context_from_params({"models": "cls"}, "r", FAKE_KEYS)
 
 
+def test_the_deployed_config_is_the_floor_for_the_trigger_form(monkeypatch):
+    """Params may tighten the gate or ask for approval; relaxing needs the deployment's consent, and is recorded."""
+    deployed = load_config().gate
+    with pytest.raises(UsageError, match=rf"rec_min_acc=0 is below the deployed gate.rec_min_acc={deployed.rec_min_acc}"):
+        context_from_params({"rec_min_acc": 0, "det_min_hmean": 0, "require_approval": False}, "r", FAKE_KEYS)
+    with pytest.raises(UsageError, match="det_min_hmean=0.1 is below"):
+        context_from_params({"det_min_hmean": 0.1}, "r", FAKE_KEYS)
+    stricter = context_from_params({"rec_min_acc": 0.97, "require_approval": True}, "r", FAKE_KEYS,
+                                   triggered_by="mia")
+    assert stricter.config.gate.rec_min_acc == 0.97 and stricter.config.approval.required is True
+    assert stricter.request.trigger.by == "mia" and stricter.request.trigger.how == "manual"
+    assert stricter.request.trigger.overridden == {
+        "gate.rec_min_acc": {"deployed": deployed.rec_min_acc, "run": 0.97},
+        "approval.required": {"deployed": False, "run": True}}
+
+    monkeypatch.setenv("OCR_RETRAIN_OVERRIDES", "approval.required=true")
+    with pytest.raises(UsageError, match="require_approval=false would skip the deployed approval.required=true"):
+        context_from_params({"require_approval": False}, "r", FAKE_KEYS)
+    monkeypatch.setenv("OCR_RETRAIN_OVERRIDES",
+                       "approval.required=true trigger.may_relax_gate=true trigger.may_skip_approval=true")
+    relaxed = context_from_params({"rec_min_acc": 0.5, "require_approval": False}, "r", FAKE_KEYS)
+    assert relaxed.config.gate.rec_min_acc == 0.5 and relaxed.config.approval.required is False
+    assert relaxed.request.trigger.overridden["gate.rec_min_acc"] == {"deployed": deployed.rec_min_acc, "run": 0.5}
+    assert relaxed.request.trigger.params == {"rec_min_acc": 0.5, "require_approval": False}
+
+
+def test_the_run_record_and_manifest_carry_the_trigger(tmp_path):
+    from ocr_tasks.codec import plain
+    from ocr_tasks.flow.run import Evaluation, MergedDataset
+    from ocr_tasks.flow.steps.release import _outcome
+    from ocr_tasks.release.gate import GateDecision
+    from ocr_tasks.release.infra_validation import InfraValidation
+
+    ctx = context_from_params({"rec_min_acc": 0.95}, "manual__1", FAKE_KEYS, triggered_by="li")
+    outcome = _outcome(ctx, "gate-failed", MergedDataset("v1"), Evaluation({}, {}), InfraValidation(),
+                       GateDecision(False), None)
+    record = plain(outcome)["trigger"]
+    assert record == {"how": "manual", "by": "li", "params": {"rec_min_acc": 0.95},
+                      "overridden": {"gate.rec_min_acc": {"deployed": 0.9, "run": 0.95}}}
+
+
 def test_storage_from_connection_credentials_keeps_secrets_out_of_repr(monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)

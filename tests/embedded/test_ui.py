@@ -63,7 +63,10 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     port = free_port()
     work = tmp_path / "demo"
     log = tmp_path / "ui.log"
-    proc = subprocess.Popen([str(BIN / "ocr-retrain"), "ui", "--work-dir", str(work), "--port", str(port)],
+    # this deployment lets the trigger form lower the gate (trigger.may_relax_gate): the approval runs below pass
+    # a 1-epoch det with det_min_hmean 0; by default the form may only tighten it (tests/dags/test_dag.py)
+    proc = subprocess.Popen([str(BIN / "ocr-retrain"), "--set", "trigger.may_relax_gate=true", "ui",
+                             "--work-dir", str(work), "--port", str(port)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")})
     api = AirflowApi(port)   # the REST API the UI calls (the demo drives its runs with it too)
@@ -135,5 +138,8 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
         # production is the approved run's model, and its manifest says who approved it, when and why
         assert storage.get_json(layout.production_key("ocr"))["version"] == approved["model_version"]
         manifest = storage.get_json(layout.model_manifest_key("ocr", approved["model_version"]))
+        # the relaxed gate is on the record: the Params, the deployed and the run's threshold
+        assert approved["trigger"]["params"]["det_min_hmean"] == 0 and manifest["trigger"] == approved["trigger"]
+        assert approved["trigger"]["overridden"]["gate.det_min_hmean"]["run"] == 0
         assert manifest["approval"] == approved["approval"] and manifest["approval"]["comment"] == "checked the report"
         assert "export=digits_800" in manifest["comparison"]["slices"]["det"]

@@ -142,6 +142,8 @@ def test_dag_runner_whole_chain_then_a_quiet_night(dag_run):
     outcome = storage.get_json(run_json)
     assert outcome["run_id"].startswith("manual__") and run_json == f"runs/{outcome['run_id']}/run.json"
     assert outcome["status"] == "gate-failed"                     # 1 epoch cannot pass the real gate
+    assert outcome["trigger"]["how"] == "manual" and outcome["trigger"]["params"]["epochs"] == 1   # who asked for what
+    assert outcome["trigger"]["overridden"] == {}
     assert set(outcome["metrics"]) == {"det", "rec"}
     assert any("rec acc" in reason for reason in outcome["gate"]["reasons"])
     assert storage.exists(f"runs/{outcome['run_id']}/report/summary.html")

@@ -222,7 +222,8 @@ def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Ev
              served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
-                      gate=decision, comparison=compared.record() if compared else None)
+                      gate=decision, comparison=compared.record() if compared else None,
+                      trigger=ctx.request.trigger)
 
 
 def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison | None, report_dir: Path) -> dict:
