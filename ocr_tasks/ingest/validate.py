@@ -7,9 +7,11 @@ The suites are plain GX 1.x JSON, editable without touching code; limits such as
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -68,7 +70,7 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
     if data_docs_dir is None:  # one GX context per process, set up once
         runner = _cached_runner(tuple((table, _suite_text(table)) for table in SUITES))
     else:  # a failure's Data Docs: a context of its own, with the suites it ran
-        runner = _Runner(tuple((table, _suite_text(table)) for table in checked), f"export_{tables.name}", data_docs_dir)
+        runner = _Runner(tuple((table, _suite_text(table)) for table in checked), gx_name(tables.name), data_docs_dir)
     parameters = {"max_text_length": limits.max_text_length}
     failures = [_failure(table, result) for table in checked
                 for result in runner.run(table, frames[table], parameters) if not result.success]
@@ -81,6 +83,20 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
         data_docs=str(data_docs_dir / "index.html") if data_docs_dir is not None else None,
         notes=tables.notes(),
     )
+
+
+def gx_name(export: str) -> str:
+    """The export's name as Great Expectations may show it: GX writes the data source name unescaped into
+    its Data Docs index table, where a folder named `x<img src=q onerror=...>` ran script. Letters, digits
+    and `._-` only; anything else becomes `_`, with a hash of the real name so two exports never share one
+    (the report and validation.json name the export as it is)."""
+    safe = _GX_UNSAFE.sub("_", export)[:60]
+    if safe == export:
+        return f"export_{export}"
+    return f"export_{safe}_{hashlib.sha256(export.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+_GX_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _suite_text(table: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
-from tests.kit import export, ingest, label_lines, upload, write_label_lines
+from tests.kit import break_one_polygon, export, ingest, label_lines, upload, write_label_lines
 
 
 @pytest.fixture
@@ -146,3 +146,24 @@ def test_the_later_upload_wins_whatever_the_names(storage, config, tmp_path):
              for line in (data / "det" / f"{split}.txt").read_text().splitlines()
              for box in json.loads(line.split("\t", 1)[1])]
     assert "corrected" in texts
+
+
+HOSTILE_EXPORT = 'x<img src=q onerror="document.body.dataset.pwned=1">'
+
+
+def test_a_hostile_export_name_never_reaches_the_data_docs_as_markup(tmp_path):
+    """GX writes its data source name unescaped into the Data Docs index (before: the raw `<img ...>` stood in
+    index.html and Chromium ran it): the name GX gets is made safe."""
+    from ocr_tasks.config import load_config
+    from ocr_tasks.ingest.check import check_local_export
+    from ocr_tasks.ingest.validate import gx_name
+
+    folder = export(tmp_path / "labeller", HOSTILE_EXPORT, n_images=3, seed=5)
+    break_one_polygon(folder)                                       # a GX failure: Data Docs are written
+    _, report = check_local_export(folder, load_config(), tmp_path / "docs")
+    assert not report.success and report.export == HOSTILE_EXPORT
+    pages = {p: p.read_text(encoding="utf-8") for p in (tmp_path / "docs").rglob("*.html")}
+    assert pages and not [p for p, text in pages.items() if "<img src=q" in text or "onerror=" in text]
+    assert gx_name(HOSTILE_EXPORT) in pages[tmp_path / "docs" / "index.html"]
+    assert gx_name(HOSTILE_EXPORT) != gx_name(HOSTILE_EXPORT.replace("q", "r"))   # never two exports on one name
+    assert gx_name("digits_800") == "export_digits_800"                             # plain names unchanged
