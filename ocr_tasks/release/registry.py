@@ -205,7 +205,26 @@ def rollback(storage: Storage, name: str, version: str, *, force: bool = False,
     if not force and isinstance(gate, dict) and gate.get("passed") is False:
         raise PublishError(f"model {name} {version} failed its export gate "
                            f"({'; '.join(gate.get('reasons') or []) or 'no reasons recorded'}); use force to promote it anyway")
+    _check_whole(storage, name, version, manifest)
     return _point_production(storage, name, version, expected=if_production_is)
+
+
+def _check_whole(storage: Storage, name: str, version: str, manifest: Any) -> None:
+    """Production only ever points at a version every consumer can pull: each file the manifest lists is
+    stored with its size (one LIST; `pull_model` checks the sha256 of what it fetches)."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise PublishError(f"model {name} {version}: its manifest lists no files; production not moved")
+    prefix = layout.model_version_prefix(name, version)
+    stored = {info.key[len(prefix):]: info.size for info in storage.list(prefix)}
+    broken = [f"{rel} {'is missing' if rel not in stored else f'is {stored[rel]} bytes'} (expected "
+              f"{record.get('size') if isinstance(record, dict) else '?'} bytes)"
+              for rel, record in sorted(files.items())
+              if not isinstance(record, dict) or stored.get(rel) != record.get("size")]
+    if broken:
+        shown = "; ".join(broken[:5]) + (f"; and {len(broken) - 5} more" if len(broken) > 5 else "")
+        raise PublishError(f"model {name} {version} is not whole in {storage.uri(prefix)}: {shown}; "
+                           "production not moved (publish it again, or roll back to another version)")
 
 
 def production_version(storage: Storage, name: str) -> str | None:

@@ -192,6 +192,20 @@ def test_rollback_moves_the_pointer_and_refuses_unknown_versions(storage, tmp_pa
     assert rollback(storage, NAME, "v2")["previous"] == "v1"
 
 
+def test_rollback_never_points_production_at_a_version_that_cannot_be_pulled(storage, tmp_path):
+    for version in ("v1", "v2"):
+        publish_model(storage, NAME, version, make_bundle(tmp_path / version), manifest_for())
+    prefix = layout.model_version_prefix(NAME, "v1")
+    storage.delete(prefix + "det/inference.pdiparams")
+    storage.put_bytes(prefix + "rec/inference.json", b"cut short")
+    with pytest.raises(PublishError, match=r"v1 is not whole .*: det/inference.pdiparams is missing \(expected \d+ "
+                                           r"bytes\); .*rec/inference.json is 9 bytes .*production not moved"):
+        rollback(storage, NAME, "v1")
+    assert production_version(storage, NAME) == "v2"          # consumers keep pulling a whole model
+    with pytest.raises(PublishError, match="not whole"):
+        rollback(storage, NAME, "v1", force=True)              # force overrides a failed gate, never missing files
+
+
 def test_a_model_that_failed_the_gate_is_kept_but_never_production(storage, tmp_path):
     publish_model(storage, NAME, "v1", make_bundle(tmp_path / "v1"), manifest_for())
     failed = {"passed": False, "reasons": ["rec acc 0.874 is not > 0.9"], "checks": []}
