@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 
 from ocr_tasks.config import NotificationsConfig
+from ocr_tasks.untrusted import for_chat
 from ocr_tasks.vocabulary import RunStatus
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def notify(alert: Alert, settings: NotificationsConfig) -> list[str]:
 
 
 def _post_webhook(url: str, alert: Alert) -> bool:
-    body = json.dumps({"text": alert.text(), **asdict(alert)}).encode("utf-8")
+    # what chat renders is `text`: literal (no mentions, links, markup); the fields stay as they are, as data
+    body = json.dumps({"text": for_chat(alert.text()), **asdict(alert)}).encode("utf-8")
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (the operator's URL)

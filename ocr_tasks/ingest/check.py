@@ -25,6 +25,7 @@ from ocr_tasks.ingest.validate import Failure, ValidationReport, validate_tables
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import StorageError, UsageError
 from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.untrusted import for_log
 from ocr_tasks.vocabulary import timestamp
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> Ex
         log.exception("export %s could not be validated", ref.name)
         report = unreadable(ref.name, exc)
     if report.success:
-        log.info("%s", report.summary())
+        log.info("%s", "\n".join(for_log(line) for line in report.summary().splitlines()))
         return ExportCheck(ref, True, report.summary())
     return _quarantine(storage, ref, report, config, folder, docs_dir)
 
@@ -95,6 +96,6 @@ def _quarantine(storage: Storage, ref: ExportRef, report: ValidationReport, conf
         storage.upload_many((folder / name, target + name) for name in LABEL_FILES if (folder / name).exists())
     storage.put_json(target + "validation.json", report.to_json())
     storage.put_text(target + "report.txt", summary + "\n")
-    log.warning("%s", summary)
+    log.warning("%s", "\n".join(for_log(line) for line in summary.splitlines()))
     notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
     return ExportCheck(ref, False, summary, storage.uri(target))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocr_tasks.config import PipelineConfig
+from ocr_tasks.untrusted import for_log
 from ocr_tasks.ingest.dataset import DATASET_FILES, INDEX_FILE, Dataset, stored_files, write_text_atomic
 from ocr_tasks.ingest.exports import ExportRef, fetch_export
 from ocr_tasks.ingest.ledger import already_merged, commit_merge, load_ledger
@@ -58,7 +59,7 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
         base = ledger.get("dataset_version")
         todo = [ref for ref in refs if not already_merged(ledger, ref.name, ref.fingerprint)]
         if not todo:
-            log.info("%s already merged by another ingest into dataset %s", ", ".join(r.name for r in refs), base)
+            log.info("%s already merged by another ingest into dataset %s", for_log(", ".join(r.name for r in refs)), base)
             return DatasetVersion(base, storage.uri(layout.dataset_prefix(base)),
                                   storage.get_json(layout.dataset_prefix(base) + "dataset.json").get("counts", {}))
         built = _build_on(storage, ledger, todo, config)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocr_tasks.release.gate import KEY_METRICS
+from ocr_tasks.untrusted import for_markdown
 from ocr_tasks.vocabulary import Decision, timestamp
 
 APPROVE, REJECT = "Approve", "Reject"
@@ -39,12 +40,12 @@ def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: st
     if rows:
         lines += ["", "**Slices of the test split** (exported models, new vs production)", "",
                   "| model | slice | samples | new | production |", "|---|---|---|---|---|"]
-        lines += [f"| {kind} | {name} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
+        lines += [f"| {kind} | {for_markdown(name)} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
                   f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |" for kind, name, entry in rows]
     references = comparison.get("references") or {}
     if references:
         lines += ["", "**Reference sets**", "", "| set | model | samples | new | production |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {kind} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
+        lines += [f"| {for_markdown(name)} | {kind} | {entry['samples']} | {_fmt((entry.get('new') or {}).get(KEY_METRICS[kind]))} | "
                   f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |"
                   for name, kinds in sorted(references.items()) for kind, entry in sorted(kinds.items())]
     checks = outcome.gate.checks if outcome.gate else []

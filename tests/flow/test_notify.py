@@ -71,7 +71,8 @@ def test_gate_failure_reaches_the_webhook_with_the_missed_metric(webhook):
     assert notify.notify(alert, NotificationsConfig()) == ["webhook"]
     (payload,) = webhook
     assert payload["event"] == "gate_failed" and payload["run_id"] == "scheduled__2026"
-    assert "missed: rec acc 0.812 is not > 0.9" in payload["text"]
+    assert "missed: rec acc 0.812 is not &gt; 0.9" in payload["text"]   # chat text escaped the way Slack reads it
+    assert payload["details"] == ["missed: rec acc 0.812 is not > 0.9"]
     assert "s3://b/runs/x/report/summary.html" in payload["text"]
 
 

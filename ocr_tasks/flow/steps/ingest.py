@@ -11,6 +11,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
 from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext
 from ocr_tasks.storage import layout
+from ocr_tasks.untrusted import for_log
 
 if TYPE_CHECKING:
     from ocr_tasks.ingest.check import ExportCheck
@@ -32,12 +33,12 @@ def discover(ctx: RunContext) -> Discovery:
     abandoned = {ref.name for ref in found.abandoned}
     for name, why in found.waiting.items():
         if name not in abandoned:
-            log.info("export %s is not complete, left for the next run: %s", name, why)
+            log.info("export %s is not complete, left for the next run: %s", for_log(name), for_log(why))
     if found.abandoned:   # quarantined (report, ledger entry, notification) so nobody waits for them forever
         checks = [abandon_export(ctx.storage, ref, found.waiting[ref.name], ctx.config) for ref in found.abandoned]
         record_exports(ctx.storage, quarantined_entries(checks))
     for name, why in found.refused.items():
-        log.warning("incoming/%s/ REFUSED (the other exports go on): %s", name, why)
+        log.warning("incoming/%s/ REFUSED (the other exports go on): %s", for_log(name), for_log(why))
         notify(export_quarantined(name, f"refused\n{why}", None, ctx.run_id), ctx.config.notifications)
     latest = ledger.get("dataset_version")
     return Discovery(found.new, dict(found.waiting), list(found.already_ingested), dict(found.refused),
@@ -58,7 +59,8 @@ def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
 
     result = check(ctx.storage, ref, ctx.config)
     if not result.passed:
-        log.warning("export %s QUARANTINED (the run goes on without it): report %s", ref.name, result.report_uri)
+        log.warning("export %s QUARANTINED (the run goes on without it): report %s", for_log(ref.name),
+                    for_log(result.report_uri))
     return result
 
 
@@ -77,7 +79,7 @@ def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDatase
     merged = plain(merge_exports(ctx.storage, passed, ctx.config)) if passed else None
     latest = load_ledger(ctx.storage).get("dataset_version")
     version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
-    log.info("dataset to train on: %s; quarantined: %s", version, quarantined or "none")
+    log.info("dataset to train on: %s; quarantined: %s", version, for_log(sorted(quarantined)) if quarantined else "none")
     return MergedDataset(version, merged, quarantined)
 
 
