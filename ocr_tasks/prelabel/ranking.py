@@ -81,7 +81,7 @@ def write_ranking(rows: list[RankedImage], out: Path, images: Path, model_versio
     thumbs.mkdir(exist_ok=True)
     shown = []
     for row in rows:
-        thumb = thumbs / f"{Path(row.image).stem}.jpg"
+        thumb = thumbs / f"{Path(row.image).name}.jpg"   # the whole name: a.jpg and a.png are two pictures
         with Image.open(images / row.image) as picture:
             picture = picture.convert("RGB")
             picture.thumbnail((_THUMB, _THUMB))

@@ -52,7 +52,25 @@ def test_the_least_sure_images_come_first(tmp_path):
     assert csv_lines[0].startswith("rank,image,uncertainty") and csv_lines[1].startswith("1,blank.jpg,1.0")
     page = (tmp_path / "ranking.html").read_text()
     assert page.index("<td>blank.jpg</td>") < page.index("<td>unsure.jpg</td>") < page.index("<td>sure.jpg</td>")
-    assert "thumbs/blank.jpg" in page and (tmp_path / "thumbs" / "blank.jpg").stat().st_size > 0
+    assert "thumbs/blank.jpg.jpg" in page and (tmp_path / "thumbs" / "blank.jpg.jpg").stat().st_size > 0
+
+
+def test_two_images_with_one_stem_keep_their_own_thumbnails(tmp_path):
+    """a.jpg and a.png once shared thumbs/a.jpg: rank 1 showed the other image."""
+    from PIL import Image
+
+    images = tmp_path / "batch"
+    images.mkdir()
+    Image.new("RGB", (64, 32), "black").save(images / "a.jpg")
+    Image.new("RGB", (64, 32), "white").save(images / "a.png")
+    rows = rank_images({"a.jpg": {"lines": [], "box_scores": []},
+                        "a.png": {"lines": [{"score": 0.99, "text": "1", "poly": []}], "box_scores": [0.99]}})
+    write_ranking(rows, tmp_path / "out", images, "v1")
+    shades = {name: Image.open(tmp_path / "out" / "thumbs" / f"{name}.jpg").convert("L").getpixel((5, 5))
+              for name in ("a.jpg", "a.png")}
+    assert shades["a.jpg"] < 30 and shades["a.png"] > 225        # each row shows its own image
+    page = (tmp_path / "out" / "ranking.html").read_text()
+    assert 'src="thumbs/a.jpg.jpg"' in page and 'src="thumbs/a.png.jpg"' in page
 
 
 def test_the_ranking_page_shows_upload_names_as_text_and_links_them_quoted(tmp_path):
@@ -67,4 +85,4 @@ def test_the_ranking_page_shows_upload_names_as_text_and_links_them_quoted(tmp_p
     assert "<b>" not in page and "<img src=x" not in page
     assert "<td>&lt;img src=x onerror=&#34;alert(1)&#34;&gt; #1?.jpg</td>" in page
     assert "&lt;b&gt;batch&amp;: hardest first" in page and "model v&lt;1&gt;" in page
-    assert 'src="thumbs/%3Cimg%20src%3Dx%20onerror%3D%22alert%281%29%22%3E%20%231%3F.jpg"' in page
+    assert 'src="thumbs/%3Cimg%20src%3Dx%20onerror%3D%22alert%281%29%22%3E%20%231%3F.jpg.jpg"' in page
