@@ -345,7 +345,7 @@ _EPOCH = re.compile(r"epoch: \[(?P<epoch>\d+)/(?P<epochs>\d+)\], global_step: (?
                     r"(?:(?P<metric>acc|loss): (?P<value>[\d.]+))")
 _BEST = re.compile(r"best metric, (?P<metric>\w+): (?P<value>[\d.e-]+)")
 # the pipeline's own messages: the DAG file's logger and the chain's steps
-_OWN_LOGGERS = ("ocr_retraining", "ocr_tasks.flow.steps")
+_OWN_LOGGERS = ("ocr_retraining", "ocr_tasks.flow.steps")   # prefixes: the DAG and every step module
 _ENDED = {"success": "done", "failed": "failed", "up_for_retry": "failed, will retry"}
 # ended without running: one line per poll for all of them
 _NOT_RUN = {"skipped": "skipped", "upstream_failed": "not run (upstream failed)"}
@@ -422,7 +422,7 @@ class RunFollower:
             return
         event = str(record.get("event", ""))
         level = str(record.get("level", "")).lower()
-        if record.get("logger") in _OWN_LOGGERS and level in ("info", "warning", "error"):
+        if str(record.get("logger") or "").startswith(_OWN_LOGGERS) and level in ("info", "warning", "error"):
             self.write(f"            {event[:600]}")
         elif m := _EPOCH.search(event):
             previous = self.last_epoch.get(label)
