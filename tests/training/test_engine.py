@@ -486,3 +486,27 @@ def test_real_rec_training_one_epoch_then_eval(tmp_path):
     assert [e["kind"] for e in evaluated.history] == ["load", "checkpoint", "eval"]
     assert set(evaluated.final_metrics) == {"acc", "norm_edit_dis", "fps"}
     assert 0.0 <= evaluated.final_metrics["acc"] <= 1.0
+
+
+def test_a_tool_dies_with_the_task_that_started_it(tmp_path):
+    """A task process killed outright (SIGKILL: a supervisor's last word, a lost worker) runs no `finally`;
+    its tool, in a session of its own, must not go on training or reading unseen."""
+    import signal
+
+    import psutil
+
+    code = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from ocr_tasks.training.engine import run_logged
+        run_logged([sys.executable, "-c", "import time; time.sleep(300)"], Path(sys.argv[1]))
+    """)
+    task = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tool.log")])
+    deadline = time.monotonic() + 60
+    while not (tools := psutil.Process(task.pid).children()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tools, "the tool never started"
+    os.kill(task.pid, signal.SIGKILL)
+    task.wait()
+    gone, alive = psutil.wait_procs(tools, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
