@@ -17,6 +17,8 @@ it new again (its fingerprint changes).
 from __future__ import annotations
 
 import hashlib
+import unicodedata
+from collections.abc import Iterable
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -125,7 +127,20 @@ def _missing_files(storage: Storage, prefix: str, present: set[str], rules: Inco
         storage.get_bytes(prefix + REC_GT) if REC_GT in present else None)
     absent = sorted(wanted - present)
     if absent:
-        return f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {shorten(absent[0])}"
+        return (f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {shorten(absent[0])}"
+                + (unicode_form_mismatch(absent[0], present) or ""))
+    return None
+
+
+def unicode_form_mismatch(name: str, present: Iterable[str]) -> str | None:
+    """Why `name` is not found when a file of the same name in another Unicode form is there (macOS writes
+    file names decomposed, NFD; most labelling tools and Windows write them composed, NFC)."""
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, name)
+        if other != name and other in present:
+            return (f": the labels spell it in {'NFD' if form == 'NFC' else 'NFC'} and the uploaded file's name is "
+                    f"in {form} (the same letters, other bytes): rename the file, or re-save the labels, so both use "
+                    "one form")
     return None
 
 

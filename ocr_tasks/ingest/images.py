@@ -126,7 +126,10 @@ def _read(path: Path) -> bytes | ImageFacts:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        return ImageFacts(problem="image file missing")
+        from ocr_tasks.ingest.exports import unicode_form_mismatch
+
+        siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+        return ImageFacts(problem="image file missing" + (unicode_form_mismatch(path.name, siblings) or ""))
     except OSError as exc:
         return ImageFacts(problem=f"image unreadable: {exc.strerror}")
 

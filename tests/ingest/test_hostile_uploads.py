@@ -167,3 +167,29 @@ def test_a_hostile_export_name_never_reaches_the_data_docs_as_markup(tmp_path):
     assert gx_name(HOSTILE_EXPORT) in pages[tmp_path / "docs" / "index.html"]
     assert gx_name(HOSTILE_EXPORT) != gx_name(HOSTILE_EXPORT.replace("q", "r"))   # never two exports on one name
     assert gx_name("digits_800") == "export_digits_800"                             # plain names unchanged
+
+
+def _labels_in_nfc_file_in_nfd(folder):
+    """img_0000.jpg becomes 'café_0000.jpg': composed (NFC) in Label.txt and fileState.txt, decomposed (NFD,
+    as macOS writes names) on disk."""
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", "café_0000.jpg")
+    for text_file in ("Label.txt", "fileState.txt"):
+        path = folder / text_file
+        path.write_text(path.read_text(encoding="utf-8").replace("img_0000.jpg", nfc), encoding="utf-8")
+    (folder / "img_0000.jpg").rename(folder / unicodedata.normalize("NFD", nfc))
+
+
+def test_a_name_in_another_unicode_form_says_so_locally_and_in_storage(storage, config, tmp_path):
+    from ocr_tasks.ingest.check import check_local_export
+    from ocr_tasks.ingest.exports import discover_exports
+
+    folder = export(tmp_path / "labeller", "cafe_batch", n_images=3, seed=5)
+    _labels_in_nfc_file_in_nfd(folder)
+    _, report = check_local_export(folder, config, tmp_path / "docs")
+    assert not report.success
+    assert "labels spell it in NFC and the uploaded file's name is in NFD" in "\n".join(report.summary().splitlines())
+    upload(storage, folder)
+    waiting = discover_exports(storage, {}, config.incoming).waiting["cafe_batch"]
+    assert "not uploaded yet" in waiting and "labels spell it in NFC" in waiting and "in NFD" in waiting
