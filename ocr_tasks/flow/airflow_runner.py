@@ -122,10 +122,14 @@ def on_failure(context: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- nodes -> tasks
 
 
-def _inputs(pipeline: Pipeline, node: Node, ti: Any) -> list[Any]:
-    """The node's artifacts, pulled from the tasks that made them (None for a task that did not run)."""
+def _inputs(pipeline: Pipeline, node: Node, ti: Any, item: Any = None) -> list[Any]:
+    """The node's artifacts, pulled from the tasks that made them (None for a task that did not run); a
+    mapped instance gets its `item` in place of the list it was mapped from."""
     values = []
     for artifact in node.inputs:
+        if node.map_over and artifact == node.map_over[0]:
+            values.append(codec.load(item))
+            continue
         producer = pipeline.producer(artifact)
         if producer.role is Role.APPROVAL:
             answer = ti.xcom_pull(task_ids=producer.name, key=ANSWER_KEY)
@@ -143,6 +147,7 @@ def _callable(pipeline: Pipeline, node: Node):
                          if other.map_over and pipeline.producer(other.map_over[0]) is node}
     if len(mapped_attributes) > 1:   # Airflow maps over a task's return value only
         raise ValueError(f"{pipeline.name}: nodes map over {sorted(mapped_attributes)} of {node.name}: one at most")
+    mapped_attribute = next(iter(mapped_attributes), None)
 
     def run_node(item: Any = None) -> Any:
         from airflow.exceptions import AirflowSkipException
@@ -151,16 +156,13 @@ def _callable(pipeline: Pipeline, node: Node):
         if node.when is not None and not node.when(ctx):
             raise AirflowSkipException(f"{node.name}: not asked for in this run ({node.when.__name__})")
         ti = get_current_context()["ti"]
-        inputs = _inputs(pipeline, node, ti)
-        if node.map_over:   # this instance's item replaces the list it was mapped from
-            inputs[node.inputs.index(node.map_over[0])] = codec.load(item)
-        result = node.run(ctx, *inputs)
+        result = node.run(ctx, *_inputs(pipeline, node, ti, item))
         if node.role in (Role.SHORT_CIRCUIT, Role.BRANCH):
             return result
         ti.xcom_push(key=ARTIFACT_KEY, value=codec.dump(result))
-        for attribute in mapped_attributes:   # the list the mapped node expands over
-            return [codec.dump(item) for item in getattr(result, attribute)]
-        return None
+        if mapped_attribute is None:
+            return None
+        return [codec.dump(each) for each in getattr(result, mapped_attribute)]   # what the mapped node expands over
 
     run_node.__name__ = node.name
     run_node.__doc__ = node.doc

@@ -40,7 +40,6 @@ class LocalRun:
 
 def run_pipeline(pipeline: Pipeline, ctx: RunContext) -> LocalRun:
     run = LocalRun()
-    made_by = {node.output: node.name for node in pipeline.nodes if node.output}
     skipped: set[str] = set()
     for node in pipeline.nodes:
         # as in Airflow: a node after a skipped one is skipped too, unless it joins optional upstreams
@@ -49,7 +48,7 @@ def run_pipeline(pipeline: Pipeline, ctx: RunContext) -> LocalRun:
             skipped.add(node.name)
             continue
         step_ctx = ctx.for_step(node.name)
-        inputs = [run.artifacts.get(artifact) if made_by[artifact] not in skipped else None
+        inputs = [run.artifacts.get(artifact) if pipeline.producer(artifact).name not in skipped else None
                   for artifact in node.inputs]
         log.info("%s: %s", pipeline.name, node.name)
         result = _run_node(node, step_ctx, inputs)

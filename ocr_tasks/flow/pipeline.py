@@ -73,6 +73,7 @@ class Pipeline:
     nodes: tuple[Node, ...]
     doc: str = ""
     _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _made_by: dict[str, Node] = field(init=False, repr=False, compare=False)   # artifact -> its node
 
     def __post_init__(self) -> None:
         by_name: dict[str, Node] = {}
@@ -98,12 +99,13 @@ class Pipeline:
             if unknown:
                 raise ValueError(f"pipeline {self.name}: node {node.name} may lead to {unknown}, not declared")
         object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_made_by", {artifact: by_name[name] for artifact, name in made.items()})
 
     def __getitem__(self, name: str) -> Node:
         return self._by_name[name]
 
     def producer(self, artifact: str) -> Node:
-        return next(node for node in self.nodes if node.output == artifact)
+        return self._made_by[artifact]
 
     def direct_needs(self, node: Node) -> set[str]:
         """The nodes `node` needs first: its artifacts' makers, its `after`, the node choosing it."""

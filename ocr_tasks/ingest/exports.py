@@ -17,8 +17,6 @@ it new again (its fingerprint changes).
 from __future__ import annotations
 
 import hashlib
-import unicodedata
-from collections.abc import Iterable
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +26,7 @@ from typing import TYPE_CHECKING
 from ocr_tasks.config import IncomingConfig
 from ocr_tasks.storage import layout
 from ocr_tasks.ingest.ppocrlabel import (FILE_STATE, LABEL_FILE, REC_GT, parse_file_state, parse_label_file,
-                                         parse_rec_gt, shorten)
+                                         parse_rec_gt, shorten, unicode_form_mismatch)
 
 if TYPE_CHECKING:   # the pipeline declaration names these artifacts without importing boto3
     from ocr_tasks.storage.s3 import ObjectInfo, Storage
@@ -129,18 +127,6 @@ def _missing_files(storage: Storage, prefix: str, present: set[str], rules: Inco
     if absent:
         return (f"{len(absent)} file(s) named in the labels not uploaded yet, e.g. {shorten(absent[0])}"
                 + (unicode_form_mismatch(absent[0], present) or ""))
-    return None
-
-
-def unicode_form_mismatch(name: str, present: Iterable[str]) -> str | None:
-    """Why `name` is not found when a file of the same name in another Unicode form is there (macOS writes
-    file names decomposed, NFD; most labelling tools and Windows write them composed, NFC)."""
-    for form in ("NFC", "NFD"):
-        other = unicodedata.normalize(form, name)
-        if other != name and other in present:
-            return (f": the labels spell it in {'NFD' if form == 'NFC' else 'NFC'} and the uploaded file's name is "
-                    f"in {form} (the same letters, other bytes): rename the file, or re-save the labels, so both use "
-                    "one form")
     return None
 
 

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
+from ocr_tasks.ingest.ppocrlabel import unicode_form_mismatch
+
 # We enforce our own (configurable) pixel limit before decoding; PIL's built-in one
 # would raise a different error for the same problem.
 Image.MAX_IMAGE_PIXELS = None
@@ -126,8 +128,6 @@ def _read(path: Path) -> bytes | ImageFacts:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        from ocr_tasks.ingest.exports import unicode_form_mismatch
-
         siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
         return ImageFacts(problem="image file missing" + (unicode_form_mismatch(path.name, siblings) or ""))
     except OSError as exc:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -253,3 +255,15 @@ def polygon_area(points: list[list[float]]) -> float:
     for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1]):
         total += x1 * y2 - x2 * y1
     return abs(total) / 2.0
+
+
+def unicode_form_mismatch(name: str, present: Iterable[str]) -> str | None:
+    """Why `name` is not found when a file of the same name in another Unicode form is there (macOS writes
+    file names decomposed, NFD; most labelling tools and Windows write them composed, NFC)."""
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, name)
+        if other != name and other in present:
+            return (f": the labels spell it in {'NFD' if form == 'NFC' else 'NFC'} and the uploaded file's name is "
+                    f"in {form} (the same letters, other bytes): rename the file, or re-save the labels, so both use "
+                    "one form")
+    return None

@@ -184,6 +184,7 @@ class WorkDir:
     def step(self, run_id: str, step: str) -> Path:
         """One step's scratch: steps of a run may run at once on one worker (LocalExecutor, a Celery
         worker with two slots), so none fetches into or clears another's folder."""
+        # runs/<run_id>/det|rec/ hold the trained models (run_model): a step's scratch must never be one of them
         if step in ("det", "rec") or not step or "/" in step or step.startswith("."):
             raise ValueError(f"not a step name for a scratch folder: {step!r}")
         return self.run(run_id) / step

@@ -1,5 +1,5 @@
-"""The retraining steps, one module per stage (ingest.py, training.py, release.py; common.py shared). How they chain is declared once, in ocr_tasks/flow/retraining.py; two
-runners execute that declaration: the Airflow DAG (one task per step) and `run_local` (every step in
+"""The retraining steps, one module per stage (ingest.py, training.py, release.py; common.py shared).
+How they chain is declared once, in ocr_tasks/flow/retraining.py; two runners execute that declaration: the Airflow DAG (one task per step) and `run_local` (every step in
 one process, for `ocr-retrain run`).
 
 Each step takes the run's `RunContext` and the artifacts of the steps before it

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.flow.run import ExportedBundle, MergedDataset, RunContext
 
 if TYPE_CHECKING:
+    from ocr_tasks.flow.run import ExportedBundle, MergedDataset, RunContext
     from ocr_tasks.training.trained_model import TrainedModel
 
 

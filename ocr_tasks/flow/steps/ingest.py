@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
-from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext
 from ocr_tasks.storage import layout
 from ocr_tasks.untrusted import for_log
 
 if TYPE_CHECKING:
+    from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext
     from ocr_tasks.ingest.check import ExportCheck
     from ocr_tasks.ingest.exports import ExportRef
     from ocr_tasks.storage.s3 import Storage
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 def discover(ctx: RunContext) -> Discovery:
     """The exports under incoming/ that are new, the ones still uploading, and the datasets' state."""
     from ocr_tasks.flow.notify import export_quarantined, notify
+    from ocr_tasks.flow.run import Discovery
     from ocr_tasks.ingest.check import abandon_export, quarantined_entries
     from ocr_tasks.ingest.exports import discover_exports
     from ocr_tasks.ingest.ledger import load_ledger, record_exports
@@ -66,6 +67,7 @@ def check_export(ctx: RunContext, ref: ExportRef) -> ExportCheck:
 
 def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDataset:
     """Merge the exports that passed into a new dataset version; say which version to train on."""
+    from ocr_tasks.flow.run import MergedDataset
     from ocr_tasks.ingest.check import quarantined_entries
     from ocr_tasks.ingest.ledger import load_ledger, record_exports
     from ocr_tasks.ingest.merge import merge_exports

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
-from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED, RunStatus
 
 if TYPE_CHECKING:
+    from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
     from ocr_tasks.release.approval import ApprovalRecord
     from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.gate import GateDecision
@@ -33,6 +33,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     A kind this run did not train comes from production unchanged, so the bundle is what
     consumers will get: infra_validate reads it, publish publishes it byte for byte.
     """
+    from ocr_tasks.flow.run import ExportedBundle
     from ocr_tasks.release.bundle import assemble_bundle
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
@@ -220,6 +221,8 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
 
 def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Evaluation,
              served: InfraValidation, decision: GateDecision, compared: Comparison | None) -> RunOutcome:
+    from ocr_tasks.flow.run import RunOutcome
+
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
                       gate=decision, comparison=compared.record() if compared else None,

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, local_dataset
-from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DET, REC, ModelKind
 
 if TYPE_CHECKING:
+    from ocr_tasks.flow.run import Evaluation, MergedDataset, RunContext
     from ocr_tasks.training.trained_model import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def wants(kind: ModelKind) -> Callable[[RunContext], bool]:
 def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = None,
              rec: TrainedModel | None = None) -> Evaluation:
     """Test-split metrics of the new models and, on the same split, of production's."""
+    from ocr_tasks.flow.run import Evaluation
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
     from ocr_tasks.training.evaluate import evaluate as evaluate_checkpoint
