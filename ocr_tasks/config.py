@@ -116,10 +116,24 @@ class ValidationConfig(_Section):
     max_image_side: int = 16384
     decode_memory_mb: int = 1024          # decoded pixels held at once across decode threads (one image may exceed it alone)
     max_text_length: int = 25
+    # Hard caps on what one upload may hold (an export that passed with a 50 MB transcription put it into
+    # det/train.txt; 1 M boxes on one image took 57 s and 1.6 GB to validate). Generous: a dense document
+    # page has a few hundred boxes, a paragraph box a few hundred characters. Beyond a cap, the image is
+    # left out (or the export refused, see leave_out_bad_images).
+    max_transcription_length: int = 1000
+    max_boxes_per_image: int = 2000
+    # An image with a box that cannot be used (crossing polygon, text outside the dict, over a cap, ...) is
+    # left out, with its reason in the export's report and the ledger, and the rest of the export merged.
+    # More than max_left_out_share of an export's images so affected refuses the export whole: a cause that
+    # hits that many images is one fix (the dictionary, a labeller's habit), better made once than trickled in.
+    leave_out_bad_images: bool = True
+    max_left_out_share: float = 0.25
     dict_file: str | None = None
     processes: int = 0      # exports validated at once by `ocr-retrain run/ingest`; 0: one per CPU core
 
-    _sizes = field_validator("max_image_pixels", "max_image_side", "decode_memory_mb", "max_text_length")(_at_least(1))
+    _sizes = field_validator("max_image_pixels", "max_image_side", "decode_memory_mb", "max_text_length",
+                             "max_transcription_length", "max_boxes_per_image")(_at_least(1))
+    _share = field_validator("max_left_out_share")(_fraction)
     _processes = field_validator("processes")(_at_least(0, " (0: one per CPU core)"))
 
 

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 from ocr_tasks.embedded.local_airflow import free_port
-from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
-__all__ = ["DATA", "REPO", "break_one_polygon", "edit_boxes", "export", "free_port", "ingest", "label_lines", "upload",
+__all__ = ["DATA", "REPO", "break_label_file", "break_one_polygon", "edit_boxes", "export", "free_port", "ingest", "label_lines", "upload",
            "write_label_lines"]
 
 

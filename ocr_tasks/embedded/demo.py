@@ -4,8 +4,8 @@ Everything a team's night looks like, on one machine and CPU only:
 
 1. a real S3-compatible server (rclone `serve s3` on 127.0.0.1, over work/demo/s3/);
 2. labellers' PPOCRLabel exports uploaded to `incoming/`: one good export of 800 images
-   (the measured one that passes the real gate with the CPU profiles) and one with a
-   broken polygon, which the run quarantines;
+   (the measured one that passes the real gate with the CPU profiles; one polygon dragged outside its
+   image, which leaves that image out) and one whose Label.txt is damaged, which the run quarantines;
 3. the real DAG `ocr_retraining` triggered in Airflow (api-server, scheduler with the
    LocalExecutor, dag-processor; SQLite metadata database in work/demo/airflow/), det and
    rec training side by side in the `gpu` pool's two slots, credentials through the
@@ -34,7 +34,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
-from ocr_tasks.embedded.synthetic import ExportSpec, break_one_polygon, make_export
+from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
 from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
 from ocr_tasks.vocabulary import DET, TEST_SPLIT
@@ -153,9 +153,12 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
         if not (folder / "Label.txt").exists():
             make_export(labeller_dir, spec)
             if spec is BROKEN_EXPORT:
+                break_label_file(folder)
+            elif spec is MAIN_EXPORT:
                 break_one_polygon(folder)
         storage.upload_dir(folder, f"incoming/{spec.name}")
-        note = " (one polygon outside its image: expect quarantine)" if spec is BROKEN_EXPORT else ""
+        note = {BROKEN_EXPORT: " (Label.txt line 3 cut short: expect the export quarantined)",
+                MAIN_EXPORT: " (one polygon outside its image: expect that image left out, the rest merged)"}.get(spec, "")
         out(f"      {spec.name}: {spec.n_images} images -> {storage.uri(f'incoming/{spec.name}/')}{note}")
     reference = f"{layout.REFERENCE}{REFERENCE_SET.name}/"
     if not storage.exists(reference + "Label.txt"):

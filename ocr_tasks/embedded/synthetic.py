@@ -36,6 +36,7 @@ from ocr_tasks.ingest.crops import crop_text_region
 
 __all__ = [
     "ExportSpec",
+    "break_label_file",
     "break_one_polygon",
     "make_export",
     "make_text_line_image",
@@ -257,12 +258,21 @@ def make_export(parent: Path, spec: ExportSpec) -> Path:
 
 
 def break_one_polygon(folder: Path, line_index: int = 2) -> None:
-    """The labeller's slip the demo and tests quarantine: one polygon dragged outside its image.
+    """A labeller's slip that costs one image: one polygon dragged outside its image.
 
     The first box of Label.txt line ``line_index + 1`` gains a point at (-50, -50), so validation
-    reports ``Label.txt:<line_index + 1> box 0``.
+    reports ``Label.txt:<line_index + 1> box 0`` and leaves that image out (the rest is merged).
     """
     label = folder / "Label.txt"
     lines = label.read_text(encoding="utf-8-sig").splitlines()
     lines[line_index] = lines[line_index].replace('"points": [[', '"points": [[-50, -50], [', 1)
+    label.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def break_label_file(folder: Path, line_index: int = 2) -> None:
+    """A damage that costs the whole export: Label.txt line ``line_index + 1`` cut short (a hand edit, a
+    truncated copy), so its image cannot even be named with certainty and the export is quarantined."""
+    label = folder / "Label.txt"
+    lines = label.read_text(encoding="utf-8-sig").splitlines()
+    lines[line_index] = lines[line_index][: len(lines[line_index]) // 2]
     label.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -115,6 +115,12 @@ def export_quarantined(export: str, summary: str, report_uri: str | None, run_id
                  details=summary.splitlines()[1:21], link=report_uri, run_id=run_id)
 
 
+def images_left_out(export: str, count: int, summary: str, report_uri: str | None) -> Alert:
+    """Sent to whoever hears of quarantines (same event): the labellers have images to fix."""
+    return Alert("export_quarantined", f"export {export} merged WITHOUT {count} image(s): their boxes cannot be used",
+                 details=summary.splitlines()[1:21], link=report_uri)
+
+
 def gate_failed(run_id: str, reasons: list[str], report_uri: str | None) -> Alert:
     return Alert("gate_failed", f"run {run_id}: the gate kept the new models out of production",
                  details=[f"missed: {reason}" for reason in reasons], link=report_uri, run_id=run_id)

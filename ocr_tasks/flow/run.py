@@ -156,6 +156,7 @@ class MergedDataset:
     dataset_version: str | None
     merged: dict[str, Any] | None = None       # the new version's DatasetVersion JSON, when exports were merged
     quarantined: dict[str, str | None] = field(default_factory=dict)   # export -> quarantine folder
+    left_out: dict[str, dict] = field(default_factory=dict)   # export merged without some images -> {images, report}
 
 
 @dataclass

@@ -3,7 +3,8 @@
     check_export(storage, ref, config)   -> ExportCheck (passed, or quarantined with a report)
 
 A quarantined export's report.txt, validation.json, Data Docs and label files go to
-quarantine/<export>/<fp>/; the ledger entry that marks it is written by the merge step
+quarantine/<export>/<fp>/; so do those of an export that passed without some of its images (a box
+that cannot be used leaves its image out: ValidationConfig.leave_out_bad_images); the ledger entry that marks it is written by the merge step
 (`quarantined_entries`), once per run rather than once per check: checks run side by side
 (the DAG's mapped tasks, the local runner's processes). Every ledger write takes the ledger's
 lease (ingest/ledger.py), so a CLI ingest beside a run cannot lose an entry either.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocr_tasks.config import PipelineConfig
-from ocr_tasks.flow.notify import export_quarantined, notify
+from ocr_tasks.flow.notify import export_quarantined, images_left_out, notify
 from ocr_tasks.ingest.exports import LABEL_FILES, ExportRef, fetch_export
 from ocr_tasks.ingest.tables import ExportTables, build_tables, read_dictionary
 from ocr_tasks.ingest.ppocrlabel import shorten
@@ -36,7 +37,8 @@ class ExportCheck:
     export: ExportRef
     passed: bool
     summary: str
-    report_uri: str | None = None    # quarantine folder when it failed
+    report_uri: str | None = None    # quarantine folder: the report of a failure, or of the images left out
+    left_out: dict[str, str] = field(default_factory=dict)   # passed without these images: relpath -> why
 
 
 def quarantined_entries(checks: list[ExportCheck]) -> dict[str, dict]:
@@ -49,7 +51,7 @@ def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | No
     """Validate a local export; GX Data Docs are rendered into `docs_dir` only when it fails."""
     tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
     report = validate_tables(tables, config.validation)
-    if not report.success and docs_dir is not None:
+    if (not report.success or report.left_out) and docs_dir is not None:
         report = validate_tables(tables, config.validation, docs_dir)
     return tables, report
 
@@ -72,7 +74,7 @@ def check_export(storage: Storage, ref: ExportRef, config: PipelineConfig) -> Ex
     except Exception as exc:  # noqa: BLE001 - whatever this export makes raise, the others go on
         log.exception("export %s could not be validated", ref.name)
         report = unreadable(ref.name, exc)
-    if report.success:
+    if report.success and not report.left_out:
         log.info("%s", "\n".join(for_log(line) for line in report.summary().splitlines()))
         return ExportCheck(ref, True, report.summary())
     return _quarantine(storage, ref, report, config, folder, docs_dir)
@@ -97,5 +99,8 @@ def _quarantine(storage: Storage, ref: ExportRef, report: ValidationReport, conf
     storage.put_json(target + "validation.json", report.to_json())
     storage.put_text(target + "report.txt", summary + "\n")
     log.warning("%s", "\n".join(for_log(line) for line in summary.splitlines()))
+    if report.success:   # merged without the images it names: the labellers hear which, like a quarantine
+        notify(images_left_out(ref.name, len(report.left_out), summary, storage.uri(target)), config.notifications)
+        return ExportCheck(ref, True, summary, storage.uri(target), report.left_out_files)
     notify(export_quarantined(ref.name, summary, storage.uri(target)), config.notifications)
     return ExportCheck(ref, False, summary, storage.uri(target))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +47,19 @@ class DatasetVersion:
     merged: list[str] = field(default_factory=list)
 
 
-def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
+def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfig,
+                  left_out: Mapping[str, Mapping[str, str]] | None = None) -> DatasetVersion:
     """Merge validated exports into the latest dataset and publish the new version.
+
+    `left_out`: export name -> the images its check left out (Label.txt relpath -> why); they are
+    not merged, and the ledger entry lists them.
 
     Each export's tables are rebuilt from its fetched copy (validation on the same worker
     fetched it already; another worker fetches it again), hashing its images, not decoding them.
     When another ingest records a new dataset while this one builds, this one is built again
     on top of it (exports that ingest merged with the same content are left out).
     """
+    left_out = left_out or {}
     for attempt in range(1, _MERGE_ATTEMPTS + 1):
         ledger = load_ledger(storage)
         base = ledger.get("dataset_version")
@@ -62,9 +68,11 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
             log.info("%s already merged by another ingest into dataset %s", for_log(", ".join(r.name for r in refs)), base)
             return DatasetVersion(base, storage.uri(layout.dataset_prefix(base)),
                                   storage.get_json(layout.dataset_prefix(base) + "dataset.json").get("counts", {}))
-        built = _build_on(storage, ledger, todo, config)
+        built = _build_on(storage, ledger, todo, config, left_out)
         entries = {ref.name: {"fingerprint": ref.fingerprint, "status": "merged",
-                              "dataset_version": built.version, "at": timestamp()} for ref in todo}
+                              "dataset_version": built.version, "at": timestamp(),
+                              **({"left_out": dict(left_out[ref.name])} if left_out.get(ref.name) else {})}
+                   for ref in todo}
         if commit_merge(storage, base, entries, built.version):
             log.info("dataset %s published (%s): %s", built.version, built.uri, built.counts)
             return built
@@ -75,7 +83,8 @@ def merge_exports(storage: Storage, refs: list[ExportRef], config: PipelineConfi
                        "this ingest merged; nothing of this merge was recorded, the next run merges it")
 
 
-def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: PipelineConfig) -> DatasetVersion:
+def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: PipelineConfig,
+              left_out: Mapping[str, Mapping[str, str]]) -> DatasetVersion:
     """The dataset `ledger`'s latest plus `refs`, stored as its (content-named, immutable) version."""
     previous = ledger.get("dataset_version")
     stage = config.work.new_dataset_stage()
@@ -83,6 +92,7 @@ def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: Pip
     try:
         for ref in refs:
             tables = build_tables(fetch_export(storage, ref, config.work.exports), config.validation, decode=False)
+            tables = tables.without(left_out.get(ref.name, {}))
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,

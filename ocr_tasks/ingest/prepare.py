@@ -52,7 +52,7 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
             tables, report = check_local_export(folder, config)
             reports.append(report)
             if report.success:
-                passing.append(tables)
+                passing.append(tables.without(report.left_out_files))
         if not passing:
             return PrepareResult(reports, None)
         with Dataset(Path(scratch) / INDEX_FILE) as dataset:

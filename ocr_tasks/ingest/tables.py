@@ -6,8 +6,10 @@ failed expectation can point a labeller at the exact line.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import unicodedata
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -90,6 +92,13 @@ class ExportTables:
                 boxes[index] = Box(conflict.text, box.points, box.difficult, box.key_cls)
         return boxes
 
+    def without(self, files: Iterable[str]) -> "ExportTables":
+        """These tables less the images `files` (Label.txt relpaths): the images validation left out."""
+        files = set(files)
+        if not files:
+            return self
+        return dataclasses.replace(self, labels=[line for line in self.labels if line.relpath not in files])
+
     def notes(self) -> list[str]:
         """What was accepted but changed on the way in: said in the report, never a failure."""
         limit = self.limits.max_text_length
@@ -144,7 +153,7 @@ class ExportTables:
         """The tables GX validates, built on demand: merge keeps only the parsed labels."""
         return {
             "images": _image_table(self.labels, self.facts),
-            "boxes": _box_table(self.labels, self.facts, self.dictionary),
+            "boxes": _box_table(self.labels, self.facts, self.dictionary, self.limits.max_boxes_per_image),
             "crops": _crop_table(self.crops, self.labels, self.facts, self.dictionary),
         }
 
@@ -281,10 +290,10 @@ def _text_checks(text: str, ignore: bool, dictionary: set[str] | None) -> dict:
             "invisible_chars": invisible_characters(text)}
 
 
-def _box_table(labels, facts, dictionary) -> pd.DataFrame:
+def _box_table(labels, facts, dictionary, max_boxes: int) -> pd.DataFrame:
     rows = []
     for line in labels:
-        if line.problem:
+        if line.problem or len(line.boxes) > max_boxes:   # over the cap: the image table says so, unchecked
             continue
         fact = facts.get(line.relpath, ImageFacts())
         for index, box in enumerate(line.boxes):
@@ -294,13 +303,14 @@ def _box_table(labels, facts, dictionary) -> pd.DataFrame:
             rows.append({
                 "where": f"{LABEL_FILE}:{line.line_no} box {index}",
                 "transcription": shorten(box.transcription),
+                "transcription_length": len(box.transcription),   # ignore regions too: all of it lands in det
                 "points": len(box.points),
                 "area": polygon_area(box.points),
                 "simple": _is_simple(box.points),
                 "inside_image": inside,
                 **_text_checks(box.transcription, box.is_ignore_region, dictionary),
             })
-    return _frame(rows, ["where", "transcription", "points", "area", "simple", "inside_image",
+    return _frame(rows, ["where", "transcription", "transcription_length", "points", "area", "simple", "inside_image",
                          "text_ok", "text_length", "chars_outside_dict", "invisible_chars"])
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ocr_tasks.config import REPO_ROOT, ValidationConfig
-from ocr_tasks.ingest.ppocrlabel import shorten
+from ocr_tasks.ingest.ppocrlabel import LABEL_FILE, shorten
 from ocr_tasks.ingest.tables import ExportTables
 
 EXPECTATIONS_DIR = Path(os.environ.get("OCR_RETRAIN_EXPECTATIONS", REPO_ROOT / "expectations"))
@@ -34,6 +34,16 @@ class Failure:
     problem: str
     count: int
     examples: list[str]          # "Label.txt:12 box 0: value"
+    refuses_export: bool = True  # False: the images it names are left out, the rest merged
+
+
+@dataclass
+class LeftOut:
+    """An image left out of the merge for a box-level problem; the rest of its export is merged."""
+
+    where: str                   # Label.txt:14
+    file: str                    # its Label.txt relpath
+    reasons: list[str]           # "box 12: polygon crosses itself ..."
 
 
 @dataclass
@@ -45,17 +55,32 @@ class ValidationReport:
     failures: list[Failure] = field(default_factory=list)
     data_docs: str | None = None  # index.html of the GX Data Docs, when built
     notes: list[str] = field(default_factory=list)   # accepted, but changed on the way in (ExportTables.notes)
+    left_out: list[LeftOut] = field(default_factory=list)   # when it passed: images not merged, and why
+
+    @property
+    def left_out_files(self) -> dict[str, str]:
+        """Label.txt relpath -> why it was left out (what merge leaves out, what the ledger records)."""
+        return {image.file: "; ".join(image.reasons) for image in self.left_out}
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {table}" for table, n in self.rows.items())
-        head = f"export {self.export}: {'PASSED' if self.success else 'FAILED'} ({counts}"
+        verdict = "FAILED" if not self.success else f"PASSED, {len(self.left_out)} image(s) LEFT OUT" \
+            if self.left_out else "PASSED"
+        head = f"export {self.export}: {verdict} ({counts}"
         head += f"; {self.unconfirmed_skipped} unconfirmed skipped)" if self.unconfirmed_skipped else ")"
         lines = [head]
         lines.extend(f"  note: {note}" for note in self.notes)
         for failure in self.failures:
             target = f"{failure.table}.{failure.column}" if failure.column else failure.table
-            lines.append(f"  FAIL {failure.problem}: {failure.count} row(s) [{failure.expectation} on {target}]")
+            what = "FAIL" if failure.refuses_export else "LEAVES OUT"
+            lines.append(f"  {what} {failure.problem}: {failure.count} row(s) [{failure.expectation} on {target}]")
             lines.extend(f"       {example}" for example in failure.examples)
+        if self.success and self.left_out:
+            lines.append(f"  left out (fix these images in PPOCRLabel and export again; the rest is merged):")
+            lines.extend(f"       {image.where} {shorten(image.file, 120)}: {'; '.join(image.reasons)}"
+                         for image in self.left_out[:50])
+            if len(self.left_out) > 50:
+                lines.append(f"       ... and {len(self.left_out) - 50} more (validation.json lists them all)")
         if self.data_docs:
             lines.append(f"  Data Docs: {self.data_docs}")
         return "\n".join(lines)
@@ -71,18 +96,58 @@ def validate_tables(tables: ExportTables, limits: ValidationConfig, data_docs_di
         runner = _cached_runner(tuple((table, _suite_text(table)) for table in SUITES))
     else:  # a failure's Data Docs: a context of its own, with the suites it ran
         runner = _Runner(tuple((table, _suite_text(table)) for table in checked), gx_name(tables.name), data_docs_dir)
-    parameters = {"max_text_length": limits.max_text_length}
-    failures = [_failure(table, result) for table in checked
-                for result in runner.run(table, frames[table], parameters) if not result.success]
+    parameters = {"max_text_length": limits.max_text_length,
+                  "max_transcription_length": limits.max_transcription_length,
+                  "max_boxes_per_image": limits.max_boxes_per_image}
+    results = [(table, result) for table in checked
+               for result in runner.run(table, frames[table], parameters) if not result.success]
+    failures = [_failure(table, result) for table, result in results]
+    left_out = _images_left_out(tables, results, limits, failures)
     return ValidationReport(
         export=tables.name,
-        success=not failures,
+        success=all(not failure.refuses_export for failure in failures),
         rows={table: len(frame) for table, frame in frames.items()},
         unconfirmed_skipped=tables.unconfirmed,
         failures=failures,
         data_docs=str(data_docs_dir / "index.html") if data_docs_dir is not None else None,
         notes=tables.notes(),
+        left_out=left_out,
     )
+
+
+_LINE_OF = re.compile(r"^Label\.txt:(\d+)(?: (box \d+))?")
+
+
+def _images_left_out(tables: ExportTables, results: list, limits: ValidationConfig,
+                     failures: list[Failure]) -> list[LeftOut]:
+    """The images to leave out, when every failure is of an expectation scoped to an image (`meta.scope`)
+    and few enough images are hit; otherwise none, and the failures refuse the export (marked on them)."""
+    scoped = [(failure, result) for failure, (_, result) in zip(failures, results)
+              if (result.expectation_config.meta or {}).get("scope") == "image"]
+    if not limits.leave_out_bad_images or len(scoped) < len(failures) or not scoped:
+        return []
+    relpath_of = {line.line_no: line.relpath for line in tables.labels if not line.problem}
+    reasons: dict[int, list[str]] = {}
+    for failure, result in scoped:
+        for item in (result.result or {}).get("unexpected_index_list") or []:
+            match = _LINE_OF.match(str(item.get("where", ""))) if isinstance(item, dict) else None
+            if match is None:   # cannot name the image: the export is refused whole
+                return []
+            reason = f"{match.group(2)}: {failure.problem}" if match.group(2) else failure.problem
+            reasons.setdefault(int(match.group(1)), []).append(reason)
+    images = len(relpath_of)
+    if len(reasons) > limits.max_left_out_share * images:
+        failures.append(Failure(
+            "images", "max_left_out_share", None,
+            f"{len(reasons)} of {images} images have box problems, more than validation.max_left_out_share "
+            f"({limits.max_left_out_share:g}): the export is refused whole; a cause that hits this many images is "
+            "usually one fix (the dictionary, a labelling habit)", len(reasons), []))
+        return []
+    for failure, _ in scoped:
+        failure.refuses_export = False
+    return [LeftOut(f"{LABEL_FILE}:{line_no}", relpath_of[line_no],
+                    found[:EXAMPLES] + ([f"... {len(found) - EXAMPLES} more"] if len(found) > EXAMPLES else []))
+            for line_no, found in sorted(reasons.items())]
 
 
 def gx_name(export: str) -> str:

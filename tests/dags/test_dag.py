@@ -298,14 +298,16 @@ def test_artifacts_survive_xcom_json():
 
 def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path):
     """discover -> check (one per export, through XCom JSON) -> merge, as the mapped tasks run them."""
-    from tests.kit import break_one_polygon, export
+    from tests.kit import break_label_file, break_one_polygon, export
 
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
     ctx = RunContext(config, storage, RunRequest("r1"))
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    break_one_polygon(bad)
+    break_label_file(bad)
     storage.upload_dir(bad, "incoming/bad_batch")
-    storage.upload_dir(export(tmp_path / "b", "good_batch", n_images=6, seed=4), "incoming/good_batch")
+    good = export(tmp_path / "b", "good_batch", n_images=6, seed=4)
+    break_one_polygon(good)     # one image's slip: that image is left out, the export merged
+    storage.upload_dir(good, "incoming/good_batch")
 
     def through_xcom(artifact):
         return codec.load(json.loads(json.dumps(codec.dump(artifact))))
@@ -316,8 +318,10 @@ def test_steps_ingest_quarantine_does_not_stop_the_good_export(storage, tmp_path
     checks = [through_xcom(steps.check_export(ctx, ref)) for ref in found.new]
     assert [c.passed for c in checks] == [False, True]
     assert checks[0].report_uri.startswith(f"s3://{storage.settings.bucket}/quarantine/bad_batch/")
+    assert list(checks[1].left_out) == ["img_0002.jpg"]
     merged = through_xcom(steps.merge(ctx, checks))
     assert merged.merged["merged"] == ["good_batch"] and merged.dataset_version == merged.merged["version"]
+    assert merged.left_out == {"good_batch": {"images": 1, "report": checks[1].report_uri}}
     assert list(merged.quarantined) == ["bad_batch"]
     assert steps.discover(ctx).untrained_dataset == merged.dataset_version   # not trained yet
 

@@ -186,6 +186,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         ledger = storage.get_json(layout.LEDGER)
         assert ledger["exports"]["digits_broken"]["status"] == "quarantined"
         assert ledger["exports"]["digits_800"]["status"] == "merged"
+        assert list(ledger["exports"]["digits_800"]["left_out"]) == ["img_0002.jpg"]   # its one broken polygon
         first_dataset = outcome["dataset_version"]
 
     model = work / "models" / outcome["model_version"]

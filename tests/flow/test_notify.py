@@ -114,10 +114,10 @@ def test_email_without_smtp_server_is_a_warning(monkeypatch, caplog):
 
 
 def test_quarantine_during_ingest_notifies_which_export_and_expectation(storage, tmp_path, webhook):
-    from tests.kit import break_one_polygon, export, ingest
+    from tests.kit import break_label_file, export, ingest
 
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    break_one_polygon(bad)
+    break_label_file(bad)
     storage.upload_dir(bad, "incoming/bad_batch")
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}"])
     ingest(storage, config)

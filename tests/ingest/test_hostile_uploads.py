@@ -9,7 +9,7 @@ import pytest
 
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
-from tests.kit import break_one_polygon, export, ingest, label_lines, upload, write_label_lines
+from tests.kit import break_label_file, export, ingest, label_lines, upload, write_label_lines
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_a_hostile_export_name_never_reaches_the_data_docs_as_markup(tmp_path):
     from ocr_tasks.ingest.validate import gx_name
 
     folder = export(tmp_path / "labeller", HOSTILE_EXPORT, n_images=3, seed=5)
-    break_one_polygon(folder)                                       # a GX failure: Data Docs are written
+    break_label_file(folder)                                        # a GX failure: Data Docs are written
     _, report = check_local_export(folder, load_config(), tmp_path / "docs")
     assert not report.success and report.export == HOSTILE_EXPORT
     pages = {p: p.read_text(encoding="utf-8") for p in (tmp_path / "docs").rglob("*.html")}

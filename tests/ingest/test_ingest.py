@@ -9,7 +9,7 @@ from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
 from ocr_tasks.ingest.pull import pull_dataset
-from tests.kit import break_one_polygon, export, ingest, label_lines, upload
+from tests.kit import break_label_file, break_one_polygon, export, ingest, label_lines, upload
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_export_still_uploading_waits_for_the_next_run(storage, config, tmp_path
 
 def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage, config, tmp_path):
     bad = export(tmp_path / "a", "bad_batch", n_images=6, seed=3)
-    break_one_polygon(bad)
+    break_label_file(bad)
     upload(storage, bad)
     upload(storage, export(tmp_path / "b", "good_batch", n_images=6, seed=4))
     result = ingest(storage, config)
@@ -94,7 +94,7 @@ def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage
     assert result.dataset.merged == ["good_batch"]
     prefix = checks["bad_batch"].report_uri.split(f"{storage.settings.bucket}/", 1)[1]
     report = storage.get_text(prefix + "report.txt")
-    assert "polygon lies (partly) outside the image" in report and "Label.txt:3 box 0" in report
+    assert "label line does not parse" in report and "Label.txt:3" in report
     assert storage.exists(prefix + "data_docs/index.html") and storage.exists(prefix + "Label.txt")
     assert storage.get_json(prefix + "validation.json")["success"] is False
     assert load_ledger(storage)["exports"]["bad_batch"]["status"] == "quarantined"
@@ -106,6 +106,42 @@ def test_failing_export_is_quarantined_with_a_report_and_good_ones_go_on(storage
     assert [c.passed for c in again.checks] == [True]
 
 
+def test_an_image_with_an_unusable_box_is_left_out_and_the_rest_merged(storage, config, tmp_path):
+    """The real ID-card export's shape: 72 images, one 8-point polygon clicked out of order. The other 71
+    are merged; the one left out is named with its reason in the export's report, the ledger and the
+    labellers' notification, and comes in once fixed and uploaded again."""
+    folder = export(tmp_path / "a", "id_cards", n_images=12, seed=3)
+    crossing = [[10, 10], [60, 10], [60, 30], [35, 30], [35, 5], [20, 40], [10, 40], [10, 25]]
+    lines = label_lines(folder)
+    bad_file = lines[4].split("\t")[0].split("/", 1)[1]
+    from tests.kit import edit_boxes
+    edit_boxes(folder, 4, lambda boxes: boxes + [{"transcription": "SỐ", "points": crossing, "difficult": False}])
+    upload(storage, folder)
+    result = ingest(storage, config)
+    (check,) = result.checks
+    assert check.passed and list(check.left_out) == [bad_file]
+    assert "box " in check.left_out[bad_file] and "polygon crosses itself" in check.left_out[bad_file]
+    prefix = check.report_uri.split(f"{storage.settings.bucket}/", 1)[1]
+    assert prefix.startswith("quarantine/id_cards/")
+    report = storage.get_text(prefix + "report.txt")
+    assert "PASSED, 1 image(s) LEFT OUT" in report and f"Label.txt:5 {bad_file}" in report
+    assert storage.exists(prefix + "data_docs/index.html")
+    entry = load_ledger(storage)["exports"]["id_cards"]
+    assert entry["status"] == "merged" and entry["left_out"] == check.left_out
+    info = storage.get_json(f"datasets/{result.dataset.version}/dataset.json")
+    assert sum(c["images"] for c in info["counts"].values()) == 11
+    pulled = pull_dataset(storage, result.dataset.version, tmp_path / "pulled")
+    assert bad_file not in "".join(lists(pulled).values())
+
+    fixed = export(tmp_path / "b", "id_cards", n_images=12, seed=3)   # redrawn in PPOCRLabel, uploaded again
+    storage.upload_file(fixed / "Label.txt", "incoming/id_cards/Label.txt")
+    again = ingest(storage, config)
+    assert [(c.passed, c.left_out) for c in again.checks] == [(True, {})]
+    info = storage.get_json(f"datasets/{again.dataset.version}/dataset.json")
+    assert sum(c["images"] for c in info["counts"].values()) == 12
+    assert "left_out" not in load_ledger(storage)["exports"]["id_cards"]
+
+
 @pytest.mark.parametrize("processes", [1, 3])
 def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them(storage, tmp_path, processes):
     """`validation.processes`: the local runner checks exports side by side (as the DAG's mapped
@@ -114,14 +150,14 @@ def test_exports_checked_in_child_processes_come_back_as_one_process_checks_them
     for index, name in enumerate(["b_first", "a_broken", "c_last"]):
         folder = export(tmp_path / name, name, n_images=5, seed=10 + index)
         if name == "a_broken":
-            break_one_polygon(folder)
+            break_label_file(folder)
         upload(storage, folder)
     result = ingest(storage, config)
     checks = sorted(result.checks, key=lambda c: c.export.name)
     assert [(c.export.name, c.passed) for c in checks] == [("a_broken", False), ("b_first", True), ("c_last", True)]
     assert [c.export.name for c in result.checks] == [r.name for r in sorted(
         (c.export for c in result.checks), key=lambda ref: (ref.uploaded_at, ref.name))]   # in upload order
-    assert "Label.txt:3 box 0" in storage.get_text(
+    assert "Label.txt:3" in storage.get_text(
         checks[0].report_uri.split(f"{storage.settings.bucket}/", 1)[1] + "report.txt")
     assert result.dataset.merged == ["b_first", "c_last"]
     assert {n: e["status"] for n, e in load_ledger(storage)["exports"].items()} == \

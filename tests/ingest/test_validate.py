@@ -60,12 +60,19 @@ def test_unconfirmed_label_lines_are_skipped_not_failed(tmp_path):
      "polygon crosses itself (its crop would be blank or garbled): re-draw the box in PPOCRLabel", "Label.txt:2 box 0"),
 ])
 def test_each_problem_is_reported_with_its_line(tmp_path, breakage, problem, where):
+    """A box's problem leaves its image out (the rest passes); a line's or a file's refuses the export."""
     folder = export(tmp_path)
     breakage(folder)
     report = check(folder)
-    assert not report.success
     failure = problems(report)[problem]
     assert any(example.startswith(where) for example in failure.examples), failure.examples
+    box_level = " box " in where
+    assert report.success is box_level and failure.refuses_export is not box_level
+    image = where.split(" box ")[0]
+    assert [left.where for left in report.left_out] == ([image] if box_level else [])
+    if box_level:
+        assert problem in report.left_out[0].reasons[0] and "LEFT OUT" in report.summary()
+        assert check(folder, leave_out_bad_images=False).success is False   # the deployment's choice
 
 
 def test_empty_text_is_fine_on_ignore_regions(tmp_path):
@@ -77,10 +84,48 @@ def test_empty_text_is_fine_on_ignore_regions(tmp_path):
 
 def test_characters_outside_a_configured_dictionary(tmp_path):
     folder = export(tmp_path)
-    (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "012345678"))  # no 9
-    edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "1299"}, *b[1:]])
-    failure = problems(check(folder, dict_file=tmp_path / "dict.txt"))["characters outside the dictionary"]
-    assert any(e.startswith("Label.txt:1 box 0") and "'9'" in e for e in failure.examples)
+    (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "0123456789"))  # no x
+    edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "12x9"}, *b[1:]])
+    report = check(folder, dict_file=tmp_path / "dict.txt")
+    failure = problems(report)["characters outside the dictionary"]
+    assert any(e.startswith("Label.txt:1 box 0") and "'x'" in e for e in failure.examples)
+    assert report.left_out_files == {"img_0000.jpg": "box 0: characters outside the dictionary"}
+
+
+def test_a_dictionary_that_misses_on_many_images_refuses_the_export_whole(tmp_path):
+    """Past validation.max_left_out_share the cause is one fix (here: the dictionary), not a few slips."""
+    folder = export(tmp_path)
+    (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "0123"))
+    report = check(folder, dict_file=tmp_path / "dict.txt")
+    assert not report.success and report.left_out == []
+    (share,) = [f for f in report.failures if f.expectation == "max_left_out_share"]
+    assert "of 12 images have box problems" in share.problem
+    assert all(f.refuses_export for f in report.failures)
+
+
+def test_a_box_problem_beside_a_file_problem_refuses_the_export(tmp_path):
+    folder = export(tmp_path)
+    edit_boxes(folder, 1, lambda b: [{**b[0], "points": [[5, 5]] * 4}] + b[1:])
+    (folder / "img_0004.jpg").unlink()
+    report = check(folder)
+    assert not report.success and report.left_out == []
+
+
+def test_a_huge_transcription_or_box_count_leaves_its_image_out(tmp_path):
+    """Caps (validation.max_transcription_length, max_boxes_per_image): a passing export once put a 50 MB
+    transcription into det/train.txt; 1 M boxes on one image took 57 s and 1.6 GB to validate."""
+    folder = export(tmp_path)
+    edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "7" * 5000, "difficult": True}, *b[1:]])
+    box = {"transcription": "1", "points": [[1, 1], [9, 1], [9, 9], [1, 9]], "difficult": False}
+    edit_boxes(folder, 5, lambda b: b + [box] * 3000)
+    report = check(folder)
+    assert report.success, report.summary()
+    left = {image.where: image.reasons for image in report.left_out}
+    assert set(left) == {"Label.txt:1", "Label.txt:6"}
+    assert "longer than validation.max_transcription_length" in left["Label.txt:1"][0]
+    assert "more boxes on one image than validation.max_boxes_per_image" in left["Label.txt:6"][0]
+    assert report.rows["boxes"] < 3000          # the over-cap image's boxes were never tabled
+    assert check(folder, max_transcription_length=6000, max_boxes_per_image=4000).left_out == []
 
 
 def test_decompression_bomb_is_rejected_before_decoding(tmp_path):
