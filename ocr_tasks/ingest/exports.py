@@ -38,6 +38,9 @@ MAX_EXPORT_NAME_BYTES = 200
 
 def unsafe_export_name(name: str) -> str | None:
     """Why an incoming/ folder name cannot be an export, or None."""
+    if not name:
+        return "a key with an empty folder name (incoming//...: a doubled '/' in the upload path): upload it again " \
+               "as incoming/<export>/..."
     if name in (".", ".."):
         return f"the folder name {name!r} is a path alias, not a name"
     if any(ord(c) < 32 or c in "\\\x7f" for c in name):
@@ -77,7 +80,7 @@ def discover_exports(storage: Storage, ledger: dict, rules: IncomingConfig) -> D
     found = Discovery()
     known = ledger.get("exports", {})
     now = storage.server_time() + timedelta(seconds=1)   # its Date header is truncated to the second
-    for name in sorted(storage.list_dirs(layout.INCOMING)):
+    for name in sorted(storage.list_dirs(layout.INCOMING, with_empty=True)):
         refused = unsafe_export_name(name)
         if refused:
             found.refused[shorten(name)] = refused
@@ -87,6 +90,11 @@ def discover_exports(storage: Storage, ledger: dict, rules: IncomingConfig) -> D
             objects = list(storage.list(prefix))
         except ValueError as exc:   # the storage layer's key rules: '..', '.' or empty segments
             found.refused[name] = f"it holds an object key the pipeline refuses: {shorten(str(exc))}"
+            continue
+        unsafe = next((o.key for o in objects if layout.unsafe_key_reason(o.key)), None)
+        if unsafe is not None:   # e.g. incoming/x/../y/Label.txt: never fetched, never "waiting" for ever
+            found.refused[name] = (f"it holds the object key {shorten(unsafe)!r}: {layout.unsafe_key_reason(unsafe)}; "
+                                   "delete it and upload the export again without it")
             continue
         fp = fingerprint(objects)
         if known.get(name, {}).get("fingerprint") == fp:

@@ -45,6 +45,15 @@ class _HashingWriter:
         return self.out.tell()
 
 
+def pack_id_of(pack: Path) -> str:
+    """The id a pack file's bytes give (as write_pack names it): a pack whose id differs was changed."""
+    digest = hashlib.sha256()
+    with open(pack, "rb") as data:
+        while block := data.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:24]
+
+
 def extract_pack(pack: Path, wanted: set[str], dest: Path) -> int:
     """Extract the members named in `wanted` (paths from our own label lists) into `dest`."""
     count = 0

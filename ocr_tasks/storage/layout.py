@@ -64,6 +64,15 @@ LOCKS = "locks/"
 LEDGER_LEASE = "ingest-ledger"
 
 
+def unsafe_key_reason(key: str) -> str | None:
+    """Why a key cannot be stored or fetched safely, or None: '..' could escape a prefix (and the local
+    folder a download writes into); empty and '.' segments alias another key on filesystem-backed servers
+    (rclone, MinIO). One rule for the storage layer and for what discovery finds others uploaded."""
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        return "empty, '.' or '..' path segment"
+    return None
+
+
 def dataset_prefix(version: str) -> str:
     return f"{DATASETS}{version}/"
 

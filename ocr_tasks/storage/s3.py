@@ -44,6 +44,7 @@ from botocore.retries.standard import (
 )
 
 from ocr_tasks.errors import StorageError, UsageError
+from ocr_tasks.storage import layout
 
 __all__ = [
     "MISSING",
@@ -187,12 +188,9 @@ _CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412", 
 
 
 def _check_segments(path: str, what: str) -> None:
-    for seg in path.split("/"):
-        if seg in ("", ".", ".."):
-            # ".." could escape the prefix (and download_prefix's local folder); empty
-            # and "." segments alias another key on filesystem-backed servers
-            # (rclone, MinIO) which reject them anyway.
-            raise ValueError(f"invalid {what} {path!r}: empty, '.' or '..' path segment")
+    reason = layout.unsafe_key_reason(path)
+    if reason:
+        raise ValueError(f"invalid {what} {path!r}: {reason}")
 
 
 def _clean_prefix(prefix: str, *, what: str = "prefix") -> str:
@@ -561,14 +559,15 @@ class Storage:
             if not page.get("IsTruncated") or not token:
                 return
 
-    def list_dirs(self, prefix: str) -> list[str]:
-        """Names of the immediate "sub-folders" of folder `prefix` (sorted, no slashes)."""
+    def list_dirs(self, prefix: str, *, with_empty: bool = False) -> list[str]:
+        """Names of the immediate "sub-folders" of folder `prefix` (sorted, no slashes); `with_empty` keeps the
+        empty name a key such as "incoming//x" makes (discovery reports it instead of passing it by)."""
         full_prefix = self._full_dir(prefix)
         names: list[str] = []
         for page in self._pages({"Bucket": self.settings.bucket, "Prefix": full_prefix, "Delimiter": "/"}):
             for cp in page.get("CommonPrefixes", []):
                 names.append(cp["Prefix"][len(full_prefix) :].rstrip("/"))
-        return sorted(n for n in names if n)
+        return sorted(n for n in names if n or with_empty)
 
     def get_bytes(self, key: str) -> bytes:
         full = self._full(key)

@@ -193,3 +193,60 @@ def test_a_name_in_another_unicode_form_says_so_locally_and_in_storage(storage, 
     upload(storage, folder)
     waiting = discover_exports(storage, {}, config.incoming).waiting["cafe_batch"]
     assert "not uploaded yet" in waiting and "labels spell it in NFC" in waiting and "in NFD" in waiting
+
+
+def test_a_pack_whose_bytes_were_swapped_is_refused_by_pull_dataset(storage, config, tmp_path):
+    """A pack is named by its sha256, an image by its own: bytes changed in storage after the merge are
+    refused, naming the object, instead of training on them."""
+    from ocr_tasks.errors import StorageError
+    from ocr_tasks.ingest.packs import write_pack
+    from ocr_tasks.ingest.pull import pull_dataset
+    from ocr_tasks.storage import layout
+
+    upload(storage, export(tmp_path / "a", "batch_001", n_images=5, seed=4))
+    version = ingest(storage, config).dataset.version
+    packs = storage.get_json(layout.dataset_prefix(version) + "packs.json")
+    (pack_id, members), = packs.items()
+    good = pull_dataset(storage, version, tmp_path / "good")
+
+    # 1. the pack object overwritten: its bytes no longer give its name
+    forged_root = tmp_path / "forged"
+    for rel in members:
+        (forged_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (forged_root / rel).write_bytes((good / members[0]).read_bytes())   # every image the same picture
+    forged_id = write_pack(forged_root, members, tmp_path / "forged.tar")
+    storage.upload_file(tmp_path / "forged.tar", layout.pack_key(pack_id))
+    with pytest.raises(StorageError, match=f"{pack_id}.* does not hold what the merge stored"):
+        pull_dataset(storage, version, tmp_path / "x")
+    assert not list((tmp_path / "x").glob("images/*"))           # nothing of it extracted
+
+    # 2. packs.json edited to name a forged pack that is consistent with itself: the images' own names refuse it
+    storage.upload_file(tmp_path / "forged.tar", layout.pack_key(forged_id))
+    storage.put_json(layout.dataset_prefix(version) + "packs.json", {forged_id: members})
+    with pytest.raises(StorageError, match="holds other bytes"):
+        pull_dataset(storage, version, tmp_path / "y")
+
+
+def test_keys_with_empty_or_dot_dot_segments_are_refused_and_reported(aws_like_server, config, tmp_path):
+    """`incoming//x/` was passed by in silence and `incoming/x/../y/` showed as "waiting" for ever; both are
+    refused by rule, named, every night, and the good export beside them is merged. (moto: rclone's
+    filesystem cannot even hold such keys; S3 and MinIO can.)"""
+    import uuid
+
+    from ocr_tasks.storage.s3 import Storage
+
+    storage = Storage(aws_like_server.settings(f"test-{uuid.uuid4().hex[:16]}"))
+    storage.ensure_bucket()
+    raw = storage._client   # the storage layer refuses to write such keys: a labeller's own tool does not
+    bucket = storage.settings.bucket
+    raw.put_object(Bucket=bucket, Key="incoming//x/Label.txt", Body=b"x/a.jpg\t[]\n")
+    raw.put_object(Bucket=bucket, Key="incoming/sneaky/../y/Label.txt", Body=b"y/a.jpg\t[]\n")
+    upload(storage, export(tmp_path / "good", "good_batch", n_images=4, seed=2))
+    config = load_config(overrides=[f"work_dir={tmp_path / 'work'}", "incoming.quiet_period_s=0"])
+    result = ingest(storage, config)
+    refused = result.discovery.refused
+    assert set(refused) == {"", "sneaky"} and not result.discovery.waiting
+    assert refused[""].startswith("a key with an empty folder name (incoming//...")
+    assert "incoming/sneaky/../y/Label.txt" in refused["sneaky"] and "'..' path segment" in refused["sneaky"]
+    assert [c.export.name for c in result.checks] == ["good_batch"] and result.dataset is not None
+    assert set(ingest(storage, config).discovery.refused) == {"", "sneaky"}    # said again every night
