@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install consumer-envs ppocrlabel-env demo ui test test-fast lock bench
+.PHONY: install consumer-envs ppocrlabel-env browser-env demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -44,6 +44,25 @@ ppocrlabel-env: .venv-ppocrlabel/bin/PPOCRLabel
 	uv pip sync --python .venv-ppocrlabel/bin/python runtimes/ppocrlabel.lock
 	touch $@
 
+# Playwright's driver for the browser checks (tests/browser/): they open the pages people read (the report,
+# GX Data Docs) in the machine's Chromium, headless. Chromium is Debian's `chromium` package (.ci/run installs
+# it where it can); without it those tests skip, saying so. GX's Data Docs build their tables with scripts from
+# public CDNs; the same releases, from the npm registry, answer those URLs in the test (BROWSER_CDN_PACKAGES).
+BROWSER_CDN_PACKAGES := jquery@3.7.1 popper.js@1.12.9 bootstrap@4.3.1 bootstrap-table@1.19.1 bootstrap-datepicker@1.9.0
+browser-env: .venv-browser/bin/playwright .venv-browser/cdn/.done
+
+.venv-browser/cdn/.done: Makefile
+	rm -rf .venv-browser/cdn && mkdir -p .venv-browser/cdn
+	cd .venv-browser/cdn && for pkg in $(BROWSER_CDN_PACKAGES); do \
+	  name=$${pkg%@*}; npm pack --silent $$pkg >/dev/null && mkdir -p $$name && tar -xzf $$name-*.tgz -C $$name --strip-components=1 \
+	  || { echo "npm pack $$pkg failed: the Data Docs browser check will skip"; exit 0; }; done; touch .done
+
+.venv-browser/bin/playwright: runtimes/browser.lock
+	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
+	uv venv --allow-existing --python $(PY) .venv-browser
+	uv pip sync --python .venv-browser/bin/python runtimes/browser.lock
+	touch $@
+
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
 # the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
 # Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
@@ -60,7 +79,7 @@ ui: install
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install consumer-envs ppocrlabel-env
+test: install consumer-envs ppocrlabel-env browser-env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Without the tests that run the training engine.
@@ -73,7 +92,7 @@ lock:
 	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock.new
 	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
-	for env in consumer-newest consumer-oldest ppocrlabel; do uv pip compile runtimes/$$env.in --python-version 3.11 \
+	for env in consumer-newest consumer-oldest ppocrlabel browser; do uv pip compile runtimes/$$env.in --python-version 3.11 \
 	  --custom-compile-command "make lock" -o runtimes/$$env.lock; done
 
 bench: install
