@@ -76,7 +76,7 @@ class ValidationReport:
             lines.append(f"  {what} {failure.problem}: {failure.count} row(s) [{failure.expectation} on {target}]")
             lines.extend(f"       {example}" for example in failure.examples)
         if self.success and self.left_out:
-            lines.append(f"  left out (fix these images in PPOCRLabel and export again; the rest is merged):")
+            lines.append("  left out (fix these images in PPOCRLabel and export again; the rest is merged):")
             lines.extend(f"       {image.where} {shorten(image.file, 120)}: {'; '.join(image.reasons)}"
                          for image in self.left_out[:50])
             if len(self.left_out) > 50:

@@ -9,7 +9,7 @@ from ocr_tasks.cli import main
 from ocr_tasks.config import load_config
 from ocr_tasks.ingest.ledger import load_ledger
 from ocr_tasks.ingest.pull import pull_dataset
-from tests.kit import break_label_file, break_one_polygon, export, ingest, label_lines, upload
+from tests.kit import break_label_file, edit_boxes, export, ingest, label_lines, upload
 
 
 @pytest.fixture
@@ -114,7 +114,6 @@ def test_an_image_with_an_unusable_box_is_left_out_and_the_rest_merged(storage, 
     crossing = [[10, 10], [60, 10], [60, 30], [35, 30], [35, 5], [20, 40], [10, 40], [10, 25]]
     lines = label_lines(folder)
     bad_file = lines[4].split("\t")[0].split("/", 1)[1]
-    from tests.kit import edit_boxes
     edit_boxes(folder, 4, lambda boxes: boxes + [{"transcription": "SỐ", "points": crossing, "difficult": False}])
     upload(storage, folder)
     result = ingest(storage, config)
