@@ -80,6 +80,11 @@ class LabelLine:
     relpath: str             # inside the export folder, posix, e.g. "img_0001.jpg"
     boxes: list[Box] = field(default_factory=list)
     problem: str | None = None
+    box_count: int | None = None   # set when the line holds more boxes than were parsed (parse_label_file's max_boxes)
+
+    @property
+    def boxes_labelled(self) -> int:
+        return len(self.boxes) if self.box_count is None else self.box_count
 
     @property
     def file_name(self) -> str:
@@ -149,17 +154,19 @@ def export_relpath(raw_path: str) -> str:
     return "/".join(parts[1:]) if len(parts) > 1 else parts[0]
 
 
-def parse_label_file(data: bytes) -> list[LabelLine]:
+def parse_label_file(data: bytes, max_boxes: int | None = None) -> list[LabelLine]:
+    """Label.txt's lines; a line with more than `max_boxes` boxes keeps only the first `max_boxes + 1`
+    (its `box_count` says how many it has): validation refuses it, and a million boxes are never built."""
     lines = []
     for line_no, text in decode_lines(data):
         if text is None:
             lines.append(LabelLine(line_no, "", "", problem="line is not valid UTF-8"))
             continue
-        lines.append(_parse_label_line(line_no, text))
+        lines.append(_parse_label_line(line_no, text, max_boxes))
     return lines
 
 
-def _parse_label_line(line_no: int, text: str) -> LabelLine:
+def _parse_label_line(line_no: int, text: str, max_boxes: int | None = None) -> LabelLine:
     raw_path, tab, payload = text.partition("\t")
     path = normalize_path(raw_path)
     if not tab:
@@ -168,6 +175,12 @@ def _parse_label_line(line_no: int, text: str) -> LabelLine:
     if unsafe:
         return LabelLine(line_no, path, "", problem=unsafe)
     relpath = export_relpath(path)
+    if max_boxes is not None:
+        # counted before decoding: a line of a million boxes costs seconds and a gigabyte to decode.
+        # '"points"' as a key; inside a transcription JSON escapes it as '\\"points\\"'
+        keys = payload.count('"points"')
+        if keys > max_boxes:
+            return LabelLine(line_no, path, relpath, box_count=keys)
     try:
         items = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -176,13 +189,14 @@ def _parse_label_line(line_no: int, text: str) -> LabelLine:
         return LabelLine(line_no, path, relpath, problem=f"label JSON cannot be read: {shorten(str(exc), 80)}")
     if not isinstance(items, list):
         return LabelLine(line_no, path, relpath, problem="label JSON must be a list of boxes")
+    over = max_boxes is not None and len(items) > max_boxes
     boxes = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(items[: max_boxes + 1] if over else items):
         box, problem = _parse_box(item)
         if problem:
             return LabelLine(line_no, path, relpath, problem=f"box {index}: {problem}")
         boxes.append(box)
-    return LabelLine(line_no, path, relpath, boxes)
+    return LabelLine(line_no, path, relpath, boxes, box_count=len(items) if over else None)
 
 
 def _parse_box(item: object) -> tuple[Box | None, str | None]:

@@ -79,7 +79,7 @@ class ExportTables:
                             box.transcription, crop.text)
 
     def conflicts(self) -> list[TextConflict]:
-        found = (self.conflict_of(line, index) for line in self.labels if not line.problem
+        found = (self.conflict_of(line, index) for line in self.labels if not line.problem and line.box_count is None
                  for index in range(len(line.boxes)))
         return [conflict for conflict in found if conflict is not None]
 
@@ -104,7 +104,7 @@ class ExportTables:
         limit = self.limits.max_text_length
         too_long, missing, skipped = [], [], 0
         for line in self.labels:
-            if line.problem:
+            if line.problem or line.box_count is not None:   # unparsed, or over max_boxes_per_image: left out
                 continue
             for index, box in enumerate(self.boxes_of(line)):
                 where = f"{LABEL_FILE}:{line.line_no} box {index}"
@@ -153,7 +153,7 @@ class ExportTables:
         """The tables GX validates, built on demand: merge keeps only the parsed labels."""
         return {
             "images": _image_table(self.labels, self.facts),
-            "boxes": _box_table(self.labels, self.facts, self.dictionary, self.limits.max_boxes_per_image),
+            "boxes": _box_table(self.labels, self.facts, self.dictionary, self.limits),
             "crops": _crop_table(self.crops, self.labels, self.facts, self.dictionary),
         }
 
@@ -215,7 +215,7 @@ def build_tables(folder: Path, limits: ValidationConfig, dictionary: list[str] |
     label_path = folder / LABEL_FILE
     if not label_path.is_file():
         raise UsageError(f"{folder}: not a PPOCRLabel export (no {LABEL_FILE})")
-    all_labels = parse_label_file(label_path.read_bytes())
+    all_labels = parse_label_file(label_path.read_bytes(), limits.max_boxes_per_image)
     state_path = folder / FILE_STATE
     if state_path.is_file():
         confirmed = parse_file_state(state_path.read_bytes())
@@ -275,7 +275,7 @@ def _image_table(labels: list[LabelLine], facts: dict[str, ImageFacts]) -> pd.Da
             "sha256": fact.sha256,
             "width": fact.width,
             "height": fact.height,
-            "boxes": len(line.boxes),
+            "boxes": line.boxes_labelled,
         })
     return _frame(rows, ["where", "image", "file", "line_problem", "image_problem", "sha256", "width", "height", "boxes"])
 
@@ -290,10 +290,10 @@ def _text_checks(text: str, ignore: bool, dictionary: set[str] | None) -> dict:
             "invisible_chars": invisible_characters(text)}
 
 
-def _box_table(labels, facts, dictionary, max_boxes: int) -> pd.DataFrame:
+def _box_table(labels, facts, dictionary, limits: ValidationConfig) -> pd.DataFrame:
     rows = []
     for line in labels:
-        if line.problem or len(line.boxes) > max_boxes:   # over the cap: the image table says so, unchecked
+        if line.problem or line.boxes_labelled > limits.max_boxes_per_image:   # the image table says so, unchecked
             continue
         fact = facts.get(line.relpath, ImageFacts())
         for index, box in enumerate(line.boxes):
@@ -308,7 +308,9 @@ def _box_table(labels, facts, dictionary, max_boxes: int) -> pd.DataFrame:
                 "area": polygon_area(box.points),
                 "simple": _is_simple(box.points),
                 "inside_image": inside,
-                **_text_checks(box.transcription, box.is_ignore_region, dictionary),
+                # over the cap, the length alone refuses it: 50 MB is not scanned character by character
+                **_text_checks(box.transcription, box.is_ignore_region
+                               or len(box.transcription) > limits.max_transcription_length, dictionary),
             })
     return _frame(rows, ["where", "transcription", "transcription_length", "points", "area", "simple", "inside_image",
                          "text_ok", "text_length", "chars_outside_dict", "invisible_chars"])
