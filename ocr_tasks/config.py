@@ -195,7 +195,11 @@ class GateConfig(_Section):
     det_min_hmean: float = 0.5      # det hmean on the test split must be at least this
     max_regression: float = 0.01    # allowed drop (absolute) against production on the same test split
     max_export_drift: float = 0.02  # allowed |exported model's metric - tools/eval.py's|, in every consumer runtime
-    e2e_min_hmean: float | None = None   # end-to-end (det+rec) hmean floor in every runtime; None: recorded only
+    # end-to-end (det+rec, the PaddleOCR pipeline) hmean floor on the test split in every consumer runtime; None:
+    # recorded only. 0.85: a model whose lines one in seven come out wrong is not what det and rec floors promise
+    # (the demo's tight-crop rec read 0.72-0.77 with det 0.97 and rec 1.00, and was published; it reads >= 0.93 now)
+    e2e_min_hmean: float | None = 0.85
+    max_e2e_regression: float = 0.02     # allowed drop of the test split's e2e hmean against production (same runtime)
     # slices of the test split (per export, text length, script): judged when both models have this many samples
     slice_min_samples: int = 20
     max_slice_regression: float = 0.05   # allowed drop (absolute) of a slice's det hmean / rec acc against production
@@ -203,7 +207,8 @@ class GateConfig(_Section):
 
     # every metric the gate reads (acc, hmean) is a fraction: a threshold outside [0, 1] is a typo
     _fractions = field_validator("rec_min_acc", "det_min_hmean", "max_regression", "max_export_drift",
-                                 "e2e_min_hmean", "max_slice_regression", "max_reference_regression")(_fraction)
+                                 "e2e_min_hmean", "max_e2e_regression", "max_slice_regression",
+                                 "max_reference_regression")(_fraction)
     _samples = field_validator("slice_min_samples")(_at_least(1))
 
 
@@ -314,10 +319,33 @@ class TrainStage(_Section):
         return value
 
 
+class DetectorLikeCrops(_Section):
+    """rec only: extra train crops per box cut the way a detector cuts them (training/detector_crops.py).
+    Val and test keep the label boxes' crops; infra validation measures the reading end to end."""
+
+    copies: int = 2                 # per train box, beside its tight crop; 0: tight crops only
+    # grown on every side by this fraction of the box's height (negative cuts into the text): DB's unclip
+    # (ratio 1.5) adds about 0.4-0.7 of the height; a detector also cuts a character off now and then
+    margin: Annotated[tuple[float, float], Expect("[low, high] fractions of the box height")] = (-0.05, 0.6)
+    jitter: float = 0.05            # each corner moved by up to this fraction of the height
+
+    _copies = field_validator("copies")(_at_least(0))
+    _jitter = field_validator("jitter")(_fraction)
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not -0.5 <= low <= high <= 2:
+            raise ValueError(f"must be [low, high] with -0.5 <= low <= high <= 2, got {list(value)}")
+        return value
+
+
 class ModelTraining(_Section):
     template: str                               # PaddleOCR config (repo-relative or absolute)
     pdx_model_name: str                         # written into inference.yml so PaddleOCR 3.x loads it
     pretrained: str | None = None               # *.pdparams key in storage (never a hub download); None -> from scratch
+    detector_like_crops: DetectorLikeCrops = Field(default_factory=DetectorLikeCrops)   # rec only
     stages: Annotated[list[TrainStage], Expect("a list of stages ({name, epochs, ...} mappings)")] = \
         Field(default_factory=lambda: [TrainStage()])
 

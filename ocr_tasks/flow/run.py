@@ -180,6 +180,8 @@ class ExportedBundle:
     prefix: str                                  # runs/<run_id>/bundle/
     exported: list[str]                          # kinds exported from this run's checkpoints
     carried_over: dict[str, str] = field(default_factory=dict)   # kind -> the production version it came from
+    # det post-processing chosen on the val split (release/postprocess.py): chosen, tried, val_images, skipped
+    postprocess: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

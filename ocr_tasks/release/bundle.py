@@ -84,6 +84,8 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         "exported_metrics": outcome.exported_metrics,
         "verified_runtimes": served.verified_on(),
         "carried_over": exported.carried_over,
+        # the det post-processing chosen on val (also in det/inference.yml): pass it to PaddleOCR(...) as text_det_*
+        "postprocess": exported.postprocess,
         "gate": plain(outcome.gate),
         "comparison": outcome.comparison,
         "approval": plain(outcome.approval),

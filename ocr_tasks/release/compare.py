@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ocr_tasks.release.infra_validation import read_samples
-from ocr_tasks.release.read_metrics import det_scores, rec_scores
+from ocr_tasks.release.read_metrics import TextLine, det_scores, end_to_end_scores, rec_scores
 from ocr_tasks.release.slices import SampleIndex, slice_scores
 from ocr_tasks.vocabulary import DET, REC
 
@@ -37,6 +37,8 @@ class Comparison:
                 model not reading a set): the gate refuses with them
     notes:      what was left out and why (production's model not reading: nothing to compare with)
     reads:      where the per-sample reads are, {"test/new": <file or key>, ...} (the report's error analysis)
+    e2e:        the test split read end to end by the PaddleOCR pipeline in the pipeline's runtime, per model:
+                {"runtime": label, "new": {e2e_precision, e2e_recall, e2e_hmean}, "production": ... | None}
     """
 
     production_version: str | None = None
@@ -45,11 +47,12 @@ class Comparison:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reads: dict[str, str] = field(default_factory=dict)
+    e2e: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """What the manifest and run.json keep (the reads are local files)."""
         return {"production_version": self.production_version, "slices": self.slices,
-                "references": self.references, "problems": self.problems, "notes": self.notes}
+                "references": self.references, "problems": self.problems, "notes": self.notes, "e2e": self.e2e}
 
 
 def compare_with_production(new: Path, production: Path | None, production_version: str | None, test_dir: Path,
@@ -66,9 +69,10 @@ def compare_with_production(new: Path, production: Path | None, production_versi
         answers: dict[str, dict[str, Any]] = {}
         for model, bundle in models.items():
             usable = [k for k in kinds if (bundle / k / "inference.yml").is_file()]
+            # the test split also end to end (both bundles, one runtime): e2e may not regress against production
             read, answer = read_samples(bundle, usable, list(index.boxes) if DET in usable else [],
                                         list(index.crops) if REC in usable else [], f"{dataset}-{model}", python,
-                                        Path(work) / "compare", timeout_s=timeout_s, pipeline=False)
+                                        Path(work) / "compare", timeout_s=timeout_s, pipeline=dataset == "test")
             if read.error:
                 message = (str(read.error.get("message", "")).strip().splitlines() or [""])[0][:300]
                 why = f"the {model} model could not read {dataset}: {read.error.get('type')}: {message}"
@@ -76,6 +80,11 @@ def compare_with_production(new: Path, production: Path | None, production_versi
                 continue
             answers[model] = answer
             result.reads[f"{dataset}/{model}"] = str(Path(work) / "compare" / f"{dataset}-{model}.json")
+            if answer.get("ocr"):
+                result.e2e["runtime"] = read.label()
+                result.e2e[model] = end_to_end_scores(
+                    (index.boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
+                    for r in answer["ocr"] if r["image"] in index.boxes)
         if NEW not in answers:
             continue
         if dataset == "test":

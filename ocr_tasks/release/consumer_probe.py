@@ -7,14 +7,19 @@ of each configured consumer runtime: a venv holding nothing but paddleocr and
 paddlepaddle, as consumers install them. Standalone on purpose (stdlib + paddleocr): that
 interpreter has no ocr_tasks.
 
-Everything runs with PaddleOCR's defaults, as a consumer's code would: no
-enable_mkldnn, no thresholds, no resize settings. The job names the model folders and
-the labelled test images and crops; the answer (one JSON file) holds what the runtime
-read, not metrics: those are computed by the pipeline, one way for every runtime.
+Everything runs as a consumer's code following the README would: PaddleOCR's defaults (no
+enable_mkldnn), plus the det post-processing the bundle's det/inference.yml carries, passed to
+the `PaddleOCR(...)` pipeline as `text_det_*` arguments (`pipeline_args`: the pipeline takes
+its own defaults otherwise; TextDetection alone reads them from inference.yml). The job names
+the model folders and the labelled images and crops; the answer (one JSON file) holds what the
+runtime read, not metrics: those are computed by the pipeline, one way for every runtime.
+With `settings` (a list of `text_det_*` mappings) the pipeline reads the images once per
+setting instead (release/postprocess.py chooses among them on the val split).
 
     {"runtime": {"python", "paddle", "paddleocr", "paddlex"},
      "det": [{"image", "polys"}], "rec": [{"crop", "text", "score"}],
      "ocr": [{"image", "lines": [{"poly", "text", "score"}], "seconds"}],
+     "tuning": [[{"image", "lines"}] per setting],
      "error": null | {"stage", "type", "message"}}
 """
 
@@ -80,7 +85,7 @@ def _read(job, answer):
     det_name, rec_name = job.get("det_model_name"), job.get("rec_model_name")
     device = job.get("device", "cpu")
 
-    if det_dir:
+    if det_dir and not job.get("settings"):
         answer["stage"] = "det"
         detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
         for image in job["images"]:
@@ -97,28 +102,41 @@ def _read(job, answer):
             answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
         del recognizer
 
-    if det_dir and rec_dir and job.get("pipeline", True):
+    if det_dir and rec_dir and (job.get("pipeline", True) or job.get("settings")):
         answer["stage"] = "ocr"
         ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
                         text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,
                         use_doc_orientation_classify=False, use_doc_unwarping=False,
-                        use_textline_orientation=False, device=device)
+                        use_textline_orientation=False, device=device, **job.get("pipeline_args", {}))
         ocr.predict(job["images"][0])   # warm-up: the first call builds the predictors' kernels
+        for setting in job.get("settings") or []:
+            answer["stage"] = "tuning"
+            read = []
+            for image in job["images"]:
+                (result,) = ocr.predict(image, **setting)
+                read.append({"image": image, "lines": _lines(result)})
+            answer["tuning"].append(read)
+        if not job.get("pipeline", True):
+            answer.pop("stage")
+            return
         for image in job["images"]:
             started = time.perf_counter()
             (result,) = ocr.predict(image)
             seconds = time.perf_counter() - started
-            lines = [{"poly": [[float(x), float(y)] for x, y in poly], "text": str(text), "score": float(score)}
-                     for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])]
-            answer["ocr"].append({"image": image, "lines": lines, "seconds": seconds})
+            answer["ocr"].append({"image": image, "lines": _lines(result), "seconds": seconds})
     answer.pop("stage")
+
+
+def _lines(result):
+    return [{"poly": [[float(x), float(y)] for x, y in poly], "text": str(text), "score": float(score)}
+            for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"])]
 
 
 def main():
     with open(sys.argv[1], encoding="utf-8") as handle:
         job = json.load(handle)
     offline_paddlex_env()
-    answer = {"runtime": _versions(), "det": [], "rec": [], "ocr": [], "error": None, "stage": "import"}
+    answer = {"runtime": _versions(), "det": [], "rec": [], "ocr": [], "tuning": [], "error": None, "stage": "import"}
     try:
         _read(job, answer)
     except Exception as exc:  # the runtime's own error is the answer: the gate refuses with it

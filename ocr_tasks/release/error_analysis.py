@@ -7,6 +7,9 @@ rec   the misread crops, most wrong first (normalised edit distance, then the mo
       the new and the production model read, with their scores
 det   the images with the lowest hmean, drawn: labelled boxes green, matched detections blue,
       missed labels red, false detections orange, ignore regions grey
+e2e   the images the PaddleOCR pipeline reads worst end to end, drawn: labelled boxes green, the
+      detected box of each line read right blue, of each line misread red with what was read beside
+      the label, missed labels red, false reads orange; and end to end per export
 confusions   the label -> read character substitutions, deletions and insertions most often made
 
 Pictures go to <out>/errors/ and are linked relatively, so the report folder reads offline.
@@ -37,7 +40,68 @@ def analyse_errors(reads: dict[str, dict[str, Any]], data_dir: Path, out: Path, 
     errors.mkdir(parents=True)
     rec = _worst_crops(index, new, production, errors, worst)
     det = _worst_images(index, new, production, errors, worst)
-    return {**rec, **det}
+    e2e = _worst_reads(index, new, production, errors, worst)
+    return {**rec, **det, **e2e}
+
+
+def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, worst: int) -> dict[str, Any]:
+    from ocr_tasks.release.read_metrics import TextLine, end_to_end_scores, match_lines
+
+    def lines(read: dict) -> list[TextLine]:
+        return [TextLine(line["poly"], line["text"]) for line in read["lines"]]
+
+    before = {r["image"]: r for r in production.get("ocr") or []}
+    rows, per_export = [], {}
+    for read in new.get("ocr") or []:
+        if read["image"] not in index.boxes:
+            continue
+        boxes, export = index.boxes[read["image"]], index.images.get(read["image"])
+        per_export.setdefault(export, []).append((boxes, lines(read)))
+        match = match_lines(boxes, lines(read))
+        if not match.misread and not match.missed and not match.false:
+            continue
+        old = before.get(read["image"])
+        rows.append({"image": read["image"], "export": export, "hmean": match.hmean, "match": match,
+                     "misread": [{"label": box.text, "read": line.text} for box, line in match.misread],
+                     "missed": len(match.missed), "false": len(match.false),
+                     "production_hmean": match_lines(boxes, lines(old)).hmean if old else None})
+    rows.sort(key=lambda row: (row["hmean"], -len(row["misread"]) - row["missed"]))
+    shown = []
+    for number, row in enumerate(rows[:worst]):
+        target = errors / f"e2e_{number:02d}.png"
+        _draw_reads(Path(row.pop("image")), row.pop("match"), target)
+        shown.append({**row, "picture": f"errors/{target.name}"})
+    slices = {export: {"images": len(images), **end_to_end_scores(images)} for export, images in sorted(
+        per_export.items(), key=lambda item: str(item[0]))}
+    return {"e2e_wrong": len(rows), "e2e_total": len(new.get("ocr") or []), "e2e": shown, "e2e_by_export": slices}
+
+
+def _draw_reads(image: Path, match, target: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    with Image.open(image) as opened:
+        picture = opened.convert("RGB")
+    scale = min(1.0, _MAX_SIDE / max(picture.size))
+    if scale < 1.0:
+        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)))
+    draw = ImageDraw.Draw(picture)
+
+    def outline(points, colour, width=2):
+        draw.polygon([(float(x) * scale, float(y) * scale) for x, y in points], outline=colour, width=width)
+
+    for box, line in match.right:
+        outline(box.points, _COLOURS["label"])
+        outline(line.points, _COLOURS["matched"], 1)
+    for box, line in match.misread:
+        outline(box.points, _COLOURS["label"])
+        outline(line.points, _COLOURS["missed"], 2)
+        x, y = (min(float(p[0]) for p in line.points) * scale, max(float(p[1]) for p in line.points) * scale + 1)
+        draw.text((x, y), f"{line.text} ≠ {box.text}", fill=_COLOURS["missed"])
+    for box in match.missed:
+        outline(box.points, _COLOURS["missed"], 3)
+    for line in match.false:
+        outline(line.points, _COLOURS["false"], 3)
+    picture.save(target)
 
 
 def _worst_crops(index: SampleIndex, new: dict, production: dict, errors: Path, worst: int) -> dict[str, Any]:

@@ -181,22 +181,39 @@ def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gat
                 reasons.append(f"{model} {metric} drifts once exported: {_fmt(exported)} read in runtime {label}, "
                                f"{_fmt(evaluated)} from tools/eval.py (drift {_fmt(drift)}, at most "
                                f"{_fmt(gate.max_export_drift)} allowed)")
-        if gate.e2e_min_hmean is not None:
+        both = DET in runtime.metrics and REC in runtime.metrics   # a bundle of one kind reads nothing end to end
+        if gate.e2e_min_hmean is not None and both:
             value, problem = _metric(runtime.metrics, "e2e", "e2e_hmean")
             passed = problem is None and _compare(value, Bound.AT_LEAST, gate.e2e_min_hmean)
             checks.append(GateCheck("e2e", "e2e_hmean", value, gate.e2e_min_hmean, Bound.AT_LEAST, passed,
                                     CheckKind.THRESHOLD, runtime=label))
             if not passed:
+                det, rec = runtime.metrics[DET].get("hmean"), runtime.metrics[REC].get("acc")
+                alone = f" (det hmean {_fmt(det)} and rec acc {_fmt(rec)} read alone)" if det is not None and \
+                    rec is not None else ""
                 reasons.append(f"end-to-end hmean {_fmt(value) if problem is None else problem} in runtime {label} "
-                               f"is not >= {_fmt(gate.e2e_min_hmean)}")
+                               f"is not >= {_fmt(gate.e2e_min_hmean)}{alone}: the lines consumers read")
 
 
 def _check_compared(compared: Comparison, gate: GateConfig, models: Sequence[str], checks: list[GateCheck],
                     reasons: list[str]) -> None:
-    """No slice of the test split (with enough samples) and no reference set regresses against production."""
+    """No slice of the test split (with enough samples) and no reference set regresses against production,
+    nor the test split read end to end."""
     for problem in compared.problems:
         checks.append(GateCheck("det+rec", "compared", None, None, Bound.HOLDS, False, CheckKind.COMPARISON))
         reasons.append(problem)
+    e2e = compared.e2e or {}
+    if e2e.get("new") and e2e.get("production"):
+        value, base = e2e["new"].get("e2e_hmean"), e2e["production"].get("e2e_hmean")
+        if isinstance(value, (int, float)) and isinstance(base, (int, float)):
+            passed = value >= base - gate.max_e2e_regression - _EPSILON
+            checks.append(GateCheck("e2e", "e2e_hmean", value, round(base - gate.max_e2e_regression, 12),
+                                    Bound.AT_LEAST, passed, CheckKind.REGRESSION, runtime=e2e.get("runtime"),
+                                    baseline=base, max_regression=gate.max_e2e_regression))
+            if not passed:
+                reasons.append(f"end-to-end hmean {_fmt(value)} in runtime {e2e.get('runtime')} dropped "
+                               f"{_fmt(base - value)} below production {_fmt(base)} on the test split (at most "
+                               f"{_fmt(gate.max_e2e_regression)} allowed)")
     for model in models:
         metric = KEY_METRICS[model]
         for name, entry in sorted((compared.slices.get(model) or {}).items()):

@@ -37,6 +37,31 @@ def model_name_of(model_dir: Path) -> str:
     return str(name)
 
 
+# inference.yml's det post-processing -> the PaddleOCR(...) pipeline's argument for it
+_PIPELINE_ARGS = {"thresh": "text_det_thresh", "box_thresh": "text_det_box_thresh",
+                  "unclip_ratio": "text_det_unclip_ratio"}
+_RESIZE_ARGS = {"limit_side_len": "text_det_limit_side_len", "limit_type": "text_det_limit_type"}
+
+
+def pipeline_settings(det_dir: Path) -> dict[str, object]:
+    """What a consumer passes to `PaddleOCR(...)` so the pipeline reads as the gate measured: the det model's
+    post-processing (chosen on the val split at export, release/postprocess.py) and input resizing, from its
+    inference.yml. TextDetection alone reads these from the file; the pipeline uses its own defaults
+    (thresh 0.3, box_thresh 0.6, unclip 1.5, limit_side_len 64 "min") unless they are passed."""
+    spec = Path(det_dir) / "inference.yml"
+    try:
+        config = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{spec}: cannot read the exported model's spec ({exc})") from None
+    post = config.get("PostProcess") or {}
+    args: dict[str, object] = {arg: post[key] for key, arg in _PIPELINE_ARGS.items() if key in post}
+    for op in (config.get("PreProcess") or {}).get("transform_ops") or []:
+        resize = op.get("DetResizeForTest") if isinstance(op, dict) else None
+        if isinstance(resize, dict):
+            args.update({arg: resize[key] for key, arg in _RESIZE_ARGS.items() if key in resize})
+    return args
+
+
 def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[ReadLine]:
     """Detect and recognise the text lines of `image`, top to bottom, with det/ and rec/ of `model_dir`."""
     model_dir, image = Path(model_dir), Path(image)
@@ -52,6 +77,7 @@ def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[Rea
         text_detection_model_name=model_name_of(model_dir / DET), text_detection_model_dir=str(model_dir / DET),
         text_recognition_model_name=model_name_of(model_dir / REC), text_recognition_model_dir=str(model_dir / REC),
         use_doc_orientation_classify=False, use_doc_unwarping=False, use_textline_orientation=False, device=device,
+        **pipeline_settings(model_dir / DET),
     )
     (result,) = ocr.predict(str(image))
     lines = [ReadLine(str(text), float(score), [[int(x), int(y)] for x, y in poly])

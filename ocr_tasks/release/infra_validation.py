@@ -107,11 +107,11 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
 
 def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[str], name: str,
                  python: str | None, work: Path, *, timeout_s: float, pipeline: bool = True,
-                 device: str = "cpu") -> tuple[RuntimeRead, dict[str, Any]]:
+                 device: str = "cpu", extra_job: dict[str, Any] | None = None) -> tuple[RuntimeRead, dict[str, Any]]:
     """Run the consumer probe in one runtime: bundle's det on `images`, its rec on `crops`, and (with
     `pipeline`) PaddleOCR's whole pipeline on `images`. Returns the runtime's record (its error,
     if it failed) and its answer, the per-sample reads."""
-    from ocr_tasks.release.inference import model_name_of
+    from ocr_tasks.release.inference import model_name_of, pipeline_settings
     from ocr_tasks.training.engine import offline_env, run_logged
 
     work.mkdir(parents=True, exist_ok=True)
@@ -120,6 +120,9 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     job = {"out": str(answer_file), "device": device, "images": images, "crops": crops, "pipeline": pipeline}
     for kind in kinds:
         job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
+    if DET in kinds:
+        job["pipeline_args"] = pipeline_settings(bundle / DET)   # as the README's consumer snippet passes them
+    job.update(extra_job or {})
     job_file = work / f"{name}.job.json"
     job_file.write_text(json.dumps(job), encoding="utf-8")
     answer_file.unlink(missing_ok=True)

@@ -100,6 +100,31 @@ def match_detections(boxes: Sequence[LabelledBox], detections: Sequence[Points])
                       [box.points for box in boxes if box.ignored])
 
 
+@dataclass
+class LineMatch:
+    """One image's read lines against its labels (end_to_end_scores' matching): what the report draws."""
+
+    right: list[tuple[LabelledBox, TextLine]]          # box found and read as labelled
+    misread: list[tuple[LabelledBox, TextLine]]        # box found, text differs
+    missed: list[LabelledBox]                          # no read line over it
+    false: list[TextLine]                              # read lines over no labelled box
+
+    @property
+    def hmean(self) -> float:
+        right = len(self.right)
+        return _prh(right, right + len(self.misread) + len(self.missed),
+                    right + len(self.misread) + len(self.false))["hmean"]
+
+
+def match_lines(boxes: Sequence[LabelledBox], lines: Sequence[TextLine]) -> LineMatch:
+    care, reads, pairs = _assign(boxes, lines, need_text=True)
+    right = [(care[gi][0], reads[ri][0]) for gi, ri, ok in pairs if ok]
+    misread = [(care[gi][0], reads[ri][0]) for gi, ri, ok in pairs if not ok]
+    gi_used, ri_used = {gi for gi, _, _ in pairs}, {ri for _, ri, _ in pairs}
+    return LineMatch(right, misread, [box for i, (box, _) in enumerate(care) if i not in gi_used],
+                     [line for i, (line, _) in enumerate(reads) if i not in ri_used])
+
+
 def _match_image(boxes: Sequence[LabelledBox], lines: Sequence[TextLine], *, need_text: bool) -> tuple[int, int, int]:
     """(matches, labelled boxes that count, read lines that count) for one image."""
     care, reads, pairs = _assign(boxes, lines, need_text=need_text)

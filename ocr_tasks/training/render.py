@@ -125,7 +125,7 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     global_section = config["Global"]
     if task == REC:
         global_section["character_dict_path"] = str(Path(dict_path).absolute())  # type: ignore[arg-type]
-        kept = _kept_text_length(data_dir)
+        kept = kept_text_length(data_dir)
         if kept is not None:
             _set_max_text_length(config, kept)
     global_section["save_model_dir"] = str(save_dir)
@@ -147,7 +147,7 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
     return config
 
 
-def _kept_text_length(data_dir: Path) -> int | None:
+def kept_text_length(data_dir: Path) -> int | None:
     """The max_text_length the dataset version kept rec lines to (dataset.json), if it says."""
     try:
         value = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8")).get("max_text_length")

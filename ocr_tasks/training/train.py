@@ -15,13 +15,15 @@ import logging
 from pathlib import Path
 
 from ocr_tasks.storage import layout
-from ocr_tasks.config import REPO_ROOT, PipelineConfig, TrainStage
+from ocr_tasks.config import REPO_ROOT, DetectorLikeCrops, PipelineConfig, TrainStage
 from ocr_tasks.training.checkout import ENGINE_PREFIX, absolute_engine_paths, engine_config
 from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
 from ocr_tasks.errors import UsageError
 from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.training.detector_crops import write_detector_like_crops
 from ocr_tasks.training.render import render_config, write_config
 from ocr_tasks.training.trained_model import TrainedModel
+from ocr_tasks.vocabulary import REC
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,12 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
             # the resumed run rewrites best_accuracy only if it beats the best so far: keep that best
             _download_checkpoint(storage, remote, "best_accuracy", stage_dir)
             cfg_path = stage_dir / "config.yml"
-            write_config(_stage_config(settings.template, engine, task, data_dir, stage_dir, stage, epochs, weights,
-                                       resume, bool(gpus)), cfg_path)
+            stage_config = _stage_config(settings.template, engine, task, data_dir, stage_dir, stage, epochs, weights,
+                                         resume, bool(gpus))
+            if task == REC:
+                _add_detector_like_crops(stage_config["Train"]["dataset"], settings.detector_like_crops, data_dir,
+                                         run_dir / "detector_like_crops")
+            write_config(stage_config, cfg_path)
             storage.upload_file(cfg_path, remote + "config.yml")
             if resume:
                 log.info("%s stage %s resumes from %s", task, stage.name, resume)
@@ -137,6 +143,21 @@ def _stage_config(template: str, engine: Engine, task: str, data_dir: Path, stag
         transforms = config["Train"]["dataset"]["transforms"]
         config["Train"]["dataset"]["transforms"] = [t for t in transforms if not (set(t or {}) & AUGMENT_OPS)]
     return config
+
+
+def _add_detector_like_crops(dataset: dict, settings: DetectorLikeCrops, data_dir: Path, folder: Path) -> None:
+    """Beside the tight crops, crops of the train boxes as a detector cuts them (training/detector_crops.py)."""
+    from ocr_tasks.training.render import kept_text_length
+
+    if settings.copies == 0:
+        return
+    labels = write_detector_like_crops(data_dir, folder, copies=settings.copies, margin=settings.margin,
+                                       jitter=settings.jitter, max_text_length=kept_text_length(data_dir))
+    if labels is None:
+        return
+    ratios = list(dataset.get("ratio_list") or [1.0] * len(dataset["label_file_list"]))
+    dataset["label_file_list"] = [*dataset["label_file_list"], str(labels)]
+    dataset["ratio_list"] = [*ratios, 1.0]
 
 
 def _mix_in(dataset: dict, stage: TrainStage, folder: Path) -> None:

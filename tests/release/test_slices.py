@@ -113,3 +113,30 @@ def test_error_analysis_pictures_the_worst_samples_and_the_report_shows_them(dat
                          comparison=Comparison("v1", slices).record(), errors=errors).read_text()
     assert "export=shop_b" in page and 'src="errors/rec_00' in page and 'src="errors/det_00.png"' in page
     assert "Most confused characters" in page
+
+
+def test_error_analysis_draws_the_worst_end_to_end_reads_and_tables_them_per_export(dataset, tmp_path):
+    """What the pipeline read: a line misread (what was read beside the label), a box missed, per export."""
+    index = SampleIndex.of(dataset)
+
+    def ocr(misread_export=None):
+        return [{"image": image, "lines": [
+            {"poly": box.points, "text": ("9" + box.text) if index.images[image] == misread_export else box.text}
+            for box in boxes if not box.ignored]} for image, boxes in index.boxes.items()]
+
+    new = {**reads(index), "ocr": ocr(misread_export="shop_a")}
+    production = {**reads(index), "ocr": ocr()}
+    errors = analyse_errors({"test/new": new, "test/production": production}, dataset, tmp_path, worst=3)
+    assert errors["e2e_total"] == len(index.boxes)
+    assert errors["e2e_wrong"] == sum(1 for e in index.images.values() if e == "shop_a")
+    assert errors["e2e_by_export"]["shop_a"]["e2e_hmean"] == 0.0
+    assert errors["e2e_by_export"]["shop_b"]["e2e_hmean"] == 1.0
+    worst = errors["e2e"][0]
+    assert worst["hmean"] == 0.0 and worst["production_hmean"] == 1.0 and worst["export"] == "shop_a"
+    assert all(line["read"] == "9" + line["label"] for line in worst["misread"])
+    assert (tmp_path / worst["picture"]).stat().st_size > 0
+    page = write_summary(tmp_path / "summary.html", title="t", facts={}, metrics=GOOD, baseline=None,
+                         gate={"passed": False, "checks": [], "reasons": []}, curves=[], errors=errors).read_text()
+    line = worst["misread"][0]
+    assert f'<span class="bad">read {line["read"]}</span>, labelled {line["label"]}' in page
+    assert 'src="errors/e2e_00.png"' in page and "<td>shop_a</td>" in page

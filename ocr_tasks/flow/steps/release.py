@@ -35,6 +35,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     """
     from ocr_tasks.flow.run import ExportedBundle
     from ocr_tasks.release.bundle import assemble_bundle
+    from ocr_tasks.release.postprocess import choose_postprocess
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
 
@@ -47,14 +48,19 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
                     ", ".join(models))
     production = pull_model(storage, config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True) if carried_over and current else None
-    bundle = assemble_bundle(config, ctx.scratch / "bundle", local_dataset(ctx, dataset_version(merged)), models,
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    bundle = assemble_bundle(config, ctx.scratch / "bundle", data_dir, models,
                              Engine.locate(config.training.engine_checkout), production)
+    # before upload: what infra validation reads and publish ships carries the chosen post-processing
+    tuned = choose_postprocess(bundle, data_dir, ctx.scratch / "postprocess",
+                               python=config.infra_validation.runtimes.get("pipeline"),
+                               timeout_s=config.infra_validation.timeout_s)
     prefix = layout.run_bundle_prefix(ctx.run_id)
     storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
     storage.upload_dir(bundle, prefix)
     log.info("exported %s%s to %s", ", ".join(models),
              f" ({', '.join(carried_over)} from production {current})" if carried_over else "", storage.uri(prefix))
-    return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current})
+    return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current}, plain(tuned))
 
 
 def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
