@@ -323,7 +323,7 @@ class DetectorLikeCrops(_Section):
     """rec only: extra train crops per box cut the way a detector cuts them (training/detector_crops.py).
     Val and test keep the label boxes' crops; infra validation measures the reading end to end."""
 
-    copies: int = 2                 # per train box, beside its tight crop; 0: tight crops only
+    copies: int = 1                 # per train box, beside its tight crop; 0: tight crops only (the demo: 1 beat 2)
     # grown on every side by this fraction of the box's height (negative cuts into the text): DB's unclip
     # (ratio 1.5) adds about 0.4-0.7 of the height; a detector also cuts a character off now and then
     margin: Annotated[tuple[float, float], Expect("[low, high] fractions of the box height")] = (-0.05, 0.6)

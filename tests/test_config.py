@@ -167,8 +167,8 @@ def test_the_default_profile_is_the_cpu_one_the_pipeline_yaml_used_to_hold():
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.det.stages] == [("finetune", 4, None, {})]
     assert training.rec.template == "configs/profiles/rec_cpu_small.yml"
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.rec.stages] == [
-        ("finetune", 4, 0.01, CPU_OVERRIDES)]
-    assert training.rec.detector_like_crops.copies == 2
+        ("finetune", 6, 0.01, CPU_OVERRIDES)]
+    assert training.rec.detector_like_crops.copies == 1
 
 
 def test_production_profile_resolves_to_the_production_templates_without_cpu_overrides():

@@ -50,14 +50,23 @@ def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, 
     def lines(read: dict) -> list[TextLine]:
         return [TextLine(line["poly"], line["text"]) for line in read["lines"]]
 
+    from ocr_tasks.release.slices import text_slices
+
     before = {r["image"]: r for r in production.get("ocr") or []}
     rows, per_export = [], {}
+    by_text: dict[str, list[int]] = {}    # label slice -> [labelled lines, read right]
     for read in new.get("ocr") or []:
         if read["image"] not in index.boxes:
             continue
         boxes, export = index.boxes[read["image"]], index.images.get(read["image"])
         per_export.setdefault(export, []).append((boxes, lines(read)))
         match = match_lines(boxes, lines(read))
+        right = {id(box) for box, _ in match.right}
+        for box in (b for b in boxes if not b.ignored):
+            for name in text_slices(box.text):
+                counts = by_text.setdefault(name, [0, 0])
+                counts[0] += 1
+                counts[1] += id(box) in right
         if not match.misread and not match.missed and not match.false:
             continue
         old = before.get(read["image"])
@@ -73,7 +82,10 @@ def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, 
         shown.append({**row, "picture": f"errors/{target.name}"})
     slices = {export: {"images": len(images), **end_to_end_scores(images)} for export, images in sorted(
         per_export.items(), key=lambda item: str(item[0]))}
-    return {"e2e_wrong": len(rows), "e2e_total": len(new.get("ocr") or []), "e2e": shown, "e2e_by_export": slices}
+    texts = {name: {"lines": total, "read_right": right, "e2e_recall": right / total}
+             for name, (total, right) in sorted(by_text.items())}
+    return {"e2e_wrong": len(rows), "e2e_total": len(new.get("ocr") or []), "e2e": shown, "e2e_by_export": slices,
+            "e2e_by_text": texts}
 
 
 def _draw_reads(image: Path, match, target: Path) -> None:

@@ -36,15 +36,37 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 BUCKET = "ocr-data"
 
 
-def _demo(work: Path, *args: str, timeout: float) -> str:
+def _demo(work: Path, *args: str, timeout: float, sets: tuple[str, ...] = ()) -> str:
     started = time.monotonic()
-    done = subprocess.run([str(BIN / "ocr-retrain"), "demo", "--work-dir", str(work), *args], capture_output=True,
-                          text=True, timeout=timeout)
+    options = [part for key in sets for part in ("--set", key)]
+    done = subprocess.run([str(BIN / "ocr-retrain"), *options, "demo", "--work-dir", str(work), *args],
+                          capture_output=True, text=True, timeout=timeout)
     print(done.stdout[-6000:])
     print(f"ocr-retrain demo {' '.join(args)}: {time.monotonic() - started:.0f} s")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stdout + done.stderr
     return done.stdout
+
+
+def _what_consumers_read_end_to_end_is_what_the_gate_certifies(outcome: dict, storage: Storage) -> None:
+    """End to end, every consumer runtime reads close to what the gate certifies (tools/eval.py's det hmean x rec
+    acc), and the det post-processing chosen on val is what the bundle's det/inference.yml carries.
+
+    Measured (README, Benchmarks): e2e 0.943 in all three runtimes against a certified 0.977 x 0.990 = 0.967,
+    where tight crops alone read 0.744-0.774. Bounds here leave room for CPU training's run-to-run spread
+    (0.723 to 0.774 for one configuration before), not for the gap this guards against."""
+    certified = outcome["metrics"]["det"]["hmean"] * outcome["metrics"]["rec"]["acc"]
+    for name, read in outcome["exported_metrics"].items():
+        e2e = read["metrics"]["e2e"]["e2e_hmean"]
+        assert e2e >= 0.90 and certified - e2e <= 0.05, (name, e2e, certified)
+    manifest = storage.get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
+    tuned = manifest["postprocess"]
+    assert tuned["val_images"] > 0 and len(tuned["tried"]) == 10 and tuned["skipped"] is None
+    best = max(t["e2e_hmean"] for t in tuned["tried"])
+    assert [t["e2e_hmean"] for t in tuned["tried"] if all(t[k] == v for k, v in tuned["chosen"].items())] == [best]
+    spec = yaml.safe_load(storage.get_text(layout.model_version_prefix("ocr", outcome["model_version"])
+                                           + "det/inference.yml"))
+    assert {k: spec["PostProcess"][k] for k in tuned["chosen"]} == tuned["chosen"]
 
 
 def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
@@ -158,7 +180,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
                  "evaluate", "export", "infra_validate", "compare", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
     assert "export digits_broken QUARANTINED" in first
-    assert re.search(r"train_det epoch \d+/4,", first) and re.search(r"train_rec epoch \d+/12,", first)
+    assert re.search(r"train_det epoch \d+/4,", first) and re.search(r"train_rec epoch \d+/6,", first)
     (read,) = re.findall(r"read from held-out test image (\S+): '(.*)'   \(labelled: '(.*)'\)", first)
     image, text, labelled = read
     # the gate is the quality bar; this checks the consumer path reads the right text. Training on
@@ -174,6 +196,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert outcome["status"] == "published"
         assert outcome["metrics"]["rec"]["acc"] > 0.9 and outcome["metrics"]["det"]["hmean"] >= 0.85
         assert outcome["gate"]["passed"] is True
+        _what_consumers_read_end_to_end_is_what_the_gate_certifies(outcome, storage)
         # compared on slices and the reference set; nothing to compare with yet on the first run
         comparison = outcome["comparison"]
         assert comparison["production_version"] is None and not comparison["problems"]
@@ -205,9 +228,12 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert len(_runs(storage)) == 1
         assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
 
-    # a new export arrives -> the next run trains on the grown dataset
-    grown = _demo(work, "--add-export", "--epochs", "1", timeout=1200)
-    assert "digits_extra_001: 200 images" in grown and "done train_det (" in grown
+    # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
+    # before issue 26 (crops of the label boxes only, 12 epochs): it reads its test crops as well as production,
+    # and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
+    grown = _demo(work, "--add-export", "--epochs", "12", timeout=1200,
+                  sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0"))
+    assert "digits_extra_001: 200 images" in grown and "done train_rec (" in grown and "> train_det" not in grown
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
         runs = _runs(storage)
@@ -215,13 +241,13 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         (second,) = [r for r in runs.values() if r["run_id"] != outcome["run_id"]]
         assert second["dataset_version"] != first_dataset
         assert storage.get_json(layout.LEDGER)["exports"]["digits_extra_001"]["status"] == "merged"
-        # 1 epoch from scratch cannot pass the real gate: production must stay where it was
-        assert second["status"] == "gate-failed" and second["gate"]["reasons"]
+        assert second["status"] == "gate-failed"
         assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
-        # and it forgot what production read: the reference set and the test slices say so, by name
+        assert second["metrics"]["rec"]["acc"] > 0.9                    # rec alone passes its floor
         reasons = second["gate"]["reasons"]
-        assert any(r.startswith("rec acc on reference set digits_reference (") and "below production" in r
-                   for r in reasons), reasons
-        assert any(r.startswith("rec acc on test slice export=digits_800 (") for r in reasons), reasons
-        assert second["comparison"]["references"]["digits_reference"]["rec"]["production"]["acc"] > 0.9
-    assert "reference set digits_reference, rec acc: new " in grown
+        assert not any(r.startswith("rec acc ") and " is not > " in r for r in reasons), reasons
+        floors = [r for r in reasons if " is not >= 0.85 (det hmean " in r]
+        assert {r.split(" in runtime ")[1].split(" (")[0] for r in floors} == set(second["exported_metrics"]), reasons
+        assert any("below production" in r for r in reasons), reasons
+        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.93
+    assert "reference set digits_reference, rec acc: new " in grown and "end to end (det+rec) in" in grown

@@ -135,8 +135,11 @@ def test_error_analysis_draws_the_worst_end_to_end_reads_and_tables_them_per_exp
     assert worst["hmean"] == 0.0 and worst["production_hmean"] == 1.0 and worst["export"] == "shop_a"
     assert all(line["read"] == "9" + line["label"] for line in worst["misread"])
     assert (tmp_path / worst["picture"]).stat().st_size > 0
+    by_text = errors["e2e_by_text"]
+    assert by_text["script=digits"]["lines"] == sum(1 for boxes in index.boxes.values() for b in boxes if not b.ignored)
+    assert 0 < by_text["script=digits"]["e2e_recall"] < 1       # shop_a's lines misread, shop_b's read
     page = write_summary(tmp_path / "summary.html", title="t", facts={}, metrics=GOOD, baseline=None,
                          gate={"passed": False, "checks": [], "reasons": []}, curves=[], errors=errors).read_text()
     line = worst["misread"][0]
     assert f'<span class="bad">read {line["read"]}</span>, labelled {line["label"]}' in page
-    assert 'src="errors/e2e_00.png"' in page and "<td>shop_a</td>" in page
+    assert 'src="errors/e2e_00.png"' in page and "<td>shop_a</td>" in page and "<td>script=digits</td>" in page
