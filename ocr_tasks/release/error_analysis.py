@@ -89,18 +89,7 @@ def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, 
 
 
 def _draw_reads(image: Path, match, target: Path) -> None:
-    from PIL import Image, ImageDraw
-
-    with Image.open(image) as opened:
-        picture = opened.convert("RGB")
-    scale = min(1.0, _MAX_SIDE / max(picture.size))
-    if scale < 1.0:
-        picture = picture.resize((round(picture.width * scale), round(picture.height * scale)))
-    draw = ImageDraw.Draw(picture)
-
-    def outline(points, colour, width=2):
-        draw.polygon([(float(x) * scale, float(y) * scale) for x, y in points], outline=colour, width=width)
-
+    picture, draw, scale, outline = _canvas(image)
     for box, line in match.right:
         outline(box.points, _COLOURS["label"])
         outline(line.points, _COLOURS["matched"], 1)
@@ -167,7 +156,9 @@ def _worst_images(index: SampleIndex, new: dict, production: dict, errors: Path,
     return {"det_wrong": len(rows), "det_total": len(new.get("det") or []), "det": shown}
 
 
-def _draw(image: Path, match, target: Path) -> None:
+def _canvas(image: Path):
+    """The image scaled to at most _MAX_SIDE, a drawing context, the scale, and `outline(points, colour, width)`
+    taking points in the image's own pixels."""
     from PIL import Image, ImageDraw
 
     with Image.open(image) as opened:
@@ -180,6 +171,11 @@ def _draw(image: Path, match, target: Path) -> None:
     def outline(points, colour, width=2):
         draw.polygon([(float(x) * scale, float(y) * scale) for x, y in points], outline=colour, width=width)
 
+    return picture, draw, scale, outline
+
+
+def _draw(image: Path, match, target: Path) -> None:
+    picture, _, _, outline = _canvas(image)
     for points in match.ignored:
         outline(points, _COLOURS["ignored"])
     for label, detection in match.matched:
