@@ -87,7 +87,8 @@ def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
 
 def _consumer_runtimes_read_the_published_model(model: Path, image: Path, text: str) -> None:
     """The README's consumer snippet and `ocr-retrain read`, unchanged, in the newest and oldest PaddleOCR 3.x."""
-    snippet = re.search(r"```python\n(from paddleocr import PaddleOCR\n.*?)```", README.read_text(), re.S).group(1)
+    snippet = re.search(r"```python\n(import yaml\nfrom paddleocr import PaddleOCR\n.*?)```", README.read_text(),
+                        re.S).group(1)
     snippet = snippet.replace("models/<v>", str(model)) + f"\nprint('READ', ocr.predict({str(image)!r})[0]['rec_texts'])\n"
     for name, python in CONSUMER_RUNTIMES.items():
         if not python.is_file():
