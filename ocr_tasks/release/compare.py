@@ -13,7 +13,7 @@ per-sample reads kept beside it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def compare_with_production(new: Path, production: Path | None, production_versi
             answers[model] = answer
             result.reads[f"{dataset}/{model}"] = str(Path(work) / "compare" / f"{dataset}-{model}.json")
             if answer.get("ocr"):
-                result.e2e["runtime"] = read.label()
+                result.e2e["runtime"] = replace(read, name="pipeline").label()   # read as test-new/-production
                 result.e2e[model] = end_to_end_scores(
                     (index.boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
                     for r in answer["ocr"] if r["image"] in index.boxes)

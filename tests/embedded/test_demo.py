@@ -234,7 +234,7 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
     # and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
     grown = _demo(work, "--add-export", "--epochs", "12", timeout=1200,
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0"))
-    assert "digits_extra_001: 200 images" in grown and "done train_rec (" in grown and "> train_det" not in grown
+    assert "digits_extra_001: 200 images" in grown and "done train_rec (" in grown and "skipped: train_det" in grown
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
         runs = _runs(storage)
@@ -250,5 +250,6 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         floors = [r for r in reasons if " is not >= 0.85 (det hmean " in r]
         assert {r.split(" in runtime ")[1].split(" (")[0] for r in floors} == set(second["exported_metrics"]), reasons
         assert any("below production" in r for r in reasons), reasons
-        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.93
+        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.90   # production, on the grown test split
+        assert second["comparison"]["e2e"]["runtime"].startswith("pipeline (paddleocr ")
     assert "reference set digits_reference, rec acc: new " in grown and "end to end (det+rec) in" in grown
