@@ -47,11 +47,8 @@ class _HashingWriter:
 
 def pack_id_of(pack: Path) -> str:
     """The id a pack file's bytes give (as write_pack names it): a pack whose id differs was changed."""
-    digest = hashlib.sha256()
     with open(pack, "rb") as data:
-        while block := data.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:24]
+        return hashlib.file_digest(data, "sha256").hexdigest()[:24]
 
 
 def extract_pack(pack: Path, wanted: set[str], dest: Path) -> int:

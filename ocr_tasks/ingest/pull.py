@@ -28,7 +28,8 @@ def _check_image_contents(version: str, relpaths: list[str], dest: Path) -> None
         stem = PurePosixPath(rel).stem
         if not rel.startswith("images/") or not _SHA256.fullmatch(stem):
             continue
-        digest = hashlib.sha256((dest / rel).read_bytes()).hexdigest()
+        with open(dest / rel, "rb") as data:
+            digest = hashlib.file_digest(data, "sha256").hexdigest()
         if digest != stem:
             (dest / rel).unlink()
             raise StorageError(f"dataset {version}: {rel} from its pack holds other bytes (sha256 {digest[:16]}…): "

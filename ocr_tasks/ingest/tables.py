@@ -293,7 +293,7 @@ def _text_checks(text: str, ignore: bool, dictionary: set[str] | None) -> dict:
 def _box_table(labels, facts, dictionary, limits: ValidationConfig) -> pd.DataFrame:
     rows = []
     for line in labels:
-        if line.problem or line.boxes_labelled > limits.max_boxes_per_image:   # the image table says so, unchecked
+        if line.problem or line.box_count is not None:   # over max_boxes_per_image: the image table says so, unchecked
             continue
         fact = facts.get(line.relpath, ImageFacts())
         for index, box in enumerate(line.boxes):

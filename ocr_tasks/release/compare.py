@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ocr_tasks.release.infra_validation import read_samples
-from ocr_tasks.release.read_metrics import TextLine, det_scores, end_to_end_scores, rec_scores
+from ocr_tasks.release.read_metrics import det_scores, end_to_end_of, rec_scores
 from ocr_tasks.release.slices import SampleIndex, slice_scores
 from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
 
@@ -84,9 +84,7 @@ def compare_with_production(new: Path, production: Path | None, production_versi
             result.reads[f"{dataset}/{model}"] = str(Path(work) / "compare" / f"{dataset}-{model}.json")
             if answer.get("ocr"):
                 result.e2e["runtime"] = replace(read, name="pipeline").label()   # read as test-new/-production
-                result.e2e[model] = end_to_end_scores(
-                    (index.boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
-                    for r in answer["ocr"] if r["image"] in index.boxes)
+                result.e2e[model] = end_to_end_of(index.boxes, answer["ocr"])
         if NEW not in answers:
             continue
         if dataset == "test":

@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ocr_tasks.release.read_metrics import match_detections, rec_scores
-from ocr_tasks.release.slices import SampleIndex
+from ocr_tasks.release.read_metrics import end_to_end_scores, match_detections, match_lines, read_lines, rec_scores
+from ocr_tasks.release.slices import SampleIndex, text_slices
 
 WORST = 12
 _MAX_SIDE = 640
@@ -45,13 +45,6 @@ def analyse_errors(reads: dict[str, dict[str, Any]], data_dir: Path, out: Path, 
 
 
 def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, worst: int) -> dict[str, Any]:
-    from ocr_tasks.release.read_metrics import TextLine, end_to_end_scores, match_lines
-
-    def lines(read: dict) -> list[TextLine]:
-        return [TextLine(line["poly"], line["text"]) for line in read["lines"]]
-
-    from ocr_tasks.release.slices import text_slices
-
     before = {r["image"]: r for r in production.get("ocr") or []}
     rows, per_export = [], {}
     by_text: dict[str, list[int]] = {}    # label slice -> [labelled lines, read right]
@@ -59,8 +52,9 @@ def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, 
         if read["image"] not in index.boxes:
             continue
         boxes, export = index.boxes[read["image"]], index.images.get(read["image"])
-        per_export.setdefault(export, []).append((boxes, lines(read)))
-        match = match_lines(boxes, lines(read))
+        lines = read_lines(read)
+        per_export.setdefault(export, []).append((boxes, lines))
+        match = match_lines(boxes, lines)
         right = {id(box) for box, _ in match.right}
         for box in (b for b in boxes if not b.ignored):
             for name in text_slices(box.text):
@@ -73,7 +67,7 @@ def _worst_reads(index: SampleIndex, new: dict, production: dict, errors: Path, 
         rows.append({"image": read["image"], "export": export, "hmean": match.hmean, "match": match,
                      "misread": [{"label": box.text, "read": line.text} for box, line in match.misread],
                      "missed": len(match.missed), "false": len(match.false),
-                     "production_hmean": match_lines(boxes, lines(old)).hmean if old else None})
+                     "production_hmean": match_lines(boxes, read_lines(old)).hmean if old else None})
     rows.sort(key=lambda row: (row["hmean"], -len(row["misread"]) - row["missed"]))
     shown = []
     for number, row in enumerate(rows[:worst]):

@@ -27,7 +27,7 @@ from typing import Any
 
 from ocr_tasks.config import REPO_ROOT
 from ocr_tasks.errors import UsageError
-from ocr_tasks.release.read_metrics import LabelledBox, TextLine, det_scores, end_to_end_scores, rec_scores
+from ocr_tasks.release.read_metrics import LabelledBox, det_scores, end_to_end_of, rec_scores
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,7 @@ def _score(answer: dict[str, Any], boxes: dict[str, list[LabelledBox]], crops: d
         metrics[REC] = rec_scores((r["text"], crops[r["crop"]]) for r in answer["rec"])
     if not both:
         return metrics, {}
-    metrics[E2E] = end_to_end_scores((boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
-                                     for r in answer["ocr"])
+    metrics[E2E] = end_to_end_of(boxes, answer["ocr"])
     seconds = sorted(r["seconds"] for r in answer["ocr"])
     latency = {"mean": 1000 * statistics.fmean(seconds), "p50": 1000 * statistics.median(seconds),
                "p95": 1000 * seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],

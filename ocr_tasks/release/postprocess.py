@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ocr_tasks.release.read_metrics import TextLine, end_to_end_scores
+from ocr_tasks.release.read_metrics import end_to_end_of
 from ocr_tasks.vocabulary import DET, REC
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def choose_postprocess(bundle: Path, data_dir: Path, work: Path, *, python: str 
         return PostprocessChoice(_current(spec), len(images), skipped=f"the val reading failed: {why[:300]}")
     tried = []
     for setting, reads in zip(GRID, answer["tuning"]):
-        scores = end_to_end_scores((boxes[r["image"]], [TextLine(line["poly"], line["text"]) for line in r["lines"]])
-                                   for r in reads)
+        scores = end_to_end_of(boxes, reads)
         tried.append({**setting, **{k: round(v, 4) for k, v in scores.items()}})
     best = max(range(len(GRID)), key=lambda i: (tried[i]["e2e_hmean"], -i))   # first (defaults) on a tie
     chosen = GRID[best]

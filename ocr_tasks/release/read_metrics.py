@@ -43,6 +43,16 @@ class TextLine:
     text: str
 
 
+def read_lines(read: dict) -> list[TextLine]:
+    """One image's lines as the consumer probe answers them (`{"image", "lines": [{"poly", "text"}]}`)."""
+    return [TextLine(line["poly"], line["text"]) for line in read["lines"]]
+
+
+def end_to_end_of(boxes: dict[str, Sequence[LabelledBox]], reads: Iterable[dict]) -> dict[str, float]:
+    """end_to_end_scores of the probe's per-image reads against `boxes` (image path -> labelled boxes)."""
+    return end_to_end_scores((boxes[read["image"]], read_lines(read)) for read in reads if read["image"] in boxes)
+
+
 def det_scores(images: Iterable[tuple[Sequence[LabelledBox], Sequence[Points]]]) -> dict[str, float]:
     """precision, recall, hmean of detected polygons over (labelled boxes, detections) per image."""
     matched = gt_care = det_care = 0

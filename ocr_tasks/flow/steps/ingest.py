@@ -78,13 +78,14 @@ def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDatase
     quarantined = {c.export.name: c.report_uri for c in checks if not c.passed}
     if quarantined:   # the run's one ledger writer: checks ran side by side
         record_exports(ctx.storage, quarantined_entries(list(checks)))
-    left_out = {c.export.name: c.left_out for c in checks if c.passed and c.left_out}
-    merged = plain(merge_exports(ctx.storage, passed, ctx.config, left_out)) if passed else None
+    partial = [c for c in checks if c.passed and c.left_out]    # merged without some of their images
+    merged = plain(merge_exports(ctx.storage, passed, ctx.config, {c.export.name: c.left_out for c in partial})) \
+        if passed else None
     latest = load_ledger(ctx.storage).get("dataset_version")
     version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
     log.info("dataset to train on: %s; quarantined: %s", version, for_log(sorted(quarantined)) if quarantined else "none")
-    reports = {c.export.name: {"images": len(c.left_out), "report": c.report_uri} for c in checks if c.passed and c.left_out}
-    return MergedDataset(version, merged, quarantined, reports)
+    return MergedDataset(version, merged, quarantined,
+                         {c.export.name: {"images": len(c.left_out), "report": c.report_uri} for c in partial})
 
 
 def has_dataset(ctx: RunContext, merged: MergedDataset) -> bool:
