@@ -44,8 +44,9 @@ RETRAINING = Pipeline("ocr_retraining", (
          doc="inference models for every PaddleOCR 3.x runtime, under runs/<run_id>/bundle/"),
     Node("infra_validate", steps.infra_validate, inputs=("merged", "exported"), output="served",
          doc="the consumer runtimes read the test split with the exported bundle"),
-    Node("compare", steps.compare, inputs=("merged", "evaluation", "exported"), output="compared",
-         doc="new beside production on slices of the test split and on the reference sets"),
+    Node("compare", steps.compare, inputs=("merged", "evaluation", "exported", "served"), output="compared",
+         doc="new beside production on slices of the test split and on the reference sets (the new model's "
+             "test reads are infra validation's)"),
     Node("gate", steps.gate, inputs=("evaluation", "served", "compared"), output="decision",
          doc="thresholds, regressions, runtimes, slices, reference sets"),
     Node("route", steps.route, inputs=("decision",), role=Role.BRANCH, branches=("publish", "approve", "record"),

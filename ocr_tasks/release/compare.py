@@ -4,7 +4,9 @@ and the reference sets (TFX's Evaluator with a baseline, for PaddleOCR).
     compare_with_production(new, production, test_dir, references, ...) -> Comparison
 
 Both bundles are read by the consumer probe in the pipeline's own interpreter, det alone on every
-image and rec alone on every crop, and scored per slice (release/slices.py). The gate refuses a
+image and rec alone on every crop (and the test split end to end), and scored per slice
+(release/slices.py). The new bundle's test split was read so already by infra validation when
+its runtimes include the pipeline's own (`null`): those reads are used, not made twice. The gate refuses a
 slice or a reference set that regressed beyond tolerance (gate.max_slice_regression,
 gate.max_reference_regression); the report shows the table and the worst samples, from the
 per-sample reads kept beside it.
@@ -12,12 +14,13 @@ per-sample reads kept beside it.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ocr_tasks.release.infra_validation import read_samples
+from ocr_tasks.release.infra_validation import RuntimeRead, read_samples
 from ocr_tasks.release.read_metrics import det_scores, end_to_end_of, rec_scores
 from ocr_tasks.release.slices import SampleIndex, slice_scores
 from ocr_tasks.vocabulary import DET, MODEL_KINDS, REC
@@ -57,8 +60,12 @@ class Comparison:
 
 def compare_with_production(new: Path, production: Path | None, production_version: str | None, test_dir: Path,
                             references: dict[str, Path], work: Path, *, python: str | None, timeout_s: float,
-                            kinds: list[str]) -> Comparison:
-    """Read the test split and each reference set with the new bundle and (when there is one) production's."""
+                            kinds: list[str], new_test_read: tuple[RuntimeRead, dict[str, Any]] | None = None,
+                            ) -> Comparison:
+    """Read the test split and each reference set with the new bundle and (when there is one) production's.
+
+    `new_test_read`: the new bundle's reads of this test split in the same runtime, already made (infra
+    validation in the pipeline's own interpreter): used as they are, not read twice."""
     result = Comparison(production_version)
     models = {NEW: Path(new).absolute()}
     if production is not None:
@@ -72,18 +79,26 @@ def compare_with_production(new: Path, production: Path | None, production_versi
             # to end with the det it ships with; the reference sets with the retrained kinds
             usable = [k for k in (MODEL_KINDS if dataset == "test" else kinds) if (bundle / k / "inference.yml").is_file()]
             # the test split also end to end (both bundles, one runtime): e2e may not regress against production
-            read, answer = read_samples(bundle, usable, list(index.boxes) if DET in usable else [],
-                                        list(index.crops) if REC in usable else [], f"{dataset}-{model}", python,
-                                        Path(work) / "compare", timeout_s=timeout_s, pipeline=dataset == "test")
+            answer_file = Path(work) / "compare" / f"{dataset}-{model}.json"
+            if dataset == "test" and model == NEW and new_test_read is not None:
+                read, answer = new_test_read
+                answer_file.parent.mkdir(parents=True, exist_ok=True)
+                answer_file.write_text(json.dumps(answer), encoding="utf-8")
+            else:
+                read, answer = read_samples(bundle, usable, list(index.boxes) if DET in usable else [],
+                                            list(index.crops) if REC in usable else [], f"{dataset}-{model}", python,
+                                            answer_file.parent, timeout_s=timeout_s, pipeline=dataset == "test")
             if read.error:
                 message = (str(read.error.get("message", "")).strip().splitlines() or [""])[0][:300]
                 why = f"the {model} model could not read {dataset}: {read.error.get('type')}: {message}"
                 (result.problems if model == NEW else result.notes).append(why)
                 continue
             answers[model] = answer
-            result.reads[f"{dataset}/{model}"] = str(Path(work) / "compare" / f"{dataset}-{model}.json")
+            result.reads[f"{dataset}/{model}"] = str(answer_file)
             if answer.get("ocr"):
-                result.e2e["runtime"] = replace(read, name="pipeline").label()   # read as test-new/-production
+                # the runtime infra validation named (when its reads are used), else read as test-new/-production
+                shared = new_test_read is not None and read is new_test_read[0]
+                result.e2e["runtime"] = read.label() if shared else replace(read, name="pipeline").label()
                 result.e2e[model] = end_to_end_of(index.boxes, answer["ocr"])
         if NEW not in answers:
             continue

@@ -21,6 +21,7 @@ import json
 import logging
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class RuntimeRead:
     latency_ms: dict[str, float] = field(default_factory=dict)   # per image, the whole pipeline
     error: dict[str, str] | None = None   # {"stage", "type", "message"}: the runtime's own error
     log_file: str | None = None
+    reads: str | None = None   # its per-sample answer: a local file, then (infra_validate) its key in storage
 
     @property
     def loaded(self) -> bool:
@@ -96,6 +98,7 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
         read, answer = read_samples(bundle, kinds, list(boxes), list(crops), name, python, work, timeout_s=timeout_s)
         if read.error is None:
             read.metrics, read.latency_ms = _score(answer, boxes, crops)
+            read.reads = str(work / f"{name}.json")
         if read.error:
             log.warning("runtime %s could not read the exported models: %s: %s", read.label(),
                         read.error.get("type"), read.error.get("message", "")[:500])
@@ -147,6 +150,17 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     if read.error:
         read.error.pop("traceback", None)
     return read, answer
+
+
+def with_sample_paths(answer: dict[str, Any], path_of: Callable[[str], str]) -> dict[str, Any]:
+    """A probe answer with every image and crop path mapped: relative to the dataset folder to keep it, under
+    another worker's dataset folder to use it there."""
+    def lines(reads: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+        return [{**read, key: path_of(read[key])} for read in reads]
+
+    return {**answer, "det": lines(answer.get("det") or [], "image"), "rec": lines(answer.get("rec") or [], "crop"),
+            "ocr": lines(answer.get("ocr") or [], "image"),
+            "tuning": [lines(reads, "image") for reads in answer.get("tuning") or []]}
 
 
 def _interpreter(python: str | None) -> Path:

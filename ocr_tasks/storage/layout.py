@@ -16,6 +16,7 @@
                                   checkpoints as they are saved, done.json when the stage finished
     runs/<run_id>/bundle/         the exported det/, rec/ and checkpoints/ (export), exactly what publish publishes
     runs/<run_id>/infra_validation.json   what each consumer runtime read with that bundle
+    runs/<run_id>/runtimes/<runtime>.json the same, sample by sample (compare reuses the pipeline's own)
     runs/<run_id>/compare/        per-sample reads of the test split and reference sets, new and production
     models/<name>/<version>/      det/, rec/ (PaddleOCR inference models), checkpoints/{det,rec}/
                                   (training checkpoints: the next run's baseline), report/,
@@ -161,6 +162,12 @@ def run_compare_prefix(run_id: str) -> str:
 
 def run_infra_validation_key(run_id: str) -> str:
     return run_prefix(run_id) + "infra_validation.json"
+
+
+def run_runtime_reads_key(run_id: str, runtime: str) -> str:
+    """runs/<run_id>/runtimes/<runtime>.json: what one consumer runtime read, sample by sample (paths relative
+    to the dataset folder), for compare and the report."""
+    return f"{run_prefix(run_id)}runtimes/{runtime}.json"
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,18 @@ def test_end_to_end_may_not_regress_against_production_naming_the_runtime():
     label = "pipeline (paddleocr 3.7.0, paddlepaddle 3.2.2)"
     worse = Comparison("v1", e2e={"runtime": label, "new": {"e2e_hmean": 0.90}, "production": {"e2e_hmean": 0.95}})
     decision = decide(metrics(), None, GATE, compared=worse)
-    assert decision.reasons == [f"end-to-end hmean 0.9 in runtime {label} dropped 0.05 below production 0.95 on the "
-                                "test split (at most 0.02 allowed)"]
+    assert decision.reasons == [f"end-to-end hmean 0.9 in runtime {label} dropped 0.05 below production 0.95 (read "
+                                f"in {label}) on the test split (at most 0.02 allowed)"]
     close = Comparison("v1", e2e={"runtime": label, "new": {"e2e_hmean": 0.94}, "production": {"e2e_hmean": 0.95}})
     assert decide(metrics(), None, GATE, compared=close).passed
+
+    # every consumer runtime's end-to-end read is held to production's: one that reads worse than the pipeline's
+    # own is refused, naming it (and only it)
+    reads = served(runtime("pipeline", e2e=0.94), runtime("oldest", e2e=0.91))
+    reads.runtimes[0].versions["paddlepaddle"] = "3.2.2"
+    decision = decide(metrics(), None, GATE, served=reads, compared=close)
+    assert decision.reasons == ["end-to-end hmean 0.91 in runtime oldest (paddleocr 3.7.0, paddlepaddle 3.3.1) dropped "
+                                f"0.04 below production 0.95 (read in {label}) on the test split (at most 0.02 "
+                                "allowed)"]
+    regressions = [c.runtime for c in decision.checks if c.kind == "regression" and c.model == "e2e"]
+    assert regressions == [label, "oldest (paddleocr 3.7.0, paddlepaddle 3.3.1)"]   # one check per runtime

@@ -6,6 +6,7 @@ in for the consumer probe's answer (its real runs are in the demo test and test_
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,34 @@ def test_error_analysis_draws_the_worst_end_to_end_reads_and_tables_them_per_exp
     line = worst["misread"][0]
     assert f'<span class="bad">read {line["read"]}</span>, labelled {line["label"]}' in page
     assert 'src="errors/e2e_00.png"' in page and "<td>shop_a</td>" in page and "<td>script=digits</td>" in page
+
+
+def test_compare_scores_the_new_model_from_infra_validations_reads_on_another_worker(dataset, tmp_path):
+    """infra_validate keeps its reads with paths relative to the dataset; compare, on a worker whose dataset folder
+    is elsewhere, scores the new model's slices from them and runs no probe of its own for them."""
+    import shutil
+
+    from ocr_tasks.release.compare import compare_with_production
+    from ocr_tasks.release.infra_validation import RuntimeRead, with_sample_paths
+
+    index = SampleIndex.of(dataset)
+    answer = {**reads(index, misread_export="shop_b"), "ocr": [], "tuning": []}
+    kept = with_sample_paths(answer, lambda path: str(Path(path).relative_to(dataset)))
+    assert all(not r["crop"].startswith("/") for r in kept["rec"]) and kept["det"][0]["image"].startswith("images/")
+
+    elsewhere = tmp_path / "other-worker" / "ds"
+    shutil.copytree(dataset, elsewhere)
+    bundle = tmp_path / "bundle"
+    for kind in ("det", "rec"):
+        (bundle / kind).mkdir(parents=True)
+        (bundle / kind / "inference.yml").write_text("Global: {}\n")
+    served = RuntimeRead("pipeline", "/usr/bin/python3", versions={"paddleocr": "3.7.0", "paddlepaddle": "3.2.2"})
+    result = compare_with_production(
+        bundle, None, None, elsewhere, {}, tmp_path / "work", python=str(tmp_path / "no-such-python"), timeout_s=60,
+        kinds=["det", "rec"], new_test_read=(served, with_sample_paths(kept, lambda path: str(elsewhere / path))))
+    assert result.problems == [] and result.notes == []     # nothing was read by a probe (it has no interpreter)
+    assert result.slices["rec"]["export=shop_b"]["new"]["acc"] == 0.0
+    assert result.slices["rec"]["export=shop_a"]["new"]["acc"] == 1.0
+    assert result.slices["det"]["export=shop_a"]["new"]["hmean"] == 1.0
+    kept_file = Path(result.reads["test/new"])
+    assert kept_file.is_file() and str(elsewhere) in kept_file.read_text()   # the report reads them from here

@@ -3,6 +3,7 @@ with production, gate, route, ask a person, and publish or record the run."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from ocr_tasks.release.approval import ApprovalRecord
     from ocr_tasks.release.compare import Comparison
     from ocr_tasks.release.gate import GateDecision
-    from ocr_tasks.release.infra_validation import InfraValidation
+    from ocr_tasks.release.infra_validation import InfraValidation, RuntimeRead
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +66,27 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
 
 def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
     """Read the test split with the exported bundle in every configured consumer runtime (the gate judges it)."""
-    from ocr_tasks.release.infra_validation import validate_in_runtimes
+    from ocr_tasks.release.infra_validation import validate_in_runtimes, with_sample_paths
 
     settings = ctx.config.infra_validation
     if not settings.runtimes:
         log.warning("infra_validation.runtimes is empty: the exported models are not checked in any consumer runtime")
     bundle = fetch_bundle(ctx, exported)
-    served = validate_in_runtimes(bundle, local_dataset(ctx, dataset_version(merged)), settings.runtimes,
-                                  ctx.scratch / "runtimes", timeout_s=settings.timeout_s)
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    served = validate_in_runtimes(bundle, data_dir, settings.runtimes, ctx.scratch / "runtimes",
+                                  timeout_s=settings.timeout_s)
+    root = data_dir.absolute()
+    for read in served.runtimes:   # sample by sample, for compare (which may run on another worker)
+        if read.reads:
+            answer = json.loads(Path(read.reads).read_text(encoding="utf-8"))
+            read.reads = layout.run_runtime_reads_key(ctx.run_id, read.name)
+            ctx.storage.put_json(read.reads, with_sample_paths(answer, lambda path: str(Path(path).relative_to(root))))
     ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), plain(served))
     return served
 
 
-def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle) -> Comparison:
+def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
+            served: InfraValidation) -> Comparison:
     """The new bundle beside production's on slices of the test split and on every reference set."""
     from ocr_tasks.ingest.reference import reference_sets
     from ocr_tasks.release.compare import compare_with_production
@@ -91,9 +100,11 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
                                 evaluation.production_version)
     references, problems = reference_sets(storage, config)
     work = ctx.scratch / "runtimes"
-    result = compare_with_production(bundle, production, evaluation.production_version,
-                                     local_dataset(ctx, dataset_version(merged)), references, work, python=None,
-                                     timeout_s=config.infra_validation.timeout_s, kinds=sorted(evaluation.trained))
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    result = compare_with_production(bundle, production, evaluation.production_version, data_dir, references, work,
+                                     python=None, timeout_s=config.infra_validation.timeout_s,
+                                     kinds=sorted(evaluation.trained),
+                                     new_test_read=_own_runtime_read(ctx, served, data_dir))
     result.problems[:0] = problems
     for name, local in list(result.reads.items()):   # the report may be written on another worker
         key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
@@ -101,6 +112,20 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
         result.reads[name] = key
     storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", plain(result))
     return result
+
+
+def _own_runtime_read(ctx: RunContext, served: InfraValidation, data_dir: Path
+                      ) -> tuple[RuntimeRead, dict] | None:
+    """What infra validation read on the test split in the pipeline's own interpreter (a runtime configured as
+    null), with this worker's sample paths: compare scores the new bundle from it instead of reading it again."""
+    from ocr_tasks.release.infra_validation import with_sample_paths
+
+    own = [read for read in served.runtimes
+           if read.loaded and read.reads and ctx.config.infra_validation.runtimes.get(read.name, "") is None]
+    if not own:
+        return None
+    root = data_dir.absolute()
+    return own[0], with_sample_paths(ctx.storage.get_json(own[0].reads), lambda path: str(root / path))
 
 
 # --------------------------------------------------------------------------- gate / publish / record
