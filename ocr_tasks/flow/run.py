@@ -202,3 +202,5 @@ class RunOutcome:
     comparison: dict | None = None   # slices and reference sets, new and production (release/compare.py)
     approval: ApprovalRecord | None = None   # who approved or rejected the publish, when, why (approval.required)
     trigger: Trigger | None = None   # who started the run, its Params, what they overrode
+    quarantined: dict[str, str | None] = field(default_factory=dict)   # export refused whole -> its quarantine folder
+    left_out: dict[str, dict] = field(default_factory=dict)   # export merged without some images -> {images, report}

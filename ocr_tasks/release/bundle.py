@@ -64,7 +64,8 @@ def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, Traine
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=plain(outcome.gate) if outcome.gate else {},
                          curves=[c.name for c in curves if c], exported=outcome.exported_metrics,
-                         comparison=outcome.comparison, errors=errors)
+                         comparison=outcome.comparison, errors=errors,
+                         data={"quarantined": outcome.quarantined, "left_out": outcome.left_out})
 
 
 def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], exported: Any,

@@ -52,10 +52,11 @@ def plot_curves(task: str, history: list[dict], out: Path) -> Path | None:
 
 def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: dict, baseline: dict | None,
                   gate: dict, curves: list[str], exported: dict | None = None, comparison: dict | None = None,
-                  errors: dict | None = None) -> Path:
-    """An HTML page that reads offline (pictures beside it): facts, the gate, test metrics vs production
-    and as each consumer runtime read them, slices and reference sets, the worst samples, curves
-    (templates/report.html.j2)."""
+                  errors: dict | None = None, data: dict | None = None) -> Path:
+    """An HTML page that reads offline (pictures beside it): facts, the exports this run refused or merged
+    without some images (`data`: {"quarantined": {export: folder}, "left_out": {export: {images, report}}}),
+    the gate, test metrics vs production and as each consumer runtime read them, slices and reference
+    sets, the worst samples, curves (templates/report.html.j2)."""
     from ocr_tasks import pages
 
     status = str(facts.get("status") or "")
@@ -69,7 +70,9 @@ def write_summary(out: Path, *, title: str, facts: dict[str, object], metrics: d
                        reasons=gate.get("reasons", []), checks=checks, metrics=rows,
                        runtimes=[_runtime(name, read) for name, read in sorted((exported or {}).items())],
                        comparison=_comparison(comparison or {}, gate.get("thresholds") or {}), errors=errors or {},
-                       curves=curves, gate_json=json.dumps(gate, indent=2))
+                       curves=curves, gate_json=json.dumps(gate, indent=2),
+                       quarantined=sorted(((data or {}).get("quarantined") or {}).items()),
+                       left_out=sorted(((data or {}).get("left_out") or {}).items()))
 
 
 def _where(check: dict) -> str:

@@ -223,6 +223,11 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert ledger["exports"]["digits_broken"]["status"] == "quarantined"
         assert ledger["exports"]["digits_800"]["status"] == "merged"
         assert list(ledger["exports"]["digits_800"]["left_out"]) == ["img_0002.jpg"]   # its one broken polygon
+        # and the run's record and report say so, with where to see why
+        assert outcome["left_out"]["digits_800"]["images"] == 1 and "digits_broken" in outcome["quarantined"]
+        report = storage.get_text(layout.model_report_prefix("ocr", outcome["model_version"]) + "summary.html")
+        assert "digits_800: merged without 1 image; which and why: s3://" in report
+        assert "digits_broken: refused whole (quarantined)" in report
         first_dataset = outcome["dataset_version"]
 
     model = work / "models" / outcome["model_version"]

@@ -257,7 +257,7 @@ def _outcome(ctx: RunContext, status: str, merged: MergedDataset, evaluation: Ev
     return RunOutcome(ctx.run_id, status, merged.dataset_version, metrics=evaluation.metrics,
                       baseline=evaluation.baseline_record(), exported_metrics=served.by_runtime(),
                       gate=decision, comparison=compared.record() if compared else None,
-                      trigger=ctx.request.trigger)
+                      trigger=ctx.request.trigger, quarantined=merged.quarantined, left_out=merged.left_out)
 
 
 def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison | None, report_dir: Path) -> dict:
