@@ -1,11 +1,12 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (about 6 minutes on 2 cores): Airflow's scheduler runs the DAG with det and rec training
-side by side (real PaddleOCR training of the CPU profiles on the 800-image synthetic export),
+Slow (about 20 minutes alone on 2 cores, 24 in CI beside the rest): Airflow's scheduler runs the
+DAG with det and rec training side by side (real PaddleOCR training of the CPU profiles on the 800-image synthetic export),
 the real gate, publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the two follow-ups the README promises:
 - a second run with nothing new short-circuits and leaves production alone;
-- a run after one more export trains again on the grown dataset (1 epoch from scratch
-  here, so the gate must refuse it and production must stay where it was).
+- a run after one more export trains again on the grown dataset (rec alone, on tight label
+  crops as before issue 26: its rec acc passes and the gate refuses it on end to end;
+  production must stay where it was).
 Everything is checked against what the run left in S3 (read back through a fresh local
 server over the demo's folder), not only against what it printed.
 """
@@ -247,9 +248,10 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
         assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
 
     # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
-    # before issue 26 (crops of the label boxes only, 12 epochs): it reads its test crops as well as production,
+    # before issue 26 (crops of the label boxes only; 8 epochs here: rec acc 0.998 and e2e 0.785 measured, as 12 gave
+    # 1.000 and 0.822): it reads its test crops as well as production,
     # and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
-    grown = _demo(work, "--add-export", "--epochs", "12", timeout=1200,
+    grown = _demo(work, "--add-export", "--epochs", "8", timeout=1200,
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0",
                         # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
                         "infra_validation.runtimes={pipeline: null}"))
