@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="Airflow UI (airflow standalone) on the demo's state, DAG ready to trigger")
     ui.add_argument("--work-dir", type=Path, default=Path("work/demo"))
     ui.add_argument("--port", type=int, default=8080)
+    ui.add_argument("--images", type=int, default=800,
+                    help="images in the labellers' first export on a new work dir (default 800, the demo's); "
+                         "fewer make each run triggered from the UI train in seconds")
     ui.set_defaults(handler=cmd_ui)
 
     storage = commands.add_parser("storage", help="the embedded local S3 server")
@@ -429,7 +432,10 @@ def cmd_demo(args) -> int:
 def cmd_ui(args) -> int:
     from ocr_tasks.embedded.demo import run_ui
 
-    return run_ui(args.work_dir, port=args.port, overrides=list(args.overrides), out=lambda line: print(line, flush=True))
+    if args.images < 20:
+        raise UsageError(f"--images must be >= 20 (6:2:2 splits of fewer leave a split nearly empty), got {args.images}")
+    return run_ui(args.work_dir, port=args.port, overrides=list(args.overrides), images=args.images,
+                  out=lambda line: print(line, flush=True))
 
 
 def cmd_storage_serve(args) -> int:

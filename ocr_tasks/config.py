@@ -231,6 +231,34 @@ class InfraValidationConfig(_Section):
     _timeout = field_validator("timeout_s")(_at_least(1))
 
 
+class PostprocessConfig(_Section):
+    """The det post-processing consumers get, chosen at export on the val split for reading end to end
+    (release/postprocess.py): every `unclip_ratio` x `box_thresh` below, `thresh` as the template has it."""
+
+    # measured on the demo (val e2e hmean, rec with detector-like crops): unclip 1.2 0.75, 1.5 0.90, 1.7 0.91,
+    # 1.9 0.91, 2.1 0.85; 1.2 stays for recognisers trained on tight crops, which read best from tight boxes
+    unclip_ratios: Annotated[list[float], Expect("a list of numbers")] = Field(
+        default_factory=lambda: [1.2, 1.5, 1.7, 1.9, 2.1])
+    # box_thresh 0.5 and 0.6 read within 0.006 of each other on the demo: one value (PaddleOCR's) by default
+    box_threshes: Annotated[list[float], Expect("a list of numbers")] = Field(default_factory=lambda: [0.6])
+    # val images read per setting, bounded for large datasets: settings that matter differ by 0.05-0.15 val
+    # e2e hmean, which 100 images (~250 lines) rank. 0: no tuning, the template's values stay
+    val_images: Annotated[int, Expect("a whole number of images")] = 100
+
+    _images = field_validator("val_images")(_at_least(0))
+
+    @field_validator("unclip_ratios", "box_threshes")
+    @classmethod
+    def _values(cls, value: list[float], info) -> list[float]:
+        if not value:
+            raise ValueError("must name at least one value")
+        low, high = (0.5, 4.0) if info.field_name == "unclip_ratios" else (0.0, 1.0)
+        bad = [v for v in value if not low < v <= high]
+        if bad:
+            raise ValueError(f"each must be in ({low}, {high}], got {bad[0]!r}")
+        return value
+
+
 class NotificationsConfig(_Section):
     # where they go (webhook URL, SMTP server) comes from the environment: see ocr_tasks/flow/notify.py
     events: Annotated[list[str], Expect(f"a list of {', '.join(EVENTS)}")] = Field(
@@ -407,6 +435,7 @@ class PipelineConfig(_Section):
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     prelabel: PrelabelConfig = Field(default_factory=PrelabelConfig)
     infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages

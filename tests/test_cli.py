@@ -14,6 +14,7 @@ from ocr_tasks.errors import StorageError
 
 @pytest.mark.parametrize("argv, says", [
     (["demo", "--epochs", "0"], "--epochs must be >= 1"),
+    (["ui", "--images", "5"], "--images must be >= 20"),
     (["prelabel", "s3:/bucket/unlabeled/b/"], "not an S3 URI"),
     (["prelabel", "--model-version", "../v1"], "invalid model version '../v1'"),   # before any storage call
     (["pull-dataset", "../v1", "--dest", "unused"], "invalid dataset version '../v1'"),

@@ -31,6 +31,9 @@ def test_overrides_reach_nested_sections_and_stage_lists():
     ("validation.processes=-1", "validation.processes: must be >= 0"),
     ("gate=3", "gate: must be a mapping"),
     ("nonsense", "key.path=value"),
+    ("postprocess.unclip_ratios=[]", "postprocess.unclip_ratios: must name at least one value"),
+    ("postprocess.box_threshes=[0.6, 1.5]", "postprocess.box_threshes: each must be in .0.0, 1.0], got 1.5"),
+    ("postprocess.val_images=-1", "postprocess.val_images: must be >= 0"),
 ])
 def test_bad_config_names_the_key(override, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):

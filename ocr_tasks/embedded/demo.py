@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
 from ocr_tasks.vocabulary import DET, TEST_SPLIT
 
 # measured (README, "CPU profiles that pass the real gate"): test hmean 0.985, rec acc 0.997
-MAIN_EXPORT = ExportSpec("digits_800", n_images=800, seed=11)
+MAIN_EXPORT_IMAGES = 800
+MAIN_EXPORT = ExportSpec(f"digits_{MAIN_EXPORT_IMAGES}", n_images=MAIN_EXPORT_IMAGES, seed=11)
 BROKEN_EXPORT = ExportSpec("digits_broken", n_images=50, seed=2)
 # a fixed labelled set every run reads with the new and the production model, never trained on
 REFERENCE_SET = ExportSpec("digits_reference", n_images=40, seed=77)
@@ -88,6 +90,7 @@ def run_demo(work_dir: Path, *, add_export: bool = False, epochs: int | None = N
 @contextlib.contextmanager
 def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
                      airflow_env: dict[str, str] | None = None, overrides: list[str] | None = None,
+                     main_images: int = MAIN_EXPORT_IMAGES,
                      ) -> Iterator[tuple[Storage, PipelineConfig, LocalAirflow]]:
     """What the demo and the UI share: the demo config (with `ocr-retrain --set` overrides written into it,
     the deployment's own config), the local S3 server with the labellers' exports uploaded, and an Airflow
@@ -100,7 +103,7 @@ def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
         out(f"[1/5] local S3 server {server.endpoint_url}, bucket {bucket}, files in {work_dir / 's3'}; "
             f"config {config_file}")
         out("[2/5] labellers upload PPOCRLabel exports to incoming/")
-        upload_exports(storage, work_dir / "labeller", add_export=add_export, out=out)
+        upload_exports(storage, work_dir / "labeller", add_export=add_export, out=out, main_images=main_images)
         airflow = LocalAirflow(work_dir / "airflow", connection=connection_for(settings),
                                extra_env={"OCR_RETRAIN_CONFIG": str(config_file), **(airflow_env or {})})
         yield storage, load_config(config_file), airflow
@@ -140,9 +143,14 @@ def connection_for(settings: StorageSettings) -> dict[str, object]:
             "extra": {"endpoint_url": settings.endpoint_url, "region_name": settings.region}}
 
 
-def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, out: Out) -> None:
-    """What labellers do: export from PPOCRLabel and upload the folder to incoming/ (once per export)."""
-    specs = [MAIN_EXPORT, BROKEN_EXPORT]
+def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, out: Out,
+                   main_images: int = MAIN_EXPORT_IMAGES) -> None:
+    """What labellers do: export from PPOCRLabel and upload the folder to incoming/ (once per export).
+
+    The first export has `main_images` images on a new work dir (`ocr-retrain ui --images`); a work dir
+    that holds one already keeps it, whatever its size."""
+    main = _main_export(storage, main_images, out)
+    specs = [main, BROKEN_EXPORT]
     if add_export:
         specs.append(_next_extra_export(storage))
     for spec in specs:
@@ -154,11 +162,11 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
             make_export(labeller_dir, spec)
             if spec is BROKEN_EXPORT:
                 break_label_file(folder)
-            elif spec is MAIN_EXPORT:
+            elif spec is main:
                 break_one_polygon(folder)
         storage.upload_dir(folder, f"incoming/{spec.name}")
         note = {BROKEN_EXPORT: " (Label.txt line 3 cut short: expect the export quarantined)",
-                MAIN_EXPORT: " (one polygon outside its image: expect that image left out, the rest merged)"}.get(spec, "")
+                main: " (one polygon outside its image: expect that image left out, the rest merged)"}.get(spec, "")
         out(f"      {spec.name}: {spec.n_images} images -> {storage.uri(f'incoming/{spec.name}/')}{note}")
     reference = f"{layout.REFERENCE}{REFERENCE_SET.name}/"
     if not storage.exists(reference + "Label.txt"):
@@ -179,6 +187,15 @@ def upload_exports(storage: Storage, labeller_dir: Path, *, add_export: bool, ou
                 count += 1
         out(f"      {UNLABELED_BATCH}: {count} raw images -> {storage.uri(unlabeled)} (to label next: "
             "each new production model pre-labels them for PPOCRLabel)")
+
+
+def _main_export(storage: Storage, images: int, out: Out) -> ExportSpec:
+    held = sorted(name for name in {o.key.split("/")[1] for o in storage.list("incoming/")}
+                  if re.fullmatch(r"digits_\d+", name))
+    if held and held[0] != f"digits_{images}":
+        out(f"      {held[0]} is the first export here already: kept ({images} images asked)")
+        images = int(held[0].split("_")[1])
+    return ExportSpec(f"digits_{images}", n_images=images, seed=MAIN_EXPORT.seed)
 
 
 def _next_extra_export(storage: Storage) -> ExportSpec:
@@ -294,7 +311,7 @@ def _first_test_image(data_dir: Path) -> tuple[Path, list[str]]:
 
 
 def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overrides: list[str] | None = None,
-           out: Out = print) -> int:
+           images: int = MAIN_EXPORT_IMAGES, out: Out = print) -> int:
     """`airflow standalone` over the demo's state, the DAG unpaused and ready to trigger by hand
     (manual only: opening the UI should not start a training run by itself, see MANUAL_ONLY)."""
     work_dir = work_dir.resolve()
@@ -302,7 +319,7 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overri
                    # where task processes report to: this api-server, not :8080
                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
     with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env,
-                          overrides=overrides) as (_, _, airflow):
+                          overrides=overrides, main_images=images) as (_, _, airflow):
         airflow.prepare(DEMO_GPU_SLOTS)
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")

@@ -3,11 +3,11 @@
 DB's `thresh`, `box_thresh` and `unclip_ratio` decide how large the boxes the recogniser receives are,
 and so what it reads (PaddleOCR #12030: tune per scenario). The export step reads the val split
 (never the test split the gate judges) with the exported det+rec in the pipeline's own runtime,
-once per setting of the grid below, and writes the setting with the best end-to-end hmean into
+once per setting of the configured grid (`postprocess`, configs/pipeline.yaml), and writes the setting with the best end-to-end hmean into
 `det/inference.yml` (PostProcess), where TextDetection reads it; the PaddleOCR(...) pipeline gets it as
 `text_det_*` arguments (release/inference.pipeline_settings, the README's consumer snippet).
 
-    choose_postprocess(bundle, data_dir, work) -> PostprocessChoice (and bundle/det/inference.yml updated)
+    choose_postprocess(bundle, data_dir, work, grid) -> PostprocessChoice (and bundle/det/inference.yml updated)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -23,17 +24,17 @@ from ocr_tasks.vocabulary import DET, REC
 
 log = logging.getLogger(__name__)
 
-# PaddleOCR's defaults first: on a tie they stay
+# PaddleOCR's defaults: the first setting tried, and kept on a tie
 DEFAULT = {"thresh": 0.3, "box_thresh": 0.6, "unclip_ratio": 1.5}
-# measured on the demo (val e2e hmean, rec with detector-like crops): unclip 1.2 0.75, 1.5 0.90, 1.8 0.92,
-# 2.1 0.85; box_thresh 0.5 vs 0.6 within 0.01. Finer around the peak; 1.2 stays for recognisers trained on
-# tight crops, which read best from tight boxes
-GRID = [DEFAULT] + [{"thresh": 0.3, "box_thresh": box, "unclip_ratio": unclip}
-                    for box in (0.5, 0.6) for unclip in (1.2, 1.5, 1.7, 1.9, 2.1) if (box, unclip) != (0.6, 1.5)]
-# val images read per setting, bounded for large datasets: settings that matter differ by 0.05-0.15 val e2e hmean
-# (above), which 100 images (~250 lines) rank; those within 0.01 of each other read alike on test either way
-MAX_IMAGES = 100
 VAL_SPLIT = "val"
+
+
+def settings_grid(unclip_ratios: Sequence[float], box_threshes: Sequence[float],
+                  thresh: float = DEFAULT["thresh"]) -> list[dict[str, float]]:
+    """Every unclip_ratio x box_thresh (config `postprocess`), PaddleOCR's defaults first when among them."""
+    grid = [{"thresh": thresh, "box_thresh": box, "unclip_ratio": unclip}
+            for box in box_threshes for unclip in unclip_ratios]
+    return sorted(grid, key=lambda setting: setting != DEFAULT)
 
 
 @dataclass
@@ -44,33 +45,36 @@ class PostprocessChoice:
     skipped: str | None = None                     # why nothing was tuned (the template's values stay)
 
 
-def choose_postprocess(bundle: Path, data_dir: Path, work: Path, *, python: str | None = None,
-                       timeout_s: float = 1800) -> PostprocessChoice:
-    """Read val with every setting of GRID; write the best into bundle/det/inference.yml."""
+def choose_postprocess(bundle: Path, data_dir: Path, work: Path, grid: list[dict[str, float]], *,
+                       max_images: int = 100, python: str | None = None, timeout_s: float = 1800,
+                       ) -> PostprocessChoice:
+    """Read val with every setting of `grid` (settings_grid); write the best into bundle/det/inference.yml."""
     from ocr_tasks.release.infra_validation import labelled_images, read_samples
 
     spec = bundle / DET / "inference.yml"
     if not spec.is_file() or not (bundle / REC / "inference.yml").is_file():
         return PostprocessChoice(_current(spec), skipped="the bundle lacks det or rec: nothing reads end to end")
+    if max_images == 0:
+        return PostprocessChoice(_current(spec), skipped="postprocess.val_images is 0: the template's values stay")
     boxes = labelled_images(data_dir / DET / f"{VAL_SPLIT}.txt", data_dir)
-    images = sorted(boxes)[:MAX_IMAGES]
+    images = sorted(boxes)[:max_images]
     if not images:
         return PostprocessChoice(_current(spec), skipped="the val split has no images")
     read, answer = read_samples(bundle, [DET, REC], images, [], "postprocess", python, work, timeout_s=timeout_s,
-                                pipeline=False, extra_job={"settings": [_args(s) for s in GRID]})
-    if read.error or len(answer.get("tuning", [])) != len(GRID):
+                                pipeline=False, extra_job={"settings": [_args(s) for s in grid]})
+    if read.error or len(answer.get("tuning", [])) != len(grid):
         why = (read.error or {}).get("message", "no answer")
         log.warning("det post-processing not tuned (the template's values stay): %s", why)
         return PostprocessChoice(_current(spec), len(images), skipped=f"the val reading failed: {why[:300]}")
     tried = []
-    for setting, reads in zip(GRID, answer["tuning"]):
+    for setting, reads in zip(grid, answer["tuning"]):
         scores = end_to_end_of(boxes, reads)
         tried.append({**setting, **{k: round(v, 4) for k, v in scores.items()}})
-    best = max(range(len(GRID)), key=lambda i: (tried[i]["e2e_hmean"], -i))   # first (defaults) on a tie
-    chosen = GRID[best]
+    best = max(range(len(grid)), key=lambda i: (tried[i]["e2e_hmean"], -i))   # first (defaults) on a tie
+    chosen = grid[best]
     _write(spec, chosen)
-    log.info("det post-processing chosen on %d val images: %s (val e2e hmean %.4f; PaddleOCR's defaults %.4f)",
-             len(images), chosen, tried[best]["e2e_hmean"], tried[0]["e2e_hmean"])
+    log.info("det post-processing chosen on %d val images: %s (val e2e hmean %.4f; %s %.4f)", len(images), chosen,
+             tried[best]["e2e_hmean"], "PaddleOCR's defaults" if grid[0] == DEFAULT else grid[0], tried[0]["e2e_hmean"])
     return PostprocessChoice(dict(chosen), len(images), tried)
 
 

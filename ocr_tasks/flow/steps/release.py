@@ -36,7 +36,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     """
     from ocr_tasks.flow.run import ExportedBundle
     from ocr_tasks.release.bundle import assemble_bundle
-    from ocr_tasks.release.postprocess import choose_postprocess
+    from ocr_tasks.release.postprocess import choose_postprocess, settings_grid
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
 
@@ -53,7 +53,9 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     bundle = assemble_bundle(config, ctx.scratch / "bundle", data_dir, models,
                              Engine.locate(config.training.engine_checkout), production)
     # before upload: what infra validation reads and publish ships carries the chosen post-processing
+    tuning = config.postprocess
     tuned = choose_postprocess(bundle, data_dir, ctx.scratch / "postprocess",
+                               settings_grid(tuning.unclip_ratios, tuning.box_threshes), max_images=tuning.val_images,
                                python=config.infra_validation.runtimes.get("pipeline"),
                                timeout_s=config.infra_validation.timeout_s)
     prefix = layout.run_bundle_prefix(ctx.run_id)
@@ -98,17 +100,26 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     if evaluation.production_version:
         production = pull_model(storage, config.model_name, ctx.scratch / "production",
                                 evaluation.production_version)
+    from ocr_tasks.release.infra_validation import with_sample_paths
+
     references, problems = reference_sets(storage, config)
     work = ctx.scratch / "runtimes"
     data_dir = local_dataset(ctx, dataset_version(merged))
+    own = _own_runtime_read(ctx, served, data_dir)
     result = compare_with_production(bundle, production, evaluation.production_version, data_dir, references, work,
                                      python=None, timeout_s=config.infra_validation.timeout_s,
-                                     kinds=sorted(evaluation.trained),
-                                     new_test_read=_own_runtime_read(ctx, served, data_dir))
+                                     kinds=sorted(evaluation.trained), new_test_read=own)
     result.problems[:0] = problems
+    root = data_dir.absolute()
     for name, local in list(result.reads.items()):   # the report may be written on another worker
+        if name == "test/new" and own is not None:
+            result.reads[name] = own[0].reads         # infra validation's upload of the same reads
+            continue
         key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
-        storage.upload_file(Path(local), key)
+        answer = json.loads(Path(local).read_text(encoding="utf-8"))
+        if name.startswith("test/"):                  # paths relative to the dataset, like infra validation's
+            answer = with_sample_paths(answer, lambda path: str(Path(path).relative_to(root)))
+        storage.put_json(key, answer)
         result.reads[name] = key
     storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", plain(result))
     return result
@@ -266,8 +277,12 @@ def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison
 
     if compared is None or not compared.reads:
         return {}
-    reads = {name: ctx.storage.get_json(key) for name, key in compared.reads.items() if name.startswith("test/")}
-    return analyse_errors(reads, local_dataset(ctx, dataset_version(merged)), report_dir)
+    from ocr_tasks.release.infra_validation import with_sample_paths
+
+    root = local_dataset(ctx, dataset_version(merged)).absolute()   # this worker's: paths are kept relative to it
+    reads = {name: with_sample_paths(ctx.storage.get_json(key), lambda path: str(root / path))
+             for name, key in compared.reads.items() if name.startswith("test/")}
+    return analyse_errors(reads, root, report_dir)
 
 
 def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:
