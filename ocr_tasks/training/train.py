@@ -54,7 +54,8 @@ def train_model(storage: Storage, config: PipelineConfig, task: str, data_dir: P
     engine = engine or Engine.locate(config.training.engine_checkout)
     gpus = visible_gpus()
     run_dir = config.work.run_model(run_id, task)
-    weights = fetch_pretrained(storage, settings.pretrained, config.work.pretrained)
+    weights = pretrained_weights(storage, settings.pretrained, task, template_path(settings.template, engine),
+                                 data_dir, engine, config.work.pretrained)
     trained = TrainedModel(task, run_id, checkpoint="", config="")
     for stage in settings.stages:
         stage_dir = run_dir / stage.name
@@ -231,16 +232,33 @@ def _download_checkpoint(storage: Storage, remote: str, name: str, stage_dir: Pa
     return stage_dir / name
 
 
-def fetch_pretrained(storage: Storage, key: str | None, dest: Path) -> Path | None:
-    """Pretrained weights come from the user's storage (a key in the bucket), never a model hub."""
-    if not key:
-        return None
+def pretrained_weights(storage: Storage, key: str | None, task: str, template: Path, data_dir: Path, engine: Engine,
+                       dest: Path) -> Path | None:
+    """What the first stage starts from: training weights as configured, or an inference model folder converted
+    into them for this template (training/stock_weights.py); None: from scratch."""
+    from ocr_tasks.training.stock_weights import converted_pretrained, is_inference_folder
+
+    if key and is_inference_folder(key):
+        return converted_pretrained(storage, _bucket_key(storage, key), task, template, data_dir,
+                                    data_dir / "dict.txt" if task == REC else None, engine, dest)
+    return fetch_pretrained(storage, key, dest)
+
+
+def _bucket_key(storage: Storage, key: str) -> str:
     if "://" in key and not key.startswith("s3://"):
         raise UsageError(f"pretrained weights must be a key in storage, not {key}")
     if key.startswith("s3://"):
         bucket, _, key = key[len("s3://"):].partition("/")
         if bucket != storage.settings.bucket or not key:
             raise UsageError(f"pretrained weights must be a key in bucket {storage.settings.bucket}, got s3://{bucket}/{key}")
+    return key
+
+
+def fetch_pretrained(storage: Storage, key: str | None, dest: Path) -> Path | None:
+    """Pretrained weights come from the user's storage (a key in the bucket), never a model hub."""
+    if not key:
+        return None
+    key = _bucket_key(storage, key)
     local = dest / key  # the whole key: det and rec weights often share a file name
     storage.download_file(key, local)  # always: the key may point at newer weights under the same name
     return local.with_suffix("") if local.suffix == ".pdparams" else local

