@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from ocr_tasks.storage import layout
@@ -143,7 +144,37 @@ def _stage_config(template: str, engine: Engine, task: str, data_dir: Path, stag
     if not stage.augment:
         transforms = config["Train"]["dataset"]["transforms"]
         config["Train"]["dataset"]["transforms"] = [t for t in transforms if not (set(t or {}) & AUGMENT_OPS)]
+    fit_to_data(config, task, os.cpu_count() or 1)
     return config
+
+
+def fit_to_data(config: dict, task: str, cores: int) -> None:
+    """A template's loader sized for 8 GPUs and a large set, fitted to what this worker has: batches no larger
+    than the train split (a batch of 128 over 40 crops is one short step an epoch, or none with drop_last) and
+    loader workers no more than the cores (each is a process). Eval loaders get the same worker cap."""
+    train = config["Train"]
+    samples = sum(_count_lines(Path(f)) for f in train["dataset"].get("label_file_list") or [])
+    loader, sampler = train.get("loader") or {}, train.get("sampler") or {}
+    batch = loader.get("batch_size_per_card")
+    if samples and isinstance(batch, int) and batch > samples:
+        log.info("%s: batch_size_per_card %d > %d train samples: %d", task, batch, samples, samples)
+        loader["batch_size_per_card"] = samples
+        if isinstance(sampler.get("first_bs"), int) and sampler["first_bs"] > samples:
+            sampler["first_bs"] = samples      # MultiScaleSampler sizes its batches from first_bs
+    for section in ("Train", "Eval"):
+        section_loader = config.get(section, {}).get("loader") or {}
+        workers = section_loader.get("num_workers")
+        if isinstance(workers, int) and workers > cores:
+            log.info("%s: %s num_workers %d > %d cores: %d", task, section, workers, cores, cores)
+            section_loader["num_workers"] = cores
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return 0
 
 
 def _add_detector_like_crops(dataset: dict, settings: DetectorLikeCrops, data_dir: Path, folder: Path) -> None:
