@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="a consumer runtime's python (repeatable); default: infra_validation.runtimes")
     served.set_defaults(handler=cmd_infra_validate)
 
+    stock = commands.add_parser("convert-pretrained", help="storage: convert an inference model folder into training "
+                                "weights for a kind's template, as a training run would (verified, cached)")
+    stock.add_argument("kind", choices=("det", "rec"))
+    stock.add_argument("key", help="the folder's key in the bucket (ends in /), as training.<kind>.pretrained names it")
+    stock.add_argument("--data", type=Path, required=True,
+                       help="a PaddleOCR data_dir (`ocr-retrain pull-dataset`): its train images calibrate and verify")
+    stock.set_defaults(handler=cmd_convert_pretrained)
+
     prelabel = commands.add_parser("prelabel", help="storage: a published model pre-labels unlabeled/<batch>/ for "
                                    "PPOCRLabel (Cache.cach), hardest images first (ranking.csv/html)")
     prelabel.add_argument("batches", nargs="*", metavar="s3://BUCKET/unlabeled/BATCH/",
@@ -257,6 +265,26 @@ def cmd_discover(args) -> int:
         print(f"done     {name}")
     print(f"latest dataset {found.latest_dataset or 'none'}"
           + (" (not trained on yet)" if found.untrained_dataset else ""))
+    return EXIT_OK
+
+
+def cmd_convert_pretrained(args) -> int:
+    from ocr_tasks.storage.s3 import storage_from_config
+    from ocr_tasks.training.engine import Engine
+    from ocr_tasks.training.stock_weights import is_inference_folder
+    from ocr_tasks.training.train import pretrained_weights, template_path
+
+    if not is_inference_folder(args.key):
+        raise UsageError(f"{args.key}: an inference model folder's key ends in / (training weights need no conversion)")
+    if not (args.data / args.kind / "train.txt").is_file():
+        raise UsageError(f"{args.data}: no {args.kind}/train.txt: give a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+    config = _config(args)
+    settings, engine = config.training.for_model(args.kind), Engine.locate(config.training.engine_checkout)
+    weights = pretrained_weights(storage_from_config(config), args.key, args.kind,
+                                 template_path(settings.template, engine), args.data.resolve(), engine,
+                                 config.work.pretrained)
+    print(f"{args.key} -> {weights.with_suffix('.pdparams')} (training weights for {settings.template}; cached in "
+          f"the bucket under pretrained/converted/)")
     return EXIT_OK
 
 

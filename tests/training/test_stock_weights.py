@@ -8,6 +8,7 @@ sha256-pinned; `make test` builds it); the tests that need them skip, saying so,
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -111,23 +112,34 @@ def test_stock_inference_models_become_training_weights_that_read_like_the_stock
 
 @needs_stock
 @pytest.mark.slow(minutes=1)
-def test_a_stock_model_that_does_not_fit_the_template_is_refused_with_the_converters_reason(storage, tmp_path):
+def test_by_hand_a_stock_model_is_converted_for_the_production_template_and_refused_for_the_cpu_one(
+        storage, s3_server, tmp_path, monkeypatch, capsys):
+    """`ocr-retrain convert-pretrained`, as a team tries its folder before a nightly run: the CPU profile's
+    MobileNetV3 det is not the stock PPLCNetV3 (refused, naming the tensors); the production template is."""
+    from ocr_tasks.cli import main
     from ocr_tasks.ingest.prepare import prepare
-    from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.train import pretrained_weights
 
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
     storage.upload_dir(STOCK / "PP-OCRv4_mobile_det", "pretrained/det/")
     data_dir = tmp_path / "data"
     prepare([str(make_export(tmp_path / "labeller", ExportSpec("digits", n_images=30, seed=5)))], data_dir,
             load_config(overrides=[f"work_dir={tmp_path / 'scratch'}"]))
-    small = REPO / "configs/profiles/det_cpu_small.yml"     # MobileNetV3: not the stock PPLCNetV3
-    with pytest.raises(UsageError, match=r"training\.det\.pretrained: pretrained/det/ could not be converted into "
-                                         r"training weights for det_cpu_small\.yml: \d+ of the stock model's 234 "
-                                         r"tensors do not fit the configured architecture"):
-        pretrained_weights(storage, "pretrained/det/", "det", small, data_dir, Engine.locate(), tmp_path / "work")
+    base = ["--set", f"storage.bucket={storage.settings.bucket}", "--set", f"work_dir={tmp_path / 'work'}"]
+    command = ["convert-pretrained", "det", "pretrained/det/", "--data", str(data_dir)]
+    assert main(base + command) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"training\.det\.pretrained: pretrained/det/ could not be converted into training weights for "
+                     r"det_cpu_small\.yml: \d+ of the stock model's 234 tensors do not fit the configured "
+                     r"architecture, e\.g\. backbone\.", err), err
     assert not list(storage.list(CONVERTED_PREFIX))          # nothing cached from a refused conversion
+    assert main(base + ["--set", "training.profile=production"] + command) == 0
+    out = capsys.readouterr().out
+    assert "pretrained/det/ -> " in out and "configs/production/det_pp-ocrv5_mobile.yml" in out
+    (report,) = [o.key for o in storage.list(CONVERTED_PREFIX) if o.key.endswith("det.report.json")]
+    assert max(storage.get_json(report)["max_abs_difference"]) <= 1e-4
     shutil.rmtree(tmp_path / "work")
-
 
 def test_the_production_loader_is_fitted_to_the_split_and_the_cores(tmp_path):
     """A template sized for 8 GPUs (batch 128, 8 loader workers) on 40 crops and 2 cores: one batch of 40, 2
