@@ -118,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="a PaddleOCR data_dir (`ocr-retrain pull-dataset`): its train images calibrate and verify")
     stock.set_defaults(handler=cmd_convert_pretrained)
 
+    baseline = commands.add_parser("register-baseline", help="storage: publish the stock models (training.<kind>."
+                                   "pretrained folders) as production, the baseline the first fine-tune must beat")
+    baseline.add_argument("--data", type=Path, required=True,
+                          help="a PaddleOCR data_dir (`ocr-retrain pull-dataset`): calibration, and the test split scored")
+    baseline.add_argument("--version", help="the version name (default: the time, like every published version)")
+    baseline.add_argument("--replace-production", action="store_true",
+                          help="make the stock models production even if a fine-tuned model is production now")
+    baseline.set_defaults(handler=cmd_register_baseline)
+
     prelabel = commands.add_parser("prelabel", help="storage: a published model pre-labels unlabeled/<batch>/ for "
                                    "PPOCRLabel (Cache.cach), hardest images first (ranking.csv/html)")
     prelabel.add_argument("batches", nargs="*", metavar="s3://BUCKET/unlabeled/BATCH/",
@@ -285,6 +294,21 @@ def cmd_convert_pretrained(args) -> int:
                                  config.work.pretrained)
     print(f"{args.key} -> {weights.with_suffix('.pdparams')} (training weights for {settings.template}; cached in "
           f"the bucket under pretrained/converted/)")
+    return EXIT_OK
+
+
+def cmd_register_baseline(args) -> int:
+    from ocr_tasks.release.baseline import register_stock_baseline
+    from ocr_tasks.storage.s3 import storage_from_config
+
+    if not (args.data / "det" / "test.txt").is_file():
+        raise UsageError(f"{args.data}: no det/test.txt: give a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+    config = _config(args)
+    manifest = register_stock_baseline(storage_from_config(config), config, args.data.resolve(),
+                                       config.work.pretrained / "baseline", version=args.version,
+                                       replace_production=args.replace_production)
+    scores = ", ".join(f"{kind} {json.dumps(m)}" for kind, m in manifest["metrics"].items())
+    print(f"stock baseline published as {config.model_name} {manifest['version']} (production); test split: {scores}")
     return EXIT_OK
 
 

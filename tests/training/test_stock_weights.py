@@ -58,13 +58,17 @@ def test_a_rec_whose_dict_is_not_the_datasets_is_refused_naming_both(storage, tm
 
 @needs_stock
 @pytest.mark.slow(minutes=3)
-def test_stock_inference_models_become_training_weights_that_read_like_the_stock_model(storage, tmp_path):
-    """Converted once (verified against the stock program), cached in storage, then read by the engine's own
-    tools/eval.py in the production templates: they read the held-out digits as the stock model does."""
+def test_the_stock_models_become_the_production_baseline_and_fine_tune_from_there(storage, tmp_path):
+    """Converted once (verified against the stock program), cached in storage, exported and published as production
+    (release/baseline.py): they score on the held-out digits as the stock model does, PaddleOCR 3.x reads the
+    exported bundle end to end, and the training step fine-tunes rec from the converted weights."""
     from ocr_tasks.ingest.prepare import prepare
+    from ocr_tasks.release.baseline import register_stock_baseline
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+    from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
     from ocr_tasks.training.evaluate import evaluate
-    from ocr_tasks.training.train import pretrained_weights
+    from ocr_tasks.training.train import pretrained_weights, train_model
 
     for kind in ("det", "rec"):
         storage.upload_dir(STOCK / f"PP-OCRv4_mobile_{kind}", f"pretrained/PP-OCRv4_mobile_{kind}/")
@@ -73,38 +77,42 @@ def test_stock_inference_models_become_training_weights_that_read_like_the_stock
     # the stock rec's own dict: its head keeps every character it reads
     prepare([str(export)], data_dir, load_config(overrides=[
         f"work_dir={tmp_path / 'scratch'}", f"validation.dict_file={STOCK / 'PP-OCRv4_mobile_rec' / 'dict.txt'}"]))
-    engine = Engine.locate()
-    read = {}
-    key_rec = "pretrained/PP-OCRv4_mobile_rec/"
+    config = load_config(overrides=[
+        f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}", "training.profile=production",
+        "training.det.pretrained=pretrained/PP-OCRv4_mobile_det/", "training.rec.pretrained=pretrained/PP-OCRv4_mobile_rec/",
+        "training.rec.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]"])
+
+    manifest = register_stock_baseline(storage, config, data_dir, tmp_path / "baseline")
+    print(f"stock PP-OCRv4 mobile, converted, tools/eval.py on the test split: {json.dumps(manifest['metrics'])}")
+    assert production_version(storage, "ocr") == manifest["version"] and manifest["stock"]["det"].endswith("_det/")
+    assert manifest["metrics"]["det"]["hmean"] >= 0.9 and manifest["metrics"]["rec"]["acc"] >= 0.9, manifest["metrics"]
+    with pytest.raises(UsageError, match="the stock baseline is registered before the first fine-tune"):
+        register_stock_baseline(storage, config, data_dir, tmp_path / "again")
     for kind in ("det", "rec"):
-        key = f"pretrained/PP-OCRv4_mobile_{kind}/"
-        weights = pretrained_weights(storage, key, kind, TEMPLATES[kind], data_dir, engine, tmp_path / "work")
         (digest,) = {o.key.split("/")[2] for o in storage.list(CONVERTED_PREFIX) if o.key.endswith(f"{kind}.pdparams")}
         report = storage.get_json(f"{CONVERTED_PREFIX}{digest}/{kind}.report.json")
-        assert report["source"].endswith(key) and report["stock_tensors"] == 234 and report["inverted_layers"] == 28
+        assert report["stock_tensors"] == 234 and report["inverted_layers"] == 28
         assert max(report["max_abs_difference"]) <= report["tolerance"] == 1e-4, report
-        # a second worker (another work dir) takes the cached weights: nothing is converted again
-        again = pretrained_weights(storage, key, kind, TEMPLATES[kind], data_dir, engine, tmp_path / "other")
-        assert again.with_suffix(".pdparams").read_bytes() == weights.with_suffix(".pdparams").read_bytes()
-        assert not list((tmp_path / "other").rglob("*.convert.log"))
-        log_dir = tmp_path / "eval" / kind
-        log_dir.mkdir(parents=True)
-        read[kind] = evaluate(kind, TEMPLATES[kind], weights, data_dir, log_dir / "eval.log", engine)
-    print(f"stock PP-OCRv4 mobile, converted, tools/eval.py on the test split: {json.dumps(read)}")
-    assert read["det"]["hmean"] >= 0.9 and read["rec"]["acc"] >= 0.9, read
+    # another worker takes the cached weights: nothing is converted again
+    engine = Engine.locate()
+    pretrained_weights(storage, "pretrained/PP-OCRv4_mobile_det/", "det", TEMPLATES["det"], data_dir, engine,
+                       tmp_path / "other")
+    assert not list((tmp_path / "other").rglob("*.convert.log"))
 
-    # fine-tuned from it through the pipeline's training step (production profile, rec: the cheaper of the two on
-    # CPU): train-mode BatchNorm starts from the calibrated statistics, and the model still reads after an epoch
-    from ocr_tasks.training.train import train_model
+    # as consumers get it: the published bundle in PaddleOCR 3.x, end to end
+    pulled = pull_model(storage, "ocr", tmp_path / "pulled")
+    served = validate_in_runtimes(pulled, data_dir, {"pipeline": None}, tmp_path / "served", timeout_s=600)
+    (read,) = served.runtimes
+    print(f"the stock baseline, exported, read in {read.label()}: {json.dumps(read.metrics)}")
+    assert read.loaded and read.metrics["e2e"]["e2e_hmean"] >= 0.9, read.metrics
 
-    config = load_config(overrides=[
-        f"work_dir={tmp_path / 'train'}", "training.profile=production", f"training.rec.pretrained={key_rec}",
-        "training.rec.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]"])
+    # fine-tuned from it through the pipeline's training step (rec: the cheaper of the two on CPU): train-mode
+    # BatchNorm starts from the calibrated statistics, and the model still reads after an epoch
     trained = train_model(storage, config, "rec", data_dir, "from-stock")
-    log = (tmp_path / "train" / "runs" / "from-stock" / "rec" / "finetune" / "train.log").read_text()
+    log = (tmp_path / "work" / "runs" / "from-stock" / "rec" / "finetune" / "train.log").read_text()
     assert "load pretrain successful from" in log and "/converted/" in log
-    eval_dir = tmp_path / "eval" / "fine-tuned"
-    eval_dir.mkdir(parents=True)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
     tuned = evaluate("rec", Path(trained.config), Path(trained.checkpoint), data_dir, eval_dir / "eval.log", engine)
     print(f"rec fine-tuned 1 epoch from the converted stock weights: {tuned}")
     assert tuned["acc"] >= 0.9, tuned
@@ -159,3 +167,19 @@ def test_the_production_loader_is_fitted_to_the_split_and_the_cores(tmp_path):
                                                                                   "num_workers": 1}}}
     fit_to_data(small, "det", cores=2)
     assert small["Train"]["loader"] == {"batch_size_per_card": 16, "num_workers": 1}
+
+
+def test_a_baseline_needs_the_stock_folders_configured(storage, s3_server, tmp_path, monkeypatch, capsys):
+    from ocr_tasks.cli import main
+
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    (tmp_path / "data" / "det").mkdir(parents=True)
+    (tmp_path / "data" / "det" / "test.txt").write_text("")
+    base = ["--set", f"storage.bucket={storage.settings.bucket}", "--set", f"work_dir={tmp_path / 'work'}"]
+    assert main(base + ["register-baseline", "--data", str(tmp_path / "data")]) == 2
+    assert ("training.det.pretrained must name the stock inference model folder (a key ending in /) to register it "
+            "as the baseline; it is None") in capsys.readouterr().err
+    assert main(base + ["register-baseline", "--data", str(tmp_path / "nothing")]) == 2
+    assert "no det/test.txt" in capsys.readouterr().err
