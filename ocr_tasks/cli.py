@@ -370,7 +370,9 @@ def cmd_models(args) -> int:
         print(f"no published versions of {name}")
     for item in versions:
         marker = "*" if item["production"] else " "
-        print(f"{marker} {item['version']}  {item['published_at']}  gate={'passed' if item['gate_passed'] else 'failed'}  {item['metrics']}")
+        gate = {True: "passed", False: "failed", None: "none"}[item["gate_passed"]]
+        origin = "  stock baseline (" + ", ".join(sorted(item["stock"].values())) + ")" if item.get("stock") else ""
+        print(f"{marker} {item['version']}  {item['published_at']}  gate={gate}{origin}  {item['metrics']}")
     return EXIT_OK
 
 

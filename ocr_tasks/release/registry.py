@@ -238,7 +238,8 @@ def list_versions(storage: Storage, name: str) -> list[dict[str, Any]]:
     """Every completely published version of `name`, oldest first.
 
     Each: version, published_at, gate_passed (None when no gate was recorded), metrics
-    (as recorded), models (det/rec present) and production (is it the current one).
+    (as recorded), models (det/rec present), production (is it the current one), run_id and
+    stock (the stock folders of a registered baseline, else None).
     """
     check_name(name, "model name")
     current = production_version(storage, name)
@@ -266,6 +267,7 @@ def list_versions(storage: Storage, name: str) -> list[dict[str, Any]]:
             "models": [m for m in MODEL_DIRS if any(rel.startswith(f"{m}/") for rel in files)],
             "production": version == current,
             "run_id": manifest.get("run_id"),
+            "stock": manifest.get("stock"),     # a stock baseline (release/baseline.py): where its folders were
         })
     return versions
 

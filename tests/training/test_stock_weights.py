@@ -183,3 +183,22 @@ def test_a_baseline_needs_the_stock_folders_configured(storage, s3_server, tmp_p
             "as the baseline; it is None") in capsys.readouterr().err
     assert main(base + ["register-baseline", "--data", str(tmp_path / "nothing")]) == 2
     assert "no det/test.txt" in capsys.readouterr().err
+
+
+def test_the_listing_names_a_stock_baseline_and_says_it_had_no_gate(storage, s3_server, tmp_path, monkeypatch,
+                                                                    capsys):
+    from ocr_tasks.cli import main
+    from ocr_tasks.release.registry import publish_model
+    from tests.release.test_publish import make_bundle, manifest_for
+
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    stock = {"det": storage.uri("pretrained/PP-OCRv4_mobile_det/"), "rec": storage.uri("pretrained/PP-OCRv4_mobile_rec/")}
+    publish_model(storage, "ocr", "20261203T000000Z", make_bundle(tmp_path / "b0"),
+                  {"metrics": {"rec": {"acc": 0.97}}, "stock": stock, "run_id": None})
+    publish_model(storage, "ocr", "20261204T000000Z", make_bundle(tmp_path / "b1"), manifest_for(acc=0.98))
+    assert main(["--set", f"storage.bucket={storage.settings.bucket}", "models"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("  20261203T000000Z") and "gate=none  stock baseline (s3://" in first
+    assert "PP-OCRv4_mobile_det/, s3://" in first and "stock" not in second and second.startswith("* 20261204T000000Z")
