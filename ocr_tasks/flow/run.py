@@ -167,10 +167,15 @@ class Evaluation:
     trained: dict[str, TrainedModel]
     production_version: str | None = None
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)   # production's metrics, per kind
+    production_is_stock: bool = False     # production is the stock baseline (release/baseline.py), never trained here
 
     def baseline_record(self) -> dict[str, Any] | None:
-        """Production's metrics as run.json and the manifest record them: {"version", <kind>: metrics}."""
-        return {"version": self.production_version, **self.baseline} if self.production_version else None
+        """Production's metrics as run.json and the manifest record them: {"version", <kind>: metrics}, and
+        "stock": true when production is the stock baseline."""
+        if not self.production_version:
+            return None
+        return {"version": self.production_version, **({"stock": True} if self.production_is_stock else {}),
+                **self.baseline}
 
 
 @dataclass

@@ -29,7 +29,8 @@ def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: st
     baseline = outcome.baseline or {}
     lines = [f"Run **{outcome.run_id}** trained on dataset `{outcome.dataset_version}` and **passed the gate**. "
              f"Approve publishes it as the next version of `{model}` and makes it production "
-             f"(now: `{baseline.get('version') or 'none'}`); Reject keeps it out. No answer in {timeout_h:g} h "
+             f"(now: `{baseline.get('version') or 'none'}`{', the stock baseline' if baseline.get('stock') else ''}); "
+             f"Reject keeps it out. No answer in {timeout_h:g} h "
              "counts as Reject.", "", "| model | metric | new | production |", "|---|---|---|---|"]
     for kind, metrics in sorted((outcome.metrics or {}).items()):
         before = (baseline.get(kind) or {}).get(KEY_METRICS.get(kind, ""))

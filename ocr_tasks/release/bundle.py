@@ -59,13 +59,20 @@ def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, Traine
     the error analysis (release/error_analysis.py, its pictures already under `out`)."""
     curves = [plot_curves(kind, m.history, out / f"{kind}_curves.png") for kind, m in trained.items()]
     facts = {"run": outcome.run_id, "dataset": outcome.dataset_version, "model version": outcome.model_version or "—",
-             "status": outcome.status, "production before": (outcome.baseline or {}).get("version", "none")}
-    baseline = {k: v for k, v in (outcome.baseline or {}).items() if k != "version"}
+             "status": outcome.status, "production before": _production_before(outcome.baseline)}
+    baseline = {k: v for k, v in (outcome.baseline or {}).items() if k not in ("version", "stock")}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=plain(outcome.gate) if outcome.gate else {},
                          curves=[c.name for c in curves if c], exported=outcome.exported_metrics,
                          comparison=outcome.comparison, errors=errors,
                          data={"quarantined": outcome.quarantined, "left_out": outcome.left_out})
+
+
+def _production_before(baseline: dict | None) -> str:
+    if not baseline:
+        return "none"
+    return f"{baseline.get('version')} (the stock baseline: stock vs fine-tuned)" if baseline.get("stock") \
+        else str(baseline.get("version"))
 
 
 def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], exported: Any,

@@ -202,3 +202,26 @@ def test_the_listing_names_a_stock_baseline_and_says_it_had_no_gate(storage, s3_
     first, second = capsys.readouterr().out.splitlines()
     assert first.startswith("  20261203T000000Z") and "gate=none  stock baseline (s3://" in first
     assert "PP-OCRv4_mobile_det/, s3://" in first and "stock" not in second and second.startswith("* 20261204T000000Z")
+
+
+def test_a_run_over_the_stock_baseline_says_stock_vs_fine_tuned(tmp_path):
+    """The run's record, its report and the approval request name production as the stock baseline."""
+    from types import SimpleNamespace
+
+    from ocr_tasks.flow.run import Evaluation
+    from ocr_tasks.release.approval import approval_markdown
+    from ocr_tasks.release.bundle import write_report
+    from ocr_tasks.release.gate import GateDecision
+
+    evaluation = Evaluation({"rec": {"acc": 0.97}}, {}, "20261203T000000Z", {"rec": {"acc": 0.91}},
+                            production_is_stock=True)
+    record = evaluation.baseline_record()
+    assert record == {"version": "20261203T000000Z", "stock": True, "rec": {"acc": 0.91}}
+    assert "stock" not in Evaluation({}, {}, "v", {"rec": {"acc": 0.9}}).baseline_record()
+    outcome = SimpleNamespace(run_id="r1", dataset_version="d1", model_version=None, status="awaiting-approval",
+                              baseline=record, metrics=evaluation.metrics, gate=GateDecision(True),
+                              exported_metrics={}, comparison={}, quarantined={}, left_out={})
+    page = write_report(load_config(), outcome, {}, tmp_path / "report").read_text()
+    assert "20261203T000000Z (the stock baseline: stock vs fine-tuned)" in page and "0.91" in page
+    subject, body = approval_markdown("ocr", outcome, 24, "s3://b/runs/r1/report/summary.html")
+    assert "(now: `20261203T000000Z`, the stock baseline)" in body and "| rec | acc | 0.9700 | 0.9100 |" in body

@@ -3,6 +3,8 @@ on the test split."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +65,8 @@ def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = 
         return evaluation
     production = pull_model(ctx.storage, ctx.config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True)
+    manifest = json.loads((production / "manifest.json").read_text(encoding="utf-8"))
+    evaluation.production_is_stock = bool(manifest.get("stock"))
     for kind in models:
         checkpoint = production / "checkpoints" / kind / "best_accuracy"
         prod_config = production / "checkpoints" / kind / "config.yml"
