@@ -65,8 +65,9 @@ def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = 
         return evaluation
     production = pull_model(ctx.storage, ctx.config.model_name, ctx.scratch / "production", current,
                             include_checkpoints=True)
-    manifest = json.loads((production / "manifest.json").read_text(encoding="utf-8"))
-    evaluation.production_is_stock = bool(manifest.get("stock"))
+    manifest = production / "manifest.json"     # pull_model verified it; absent only in a hand-made folder
+    evaluation.production_is_stock = manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8"))
+                                                                  .get("stock"))
     for kind in models:
         checkpoint = production / "checkpoints" / kind / "best_accuracy"
         prod_config = production / "checkpoints" / kind / "config.yml"
