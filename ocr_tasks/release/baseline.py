@@ -33,7 +33,7 @@ def register_stock_baseline(storage: Storage, config: PipelineConfig, data_dir: 
     from ocr_tasks.training.evaluate import evaluate
     from ocr_tasks.training.render import render_config, write_config
     from ocr_tasks.training.stock_weights import is_inference_folder
-    from ocr_tasks.training.train import pretrained_weights, template_path
+    from ocr_tasks.training.train import bucket_key, pretrained_weights, template_path
     from ocr_tasks.training.trained_model import TrainedModel
 
     current = production_version(storage, config.model_name)
@@ -61,7 +61,8 @@ def register_stock_baseline(storage: Storage, config: PipelineConfig, data_dir: 
     manifest = {
         "created_at": timestamp(), "run_id": None, "dataset_version": None, "metrics": metrics, "baseline": None,
         # where it came from: what a reader needs to know this version was never trained here
-        "stock": {kind: storage.uri(config.training.for_model(kind).pretrained) for kind in MODEL_KINDS},
+        "stock": {kind: storage.uri(bucket_key(storage, config.training.for_model(kind).pretrained))
+                  for kind in MODEL_KINDS},
         "models": {kind: {"pdx_model_name": config.training.for_model(kind).pdx_model_name,
                           "pretrained": config.training.for_model(kind).pretrained} for kind in MODEL_KINDS},
     }

@@ -58,7 +58,7 @@ def folder_problem(key: str, names: set[str]) -> str | None:
 def converted_pretrained(storage: Storage, key: str, task: str, template: Path, data_dir: Path,
                          dict_path: Path | None, engine: Engine, work: Path) -> Path:
     """The converted training weights of the inference folder `key` (from the cache, or converted now)."""
-    listed = {o.key[len(key):]: o for o in storage.list(key) if "/" not in o.key[len(key):]}
+    listed = {o.key[len(key):]: o for o in storage.list(key, recursive=False)}
     problem = folder_problem(key, set(listed))
     if problem:
         raise UsageError(f"training.{task}.pretrained: {problem}")

@@ -270,12 +270,13 @@ def pretrained_weights(storage: Storage, key: str | None, task: str, template: P
     from ocr_tasks.training.stock_weights import converted_pretrained, is_inference_folder
 
     if key and is_inference_folder(key):
-        return converted_pretrained(storage, _bucket_key(storage, key), task, template, data_dir,
+        return converted_pretrained(storage, bucket_key(storage, key), task, template, data_dir,
                                     data_dir / "dict.txt" if task == REC else None, engine, dest)
     return fetch_pretrained(storage, key, dest)
 
 
-def _bucket_key(storage: Storage, key: str) -> str:
+def bucket_key(storage: Storage, key: str) -> str:
+    """A configured key as the bucket names it: `s3://<this bucket>/key` or `key`; another bucket or scheme is refused."""
     if "://" in key and not key.startswith("s3://"):
         raise UsageError(f"pretrained weights must be a key in storage, not {key}")
     if key.startswith("s3://"):
@@ -289,7 +290,7 @@ def fetch_pretrained(storage: Storage, key: str | None, dest: Path) -> Path | No
     """Pretrained weights come from the user's storage (a key in the bucket), never a model hub."""
     if not key:
         return None
-    key = _bucket_key(storage, key)
+    key = bucket_key(storage, key)
     local = dest / key  # the whole key: det and rec weights often share a file name
     storage.download_file(key, local)  # always: the key may point at newer weights under the same name
     return local.with_suffix("") if local.suffix == ".pdparams" else local
