@@ -92,6 +92,7 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     """The new bundle beside production's on slices of the test split and on every reference set."""
     from ocr_tasks.ingest.reference import reference_sets
     from ocr_tasks.release.compare import compare_with_production
+    from ocr_tasks.release.infra_validation import with_sample_paths
     from ocr_tasks.release.registry import pull_model
 
     storage, config = ctx.storage, ctx.config
@@ -100,8 +101,6 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     if evaluation.production_version:
         production = pull_model(storage, config.model_name, ctx.scratch / "production",
                                 evaluation.production_version)
-    from ocr_tasks.release.infra_validation import with_sample_paths
-
     references, problems = reference_sets(storage, config)
     work = ctx.scratch / "runtimes"
     data_dir = local_dataset(ctx, dataset_version(merged))

@@ -4,7 +4,6 @@ on the test split."""
 from __future__ import annotations
 
 import json
-
 import logging
 from collections.abc import Callable
 from pathlib import Path
