@@ -360,6 +360,12 @@ class DetectorLikeCrops(_Section):
     _copies = field_validator("copies")(_at_least(0))
     _jitter = field_validator("jitter")(_fraction)
 
+    @field_validator("margin", mode="before")
+    @classmethod
+    def _margin_from_yaml(cls, value: Any) -> Any:
+        # YAML and --set write [low, high] as a list; strict mode would take only a tuple
+        return tuple(value) if isinstance(value, list) else value
+
     @field_validator("margin")
     @classmethod
     def _margin(cls, value: tuple[float, float]) -> tuple[float, float]:

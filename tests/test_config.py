@@ -255,3 +255,12 @@ def test_production_profile_renders_paddleocr_configs_for_det_and_rec(tmp_path):
         assert rendered["Global"]["eval_batch_step"] == stage.overrides["Global.eval_batch_step"]
         assert rendered["Train"]["dataset"]["label_file_list"] == [str(data_dir.absolute() / task / "train.txt")]
     assert "encoder_type" not in str(rendered["Architecture"])    # rec: the template's SVTR neck, not the CPU FC one
+
+
+def test_detector_like_margin_is_set_as_yaml_writes_it_and_checked():
+    """[low, high] from a file or --set is a YAML list: it is taken (strict mode alone refused every list), and
+    a range the wrong way round is refused by name."""
+    crops = load_config(overrides=["training.rec.detector_like_crops.margin=[-0.05, 0.3]"]).training.rec
+    assert crops.detector_like_crops.margin == (-0.05, 0.3)
+    with pytest.raises(UsageError, match=r"detector_like_crops.margin: .*low <= high"):
+        load_config(overrides=["training.rec.detector_like_crops.margin=[0.3, 0.1]"])
