@@ -171,7 +171,7 @@ def test_the_default_profile_is_the_cpu_one_the_pipeline_yaml_used_to_hold():
     assert training.rec.template == "configs/profiles/rec_cpu_small.yml"
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.rec.stages] == [
         ("finetune", 6, 0.01, CPU_OVERRIDES)]
-    assert training.rec.detector_like_crops.copies == 1
+    assert (training.rec.detector_like_crops.copies, training.rec.detector_like_crops.margin) == (2, (-0.05, 0.3))
 
 
 def test_production_profile_resolves_to_the_production_templates_without_cpu_overrides():
@@ -260,7 +260,7 @@ def test_production_profile_renders_paddleocr_configs_for_det_and_rec(tmp_path):
 def test_detector_like_margin_is_set_as_yaml_writes_it_and_checked():
     """[low, high] from a file or --set is a YAML list: it is taken (strict mode alone refused every list), and
     a range the wrong way round is refused by name."""
-    crops = load_config(overrides=["training.rec.detector_like_crops.margin=[-0.05, 0.3]"]).training.rec
-    assert crops.detector_like_crops.margin == (-0.05, 0.3)
+    crops = load_config(overrides=["training.rec.detector_like_crops.margin=[0.0, 0.4]"]).training.rec
+    assert crops.detector_like_crops.margin == (0.0, 0.4)
     with pytest.raises(UsageError, match=r"detector_like_crops.margin: .*low <= high"):
         load_config(overrides=["training.rec.detector_like_crops.margin=[0.3, 0.1]"])
