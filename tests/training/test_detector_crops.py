@@ -64,7 +64,7 @@ def test_rec_training_gets_them_beside_the_tight_crops(dataset, tmp_path, monkey
 
     config = load_config(overrides=[f"work_dir={tmp_path / 'work'}"])
     settings = config.training.rec
-    assert settings.detector_like_crops.copies == 1          # the cpu profile's choice
+    assert settings.detector_like_crops.copies == 2          # the cpu profile's choice
     dataset_section = {"label_file_list": [str(dataset / "rec" / "train.txt")]}
     training._add_detector_like_crops(dataset_section, settings.detector_like_crops, dataset, tmp_path / "d")
     assert dataset_section["label_file_list"][0].endswith("rec/train.txt")
