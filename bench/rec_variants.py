@@ -27,7 +27,8 @@ from pathlib import Path
 from ocr_tasks.config import load_config
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.flow.local_runner import run_local
-from ocr_tasks.flow.run import RunContext, RunRequest
+from ocr_tasks.flow.run import RunContext, RunRequest, sanitize_run_id
+from ocr_tasks.storage import layout
 from ocr_tasks.storage.s3 import Storage
 
 
@@ -49,7 +50,7 @@ def main() -> None:
         storage = Storage(server.settings(args.bucket))
         started = time.monotonic()
         run_local(RunContext(config, storage, RunRequest(args.name, models=("rec",), force=True, dry_run=True)))
-        run = storage.get_json(f"runs/{args.name}/run.json")
+        run = storage.get_json(layout.run_record_key(sanitize_run_id(args.name)))
     print("RESULT", args.name, args.sets, json.dumps({
         "rec": run["metrics"]["rec"], "e2e": {k: v["metrics"]["e2e"] for k, v in run["exported_metrics"].items()},
         "minutes": round((time.monotonic() - started) / 60, 1), "work": str(work)}))

@@ -355,9 +355,8 @@ class DetectorLikeCrops(_Section):
     # grown on every side by this fraction of the box's height (negative cuts into the text). Measured on the demo's
     # test split, the trained det's boxes at the tuned unclip 1.7 sit outside the label box by a median 0.10 of the
     # height (5th-95th percentile 0.00-0.26 vertically, -0.06-0.26 along the line); a detector also cuts a
-    # character off now and then. Same det, rec alone retrained (e2e hmean, pipeline runtime): [-0.05, 0.6] x1
-    # 0.901, [-0.05, 0.3] x1 0.891, [-0.05, 0.3] x2 0.924 (rec acc 1.000; 1.5x the rec steps): the cpu
-    # profile's setting (configs/profiles/cpu.yaml). The production profile keeps these defaults until measured.
+    # character off now and then. The cpu profile's [-0.05, 0.3] x 2 copies read better end to end (its
+    # measurements: configs/profiles/cpu.yaml); the production profile keeps these defaults until measured.
     margin: Annotated[tuple[float, float], Expect("[low, high] fractions of the box height")] = (-0.05, 0.6)
     jitter: float = 0.05            # each corner moved by up to this fraction of the height
 
