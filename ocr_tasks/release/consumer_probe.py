@@ -18,7 +18,7 @@ setting instead (release/postprocess.py chooses among them on the val split).
 
     {"runtime": {"python", "paddle", "paddleocr", "paddlex"},
      "det": [{"image", "polys"}], "rec": [{"crop", "text", "score"}],
-     "ocr": [{"image", "lines": [{"poly", "text", "score"}], "seconds"}],
+     "ocr": [{"image", "lines": [{"poly", "text", "score"}], "seconds"}], "cpu_threads": the job's or null,
      "tuning": [[{"image", "lines"}] per setting],
      "error": null | {"stage", "type", "message"}}
 """
@@ -84,10 +84,13 @@ def _read(job, answer):
     det_dir, rec_dir = job.get("det_dir"), job.get("rec_dir")
     det_name, rec_name = job.get("det_model_name"), job.get("rec_model_name")
     device = job.get("device", "cpu")
+    # the job's CPU thread count (infra_validation.READ_THREADS), else PaddleOCR's default
+    threads = {"cpu_threads": job["cpu_threads"]} if job.get("cpu_threads") and device == "cpu" else {}
+    answer["cpu_threads"] = threads.get("cpu_threads")
 
     if det_dir and not job.get("settings"):
         answer["stage"] = "det"
-        detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device)
+        detector = TextDetection(model_name=det_name, model_dir=det_dir, device=device, **threads)
         for image in job["images"]:
             (result,) = detector.predict(image)
             answer["det"].append({"image": image, "polys": _polys(result["dt_polys"]),
@@ -96,7 +99,7 @@ def _read(job, answer):
 
     if rec_dir:
         answer["stage"] = "rec"
-        recognizer = TextRecognition(model_name=rec_name, model_dir=rec_dir, device=device)
+        recognizer = TextRecognition(model_name=rec_name, model_dir=rec_dir, device=device, **threads)
         for crop in job["crops"]:
             (result,) = recognizer.predict(crop)
             answer["rec"].append({"crop": crop, "text": str(result["rec_text"]), "score": float(result["rec_score"])})
@@ -107,7 +110,8 @@ def _read(job, answer):
         ocr = PaddleOCR(text_detection_model_name=det_name, text_detection_model_dir=det_dir,
                         text_recognition_model_name=rec_name, text_recognition_model_dir=rec_dir,
                         use_doc_orientation_classify=False, use_doc_unwarping=False,
-                        use_textline_orientation=False, device=device, **job.get("pipeline_args", {}))
+                        use_textline_orientation=False, device=device, **threads,
+                        **job.get("pipeline_args", {}))
         ocr.predict(job["images"][0])   # warm-up: the first call builds the predictors' kernels
         for setting in job.get("settings") or []:
             answer["stage"] = "tuning"

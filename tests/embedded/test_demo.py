@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, READ_THREADS
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
@@ -89,6 +89,7 @@ def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
         assert abs(read["metrics"]["det"]["hmean"] - outcome["metrics"]["det"]["hmean"]) <= 0.02, name
         assert abs(read["metrics"]["rec"]["acc"] - outcome["metrics"]["rec"]["acc"]) <= 0.02, name
         assert 0 < read["latency_ms"]["mean"] and read["latency_ms"]["images"] > 0
+        assert read["latency_ms"]["cpu_threads"] == READ_THREADS, name   # PaddleOCR 3.0 to 3.7 took the setting
         assert re.search(rf"exported, read in {name} \(paddleocr [\d.]+, paddle [\d.]+\): precision", printed)
     # the same program in every runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3)
     assert len({json.dumps(read["metrics"], sort_keys=True) for read in exported.values()}) == 1
