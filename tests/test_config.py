@@ -167,7 +167,7 @@ def test_the_default_profile_is_the_cpu_one_the_pipeline_yaml_used_to_hold():
     assert training.profile == "cpu"
     assert (training.det.template, training.det.pdx_model_name) == ("configs/profiles/det_cpu_small.yml",
                                                                    "PP-OCRv5_mobile_det")
-    assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.det.stages] == [("finetune", 4, None, {})]
+    assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.det.stages] == [("finetune", 6, None, {})]
     assert training.rec.template == "configs/profiles/rec_cpu_small.yml"
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.rec.stages] == [
         ("finetune", 6, 0.01, CPU_OVERRIDES)]

@@ -238,7 +238,7 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
             e2e, latency = read["metrics"].get("e2e", {}), read.get("latency_ms") or {}
             out(f"      end to end (det+rec) in {_runtime(runtime, read)}: hmean {e2e.get('e2e_hmean', 0):.3f}, "
                 f"{latency.get('mean', 0):.0f} ms per image on CPU (p95 {latency.get('p95', 0):.0f} ms"
-                + (f", {latency['cpu_threads']} thread" if latency.get("cpu_threads") else "") + ")")
+                + (f", {read['cpu_threads']} CPU thread" if read.get("cpu_threads") else "") + ")")
     from ocr_tasks.release.gate import KEY_METRICS
 
     comparison = outcome.get("comparison") or {}

@@ -54,6 +54,7 @@ class RuntimeRead:
     versions: dict[str, str | None] = field(default_factory=dict)   # python, paddlepaddle, paddleocr, paddlex
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)   # det, rec, e2e
     latency_ms: dict[str, float] = field(default_factory=dict)   # per image, the whole pipeline
+    cpu_threads: int | None = None   # what the pipeline read with on CPU (READ_THREADS); None: PaddleOCR's default
     error: dict[str, str] | None = None   # {"stage", "type", "message"}: the runtime's own error
     log_file: str | None = None
     reads: str | None = None   # its per-sample answer: a local file, then (infra_validate) its key in storage
@@ -76,13 +77,14 @@ class InfraValidation:
     crops: int = 0
 
     def by_runtime(self) -> dict[str, dict[str, Any]]:
-        """{runtime name: versions, metrics, latency_ms, error}: what run.json and the manifest record."""
-        return {r.name: {"versions": r.versions, "metrics": r.metrics, "latency_ms": r.latency_ms, "error": r.error}
-                for r in self.runtimes}
+        """{runtime name: versions, metrics, latency_ms, cpu_threads, error}: what run.json and the manifest record."""
+        return {r.name: {"versions": r.versions, "metrics": r.metrics, "latency_ms": r.latency_ms,
+                         "cpu_threads": r.cpu_threads, "error": r.error} for r in self.runtimes}
 
     def verified_on(self) -> list[dict[str, Any]]:
         """The runtimes that loaded and read the models: what the manifest promises consumers."""
-        return [{"name": r.name, **r.versions, "latency_ms": r.latency_ms} for r in self.runtimes if r.loaded]
+        return [{"name": r.name, **r.versions, "latency_ms": r.latency_ms, "cpu_threads": r.cpu_threads}
+                for r in self.runtimes if r.loaded]
 
 
 def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str | None], work: Path, *,
@@ -104,6 +106,7 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
         read, answer = read_samples(bundle, kinds, list(boxes), list(crops), name, python, work, timeout_s=timeout_s)
         if read.error is None:
             read.metrics, read.latency_ms = _score(answer, boxes, crops)
+            read.cpu_threads = answer.get("cpu_threads")
             read.reads = str(work / f"{name}.json")
         if read.error:
             log.warning("runtime %s could not read the exported models: %s: %s", read.label(),
@@ -197,7 +200,7 @@ def _score(answer: dict[str, Any], boxes: dict[str, list[LabelledBox]], crops: d
     latency = {"mean": 1000 * statistics.fmean(seconds), "p50": 1000 * statistics.median(seconds),
                "p95": 1000 * seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
                "images": len(seconds)}
-    return metrics, {**{k: round(v, 2) for k, v in latency.items()}, "cpu_threads": answer.get("cpu_threads")}
+    return metrics, {k: round(v, 2) for k, v in latency.items()}
 
 
 def _answer(path: Path) -> dict[str, Any] | None:

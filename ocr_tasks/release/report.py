@@ -94,7 +94,7 @@ def _runtime(name: str, read: dict) -> dict:
     latency = read.get("latency_ms") or {}
     return {"where": where, "error": None, "det_hmean": values.get("det", {}).get("hmean"),
             "rec_acc": values.get("rec", {}).get("acc"), "e2e_hmean": values.get("e2e", {}).get("e2e_hmean"),
-            "latency_mean": latency.get("mean"), "latency_p95": latency.get("p95"), "threads": latency.get("cpu_threads")}
+            "latency_mean": latency.get("mean"), "latency_p95": latency.get("p95"), "threads": read.get("cpu_threads")}
 
 
 def _comparison(comparison: dict, thresholds: dict) -> dict | None:
