@@ -52,13 +52,13 @@ def _what_consumers_read_end_to_end_is_what_the_gate_certifies(outcome: dict, st
     """End to end, every consumer runtime reads close to what the gate certifies (tools/eval.py's det hmean x rec
     acc), and the det post-processing chosen on val is what the bundle's det/inference.yml carries.
 
-    Measured (README, Benchmarks): e2e 0.943 in all three runtimes against a certified 0.977 x 0.990 = 0.967,
-    where tight crops alone read 0.744-0.774. Bounds here leave room for CPU training's run-to-run spread
-    (0.723 to 0.774 for one configuration before), not for the gap this guards against."""
+    The bounds are issue 26's: e2e >= 0.93, and within 0.03 of the certified product. Measured (README,
+    Benchmarks): e2e 0.971 in all three runtimes against 0.987 x 1.000 (det 6 epochs); with det 4 epochs the gap was
+    0.049-0.066 (boxes that missed or cut thin lines), where tight crops alone read 0.744-0.774."""
     certified = outcome["metrics"]["det"]["hmean"] * outcome["metrics"]["rec"]["acc"]
     for name, read in outcome["exported_metrics"].items():
         e2e = read["metrics"]["e2e"]["e2e_hmean"]
-        assert e2e >= 0.90 and certified - e2e <= 0.05, (name, e2e, certified)
+        assert e2e >= 0.93 and certified - e2e <= 0.03, (name, e2e, certified)
     manifest = storage.get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
     tuned = manifest["postprocess"]
     assert tuned["val_images"] > 0 and len(tuned["tried"]) == 5 and tuned["skipped"] is None
