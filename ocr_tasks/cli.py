@@ -277,6 +277,11 @@ def cmd_discover(args) -> int:
     return EXIT_OK
 
 
+def _require_label_file(data_dir: Path, label_file: str) -> None:
+    if not (data_dir / label_file).is_file():
+        raise UsageError(f"{data_dir}: no {label_file}: give a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+
+
 def cmd_convert_pretrained(args) -> int:
     from ocr_tasks.storage.s3 import storage_from_config
     from ocr_tasks.training.engine import Engine
@@ -285,8 +290,7 @@ def cmd_convert_pretrained(args) -> int:
 
     if not is_inference_folder(args.key):
         raise UsageError(f"{args.key}: an inference model folder's key ends in / (training weights need no conversion)")
-    if not (args.data / args.kind / "train.txt").is_file():
-        raise UsageError(f"{args.data}: no {args.kind}/train.txt: give a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+    _require_label_file(args.data, f"{args.kind}/train.txt")
     config = _config(args)
     settings, engine = config.training.for_model(args.kind), Engine.locate(config.training.engine_checkout)
     weights = pretrained_weights(storage_from_config(config), args.key, args.kind,
@@ -301,8 +305,7 @@ def cmd_register_baseline(args) -> int:
     from ocr_tasks.release.baseline import register_stock_baseline
     from ocr_tasks.storage.s3 import storage_from_config
 
-    if not (args.data / "det" / "test.txt").is_file():
-        raise UsageError(f"{args.data}: no det/test.txt: give a PaddleOCR data_dir (`ocr-retrain pull-dataset`)")
+    _require_label_file(args.data, "det/test.txt")
     config = _config(args)
     manifest = register_stock_baseline(storage_from_config(config), config, args.data.resolve(),
                                        config.work.pretrained / "baseline", version=args.version,
