@@ -4,7 +4,9 @@
 in `/`) holding an inference model, which is converted once into training weights for the configured
 architecture (convert_stock.py: the re-parameterised PPLCNetV3 is inverted exactly, BN statistics calibrated on
 the dataset's train images, the result verified against the stock program) and cached in storage under
-`pretrained/converted/<sha256>/`, the hash over the folder's files, the template's Architecture and the dict.
+`pretrained/converted/<sha256>/`, the hash over the folder's files (as the store lists them: name, size, ETag), the
+template's Architecture and the dict. A cache hit downloads the converted weights alone (none when this worker
+already has them), not the stock folder.
 
 The formats, and why one is refused:
 - old program format (`inference.pdmodel`, `inference.pdiparams`, `inference.pdiparams.info`): converted. Stock
@@ -26,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.storage.s3 import Storage
+from ocr_tasks.storage.s3 import ObjectInfo, Storage
 from ocr_tasks.training.engine import Engine, offline_env, run_logged
 
 log = logging.getLogger(__name__)
@@ -62,17 +64,18 @@ def converted_pretrained(storage: Storage, key: str, task: str, template: Path, 
     problem = folder_problem(key, set(listed))
     if problem:
         raise UsageError(f"training.{task}.pretrained: {problem}")
+    digest = _cache_digest([listed[name] for name in OLD_FORMAT], template, dict_path)
+    cached = f"{CONVERTED_PREFIX}{digest}/{task}.pdparams"
+    local = work / "converted" / digest / f"{task}.pdparams"
+    if (hit := next((o for o in storage.list(cached) if o.key == cached), None)) is not None:
+        if not (local.is_file() and local.stat().st_size == hit.size):
+            storage.download_file(cached, local)
+        log.info("%s: converted training weights from the cache %s", key, storage.uri(cached))
+        return local.with_suffix("")
     folder = work / "stock" / hashlib.sha256(key.encode()).hexdigest()[:16]
     storage.download_many((key + name, folder / name) for name in OLD_FORMAT)
     if (dict_file := listed.get("dict.txt")) is not None:
         storage.download_file(dict_file.key, folder / "dict.txt")
-    digest = _cache_digest(folder, template, dict_path)
-    cached = f"{CONVERTED_PREFIX}{digest}/{task}.pdparams"
-    local = work / "converted" / digest / f"{task}.pdparams"
-    if storage.exists(cached):
-        storage.download_file(cached, local)
-        log.info("%s: converted training weights from the cache %s", key, storage.uri(cached))
-        return local.with_suffix("")
     _check_dict(key, task, folder, dict_path)
     report = local.with_name(f"{task}.report.json")
     local.parent.mkdir(parents=True, exist_ok=True)
@@ -93,11 +96,15 @@ def converted_pretrained(storage: Storage, key: str, task: str, template: Path, 
     return local.with_suffix("")
 
 
-def _cache_digest(folder: Path, template: Path, dict_path: Path | None) -> str:
-    """Over what decides the converted weights: the model files, the Architecture, the dict's characters."""
+def _cache_digest(files: list[ObjectInfo], template: Path, dict_path: Path | None) -> str:
+    """Over what decides the converted weights: the model files, the Architecture, the dict's characters.
+
+    A file is known by its name, size and ETag, which the listing gives without reading it: the ETag changes
+    whenever the content does (an MD5 on a single-part upload; another hash for multipart or encrypted objects),
+    so a changed model always misses the cache, and the same bytes uploaded again in other parts miss it once."""
     digest = hashlib.sha256()
-    for name in OLD_FORMAT:
-        digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    for info in files:
+        digest.update(json.dumps([info.key.rsplit("/", 1)[-1], info.size, info.etag]).encode())
     config = yaml.safe_load(template.read_text(encoding="utf-8")) or {}
     digest.update(json.dumps(config.get("Architecture"), sort_keys=True).encode())
     digest.update(json.dumps((config.get("Global") or {}).get("use_space_char")).encode())

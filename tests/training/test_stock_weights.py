@@ -93,11 +93,16 @@ def test_the_stock_models_become_the_production_baseline_and_fine_tune_from_ther
         report = storage.get_json(f"{CONVERTED_PREFIX}{digest}/{kind}.report.json")
         assert report["stock_tensors"] == 234 and report["inverted_layers"] == 28
         assert max(report["max_abs_difference"]) <= report["tolerance"] == 1e-4, report
-    # another worker takes the cached weights: nothing is converted again
+    # another worker takes the cached weights: nothing is converted again, nor the stock folder downloaded (the cache
+    # is keyed by the listing's sizes and ETags); a second call there downloads nothing at all
     engine = Engine.locate()
+    weights = pretrained_weights(storage, "pretrained/PP-OCRv4_mobile_det/", "det", TEMPLATES["det"], data_dir,
+                                 engine, tmp_path / "other")
+    assert not list((tmp_path / "other").rglob("*.convert.log")) and not (tmp_path / "other" / "stock").exists()
+    fetched = weights.with_suffix(".pdparams").stat().st_mtime_ns
     pretrained_weights(storage, "pretrained/PP-OCRv4_mobile_det/", "det", TEMPLATES["det"], data_dir, engine,
                        tmp_path / "other")
-    assert not list((tmp_path / "other").rglob("*.convert.log"))
+    assert weights.with_suffix(".pdparams").stat().st_mtime_ns == fetched
 
     # as consumers get it: the published bundle in PaddleOCR 3.x, end to end
     pulled = pull_model(storage, "ocr", tmp_path / "pulled")
