@@ -8,7 +8,9 @@ paddlepaddle, as consumers install them. Standalone on purpose (stdlib + paddleo
 interpreter has no ocr_tasks.
 
 Everything runs as a consumer's code following the README would: PaddleOCR's defaults (no
-enable_mkldnn), plus the det post-processing the bundle's det/inference.yml carries, passed to
+enable_mkldnn) but for `cpu_threads`, which the job sets (one: the same reads, at a fraction of
+the CPU on a shared worker; see infra_validation.READ_THREADS), plus the det post-processing the
+bundle's det/inference.yml carries, passed to
 the `PaddleOCR(...)` pipeline as `text_det_*` arguments (`pipeline_args`: the pipeline takes
 its own defaults otherwise; TextDetection alone reads them from inference.yml). The job names
 the model folders and the labelled images and crops; the answer (one JSON file) holds what the
