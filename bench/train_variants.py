@@ -10,7 +10,8 @@ hmean), e2e precision/recall/hmean, minutes. Nothing is asserted; the demo's own
     .venv/bin/python bench/train_variants.py work/demo base
     .venv/bin/python bench/train_variants.py work/demo margin03x2 \\
         training.rec.detector_like_crops.margin=[-0.05,0.3] training.rec.detector_like_crops.copies=2
-    .venv/bin/python bench/train_variants.py --model det work/demo det6 training.det.stages[0].epochs=6
+    .venv/bin/python bench/train_variants.py --model det work/demo det6 \\
+        'training.det.stages=[{name: finetune, epochs: 6}]'
 
 Run two variants at once on 2 cores (each trains on one). Measured 2026-12-03 over one demo state
 (det hmean 0.974): see the comment on `DetectorLikeCrops.margin` in ocr_tasks/config.py.
