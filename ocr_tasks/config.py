@@ -28,7 +28,7 @@ import shlex
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -129,7 +129,17 @@ class ValidationConfig(_Section):
     leave_out_bad_images: bool = True
     max_left_out_share: float = 0.25
     dict_file: str | None = None
+    # Labels with characters outside dict_file: "grow" appends them to the dataset's dict (code point order, after
+    # dict_file's own lines) and fine-tuning from a stock rec grows its head, the known characters keeping their
+    # trained rows; "leave_out" leaves their images out (an export where too many are refuses whole). Grow by
+    # default: the dict follows the pretrained model, and a team's new symbol (a currency sign, a unit) is taught
+    # rather than thrown away night after night (PaddleOCR #17785: a changed dict re-initialised the whole head).
+    outside_dict: Literal["grow", "leave_out"] = "grow"
     processes: int = 0      # exports validated at once by `ocr-retrain run/ingest`; 0: one per CPU core
+
+    def dictionary_refuses(self) -> bool:
+        """Whether a character outside dict_file fails the check (it leaves its image out) or grows the dict."""
+        return self.dict_file is not None and self.outside_dict == "leave_out"
 
     _sizes = field_validator("max_image_pixels", "max_image_side", "decode_memory_mb", "max_text_length",
                              "max_transcription_length", "max_boxes_per_image")(_at_least(1))

@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from ocr_tasks.embedded.synthetic_render import (
-    DRAWABLE, background, background_bank, composite, ink_colour, layout_lines, make_text_line_image, random_text,
+    COMPOSED, DRAWABLE, background, background_bank, composite, ink_colour, layout_lines, make_text_line_image,
+    random_text,
 )
 from ocr_tasks.ingest.crops import crop_text_region
 
@@ -100,7 +101,8 @@ class ExportSpec:
         if not 1 <= tlo <= thi:
             raise ValueError(f"text_length must be 1 <= lo <= hi, got {self.text_length}")
         if not self.charset or not set(self.charset) <= DRAWABLE:
-            raise ValueError("charset must be non-empty printable ASCII (Hershey fonts draw nothing else)")
+            raise ValueError(f"charset must be non-empty printable ASCII or {''.join(COMPOSED)} (Hershey fonts draw "
+                             "nothing else)")
         if not self.charset.strip():
             raise ValueError("charset needs at least one non-space character")
         if self.image_format not in ("jpg", "png"):

@@ -187,6 +187,8 @@ class ExportedBundle:
     carried_over: dict[str, str] = field(default_factory=dict)   # kind -> the production version it came from
     # det post-processing chosen on the val split (release/postprocess.py): chosen, tried, val_images, skipped
     postprocess: dict[str, Any] = field(default_factory=dict)
+    # the rec dict this run's rec reads (dataset.json `dictionary`: source, size, configured, grown); None: no rec here
+    dictionary: dict[str, Any] | None = None
 
 
 @dataclass

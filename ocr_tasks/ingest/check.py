@@ -49,7 +49,8 @@ def quarantined_entries(checks: list[ExportCheck]) -> dict[str, dict]:
 
 def check_local_export(folder: Path, config: PipelineConfig, docs_dir: Path | None = None) -> tuple[ExportTables, ValidationReport]:
     """Validate a local export; GX Data Docs are rendered into `docs_dir` only when it fails."""
-    tables = build_tables(folder, config.validation, read_dictionary(config.validation.dict_file))
+    dictionary = read_dictionary(config.validation.dict_file)   # read even when growing: a bad dict file is refused
+    tables = build_tables(folder, config.validation, dictionary if config.validation.dictionary_refuses() else None)
     report = validate_tables(tables, config.validation)
     if (not report.success or report.left_out) and docs_dir is not None:
         report = validate_tables(tables, config.validation, docs_dir)

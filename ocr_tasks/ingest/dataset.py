@@ -116,12 +116,20 @@ class Dataset:
         return len(jobs)
 
     def write(self, out: Path, *, dictionary: list[str] | None, ratios: SplitConfig,
-              exports_merged: list[str], max_text_length: int) -> dict:
+              exports_merged: list[str], max_text_length: int, grow_dictionary: bool = False) -> dict:
         """Write the label lists, dict, index and dataset.json (last) into `out`.
 
-        Each file streams to disk line by line from the index (the version hash with it).
+        The dict: the configured one (grown by the labels' other characters, appended in code point order, when
+        `grow_dictionary`), or every label character. Each file streams to disk line by line from the index (the
+        version hash with it).
         """
-        chars = dictionary if dictionary is not None else dictionary_from_labels(self)
+        grown: list[str] = []
+        if dictionary is None:
+            chars = dictionary_from_labels(self)
+        else:
+            known = set(dictionary)
+            grown = [c for c in dictionary_from_labels(self) if c not in known] if grow_dictionary else []
+            chars = dictionary + grown
         lines = {
             "dict.txt": lambda: (f"{c}\n" for c in chars),
             "images.jsonl": self.images.lines,
@@ -148,7 +156,9 @@ class Dataset:
             "parent": self.parent,
             "created_at": timestamp(),
             "split_ratios": ratios.model_dump(),
-            "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars)},
+            # grown: the labels' characters appended to the configured dict (a fine-tuned rec's head grows with them)
+            "dictionary": {"source": "configured" if dictionary is not None else "labels", "size": len(chars),
+                           "configured": None if dictionary is None else len(dictionary), "grown": "".join(grown)},
             "counts": counts,
             "exports": _per_export_counts(self, max_text_length),
             "max_text_length": max_text_length,

@@ -95,7 +95,8 @@ def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: Pip
             tables = tables.without(left_out.get(ref.name, {}))
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
-        info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
+        info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file),
+                             grow_dictionary=config.validation.outside_dict == "grow", ratios=config.split,
                              exports_merged=[r.name for r in refs],
                              max_text_length=config.validation.max_text_length)
         version = info["version"]

@@ -58,7 +58,8 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
         with Dataset(Path(scratch) / INDEX_FILE) as dataset:
             for tables in passing:
                 dataset.add_export(tables, out, config.split)
-            info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file), ratios=config.split,
+            info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file),
+                             grow_dictionary=config.validation.outside_dict == "grow", ratios=config.split,
                                  exports_merged=[t.name for t in passing],
                                  max_text_length=config.validation.max_text_length)
     return PrepareResult(reports, info)

@@ -53,13 +53,25 @@ def assemble_bundle(config: PipelineConfig, bundle: Path, data_dir: Path, traine
     return bundle
 
 
+def _dictionary_fact(dictionary: dict) -> str:
+    """'6,623 configured + 1 added by the labels: €' (the characters are the labels', shown escaped as data)."""
+    if dictionary.get("source") != "configured":
+        return f"{dictionary['size']:,} characters, from the labels"
+    grown = dictionary.get("grown") or ""
+    added = f" + {len(grown)} added by the labels: {' '.join(grown)}" if grown else ", nothing added"
+    return f"{dictionary.get('configured', dictionary['size']):,} configured{added}"
+
+
 def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], out: Path, *,
-                 errors: dict | None = None) -> Path:
+                 errors: dict | None = None, dictionary: dict | None = None) -> Path:
     """summary.html and one curves PNG per trained model; `outcome` is the run's RunOutcome, `errors`
-    the error analysis (release/error_analysis.py, its pictures already under `out`)."""
+    the error analysis (release/error_analysis.py, its pictures already under `out`), `dictionary` the rec dict's
+    record (dataset.json)."""
     curves = [plot_curves(kind, m.history, out / f"{kind}_curves.png") for kind, m in trained.items()]
     facts = {"run": outcome.run_id, "dataset": outcome.dataset_version, "model version": outcome.model_version or "—",
              "status": outcome.status, "production before": _production_before(outcome.baseline)}
+    if dictionary:
+        facts["rec dict"] = _dictionary_fact(dictionary)
     baseline = {k: v for k, v in (outcome.baseline or {}).items() if k not in ("version", "stock")}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=plain(outcome.gate) if outcome.gate else {},
@@ -92,6 +104,8 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         "exported_metrics": outcome.exported_metrics,
         "verified_runtimes": served.verified_on(),
         "carried_over": exported.carried_over,
+        # rec's dict: configured (the stock model's) or from the labels, and the characters the labels added to it
+        "dictionary": exported.dictionary,
         # the det post-processing chosen on val (also in det/inference.yml): pass it to PaddleOCR(...) as text_det_*
         "postprocess": exported.postprocess,
         "gate": plain(outcome.gate),

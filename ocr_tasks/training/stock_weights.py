@@ -15,6 +15,9 @@ The formats, and why one is refused:
   missing. Its `.pdiparams` has no `.pdiparams.info`, the only record of which stored tensor is which layer of the
   training model; matching by order and shape would be a guess that the verification could not always catch.
 
+The rec dict: the dataset's (validation.dict_file, the stock model's `dict.txt`) may end with characters the labels
+added (validation.outside_dict: grow); the CTC head grows by as many rows, which start quiet (convert_stock.py).
+
     converted_pretrained(storage, key, task, template, data_dir, dict_path, engine, work) -> Path (.pdparams stem)
 """
 
@@ -76,7 +79,7 @@ def converted_pretrained(storage: Storage, key: str, task: str, template: Path, 
     storage.download_many((key + name, folder / name) for name in OLD_FORMAT)
     if (dict_file := listed.get("dict.txt")) is not None:
         storage.download_file(dict_file.key, folder / "dict.txt")
-    _check_dict(key, task, folder, dict_path)
+    check_stock_dict(key, task, folder, dict_path)
     report = local.with_name(f"{task}.report.json")
     local.parent.mkdir(parents=True, exist_ok=True)
     command = [engine.python, str(CONVERTER), "--engine", str(engine.root), "--model-dir", str(folder),
@@ -113,16 +116,19 @@ def _cache_digest(files: list[ObjectInfo], template: Path, dict_path: Path | Non
     return digest.hexdigest()
 
 
-def _check_dict(key: str, task: str, folder: Path, dict_path: Path | None) -> None:
-    """A rec head reads the characters of the dict it was trained with: the dataset's must be that dict, line
-    for line (a changed dict re-initialises the head, PaddleOCR #17785: growing it is not supported here yet)."""
+def check_stock_dict(key: str, task: str, folder: Path, dict_path: Path | None) -> None:
+    """A rec head reads the characters of the dict it was trained with: the dataset's dict must begin with the stock
+    dict, line for line. Characters after it are the labels' own (validation.outside_dict: grow): the converter grows
+    the head by them, each known character keeping its trained row (a changed order would re-initialise the head,
+    PaddleOCR #17785)."""
     stock = folder / "dict.txt"
     if task != "rec" or not stock.is_file() or dict_path is None:
         return
     theirs = stock.read_text(encoding="utf-8").splitlines()
     ours = Path(dict_path).read_text(encoding="utf-8").splitlines()
-    if theirs != ours:
+    if ours[:len(theirs)] != theirs:
         first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-        raise UsageError(f"training.rec.pretrained: {key}dict.txt ({len(theirs)} characters) is not the dataset's "
-                         f"dict ({len(ours)} characters; they differ from line {first + 1}): set "
-                         "validation.dict_file to the stock model's dict, so the head keeps what it reads")
+        raise UsageError(f"training.rec.pretrained: the dataset's dict ({len(ours)} characters) does not begin with "
+                         f"{key}dict.txt ({len(theirs)} characters; they differ from line {first + 1}): set "
+                         "validation.dict_file to the stock model's dict, so the head keeps what it reads (characters "
+                         "the labels add are appended after it)")

@@ -177,7 +177,11 @@ def _drop_redis_keys(pattern: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3_server):
-    for problem in (_postgres_ok(), _redis_ok()):
+    for check in (_postgres_ok, _redis_ok):
+        # a loaded CI machine can take seconds to answer a first connection (once skipped this test): retry a while
+        deadline = time.monotonic() + 30
+        while (problem := check()) and time.monotonic() < deadline:
+            time.sleep(2)
         if problem:
             pytest.skip(problem)
     import psycopg2

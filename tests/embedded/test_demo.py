@@ -2,11 +2,11 @@
 
 Slow (about 20 minutes alone on 2 cores, 24 in CI beside the rest): Airflow's scheduler runs the
 DAG with det and rec training side by side (real PaddleOCR training of the CPU profiles on the 800-image synthetic export),
-the real gate, publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the two follow-ups the README promises:
-- a second run with nothing new short-circuits and leaves production alone;
-- a run after one more export trains again on the grown dataset (rec alone, on tight label
-  crops as before issue 26: its rec acc passes and the gate refuses it on end to end;
-  production must stay where it was).
+the real gate, publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
+a run after one more export trains again on the grown dataset (rec alone, on tight label crops as before issue 26:
+its rec acc passes and the gate refuses it on end to end; production must stay where it was). The README's other
+follow-up, a quiet night (nothing new: the run short-circuits), is the same DAG's branch, run by
+tests/flow/test_runners.py (`airflow dags test`) and tests/deploy/test_distributed.py: not paid for again here.
 Everything is checked against what the run left in S3 (read back through a fresh local
 server over the demo's folder), not only against what it printed.
 """
@@ -244,14 +244,6 @@ def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_ret
                                                 text)
     _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current", outcome,
                                                        tmp_path)
-
-    # a quiet night: nothing new -> short-circuit, nothing trained, production unchanged
-    quiet = _demo(work, timeout=600)
-    assert "short-circuited" in quiet and "> train_det" not in quiet
-    with LocalS3Server(work / "s3").start() as server:
-        storage = Storage(server.settings(BUCKET))
-        assert len(_runs(storage)) == 1
-        assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
 
     # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
     # before issue 26 (crops of the label boxes only; 8 epochs here: rec acc 0.998 and e2e 0.785 measured, as 12 gave

@@ -95,6 +95,28 @@ def test_configured_dictionary_is_used_as_is(tmp_path):
     assert (tmp_path / "ds" / "dict.txt").read_text() == (tmp_path / "my_dict.txt").read_text()
 
 
+def test_labels_with_characters_outside_the_configured_dictionary_grow_it(tmp_path):
+    """validation.outside_dict: grow (the default): the configured dict, line for line, then the labels' other
+    characters in code point order (a fine-tuned stock rec keeps every row it has); leave_out drops their images."""
+    prices = export(tmp_path / "in", "prices", n_images=8, charset="0123456789.€")
+    (tmp_path / "stock_dict.txt").write_text("".join(f"{c}\n" for c in "9876543210"))
+    assert main(["prepare", str(prices), "--out", str(tmp_path / "ds"), "--dict", str(tmp_path / "stock_dict.txt")]) == 0
+    dict_lines = (tmp_path / "ds" / "dict.txt").read_text(encoding="utf-8").splitlines()
+    assert dict_lines == list("9876543210") + [".", "€"]
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text(encoding="utf-8"))
+    assert info["dictionary"] == {"source": "configured", "size": 12, "configured": 10, "grown": ".€"}
+    assert info["counts"]["train"]["images"] + info["counts"]["val"]["images"] + info["counts"]["test"]["images"] == 8
+
+    assert main(["--set", "validation.outside_dict=leave_out", "--set", "validation.max_left_out_share=1",
+                 "prepare", str(prices), "--out", str(tmp_path / "kept"), "--dict",
+                 str(tmp_path / "stock_dict.txt")]) == 0
+    kept = json.loads((tmp_path / "kept" / "dataset.json").read_text(encoding="utf-8"))
+    assert kept["dictionary"]["grown"] == "" and (tmp_path / "kept" / "dict.txt").read_text() == \
+        (tmp_path / "stock_dict.txt").read_text()
+    merged = sum(kept["counts"][split]["images"] for split in ("train", "val", "test"))
+    assert 0 < merged < 8    # the images whose every text is digits alone
+
+
 def test_validate_exit_codes(tmp_path, capsys):
     good = export(tmp_path, "good", n_images=4)
     assert main(["validate", str(good)]) == 0

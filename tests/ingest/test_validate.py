@@ -9,6 +9,7 @@ import pytest
 from ocr_tasks.config import ValidationConfig
 from ocr_tasks.ingest.check import check_local_export
 from ocr_tasks.config import load_config
+from ocr_tasks.errors import UsageError
 from tests.kit import edit_boxes, export, label_lines, write_label_lines
 
 
@@ -82,21 +83,28 @@ def test_empty_text_is_fine_on_ignore_regions(tmp_path):
     assert check(folder).success
 
 
-def test_characters_outside_a_configured_dictionary(tmp_path):
+def test_characters_outside_a_configured_dictionary_grow_it_or_leave_their_image_out(tmp_path):
     folder = export(tmp_path)
     (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "0123456789"))  # no x
     edit_boxes(folder, 0, lambda b: [{**b[0], "transcription": "12x9"}, *b[1:]])
-    report = check(folder, dict_file=tmp_path / "dict.txt")
+    # the default (outside_dict: grow): the dataset's dict takes x after the configured ones (tests/ingest/test_split)
+    assert check(folder, dict_file=tmp_path / "dict.txt").success
+    report = check(folder, dict_file=tmp_path / "dict.txt", outside_dict="leave_out")
     failure = problems(report)["characters outside the dictionary"]
     assert any(e.startswith("Label.txt:1 box 0") and "'x'" in e for e in failure.examples)
     assert report.left_out_files == {"img_0000.jpg": "box 0: characters outside the dictionary"}
+    # a dictionary file that cannot be one is refused either way
+    (tmp_path / "bad.txt").write_text("0\n12\n")
+    for mode in ("grow", "leave_out"):
+        with pytest.raises(UsageError, match=r"bad\.txt:2: '12' is 2 characters"):
+            check(folder, dict_file=tmp_path / "bad.txt", outside_dict=mode)
 
 
 def test_a_dictionary_that_misses_on_many_images_refuses_the_export_whole(tmp_path):
     """Past validation.max_left_out_share the cause is one fix (here: the dictionary), not a few slips."""
     folder = export(tmp_path)
     (tmp_path / "dict.txt").write_text("".join(f"{c}\n" for c in "0123"))
-    report = check(folder, dict_file=tmp_path / "dict.txt")
+    report = check(folder, dict_file=tmp_path / "dict.txt", outside_dict="leave_out")
     assert not report.success and report.left_out == []
     (share,) = [f for f in report.failures if f.expectation == "max_left_out_share"]
     assert "of 12 images have box problems" in share.problem

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
+import yaml
 
 from ocr_tasks.config import load_config
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 from ocr_tasks.errors import UsageError
-from ocr_tasks.training.stock_weights import CONVERTED_PREFIX, OLD_FORMAT, converted_pretrained, folder_problem
+from ocr_tasks.training.stock_weights import (CONVERTED_PREFIX, OLD_FORMAT, check_stock_dict, converted_pretrained,
+                                              folder_problem)
 from tests.kit import REPO
 
 STOCK = REPO / "stock-models"
@@ -50,42 +51,67 @@ def test_a_rec_whose_dict_is_not_the_datasets_is_refused_naming_both(storage, tm
     storage.put_bytes("pretrained/rec/dict.txt", "a\nb\nc\n".encode())
     ours = tmp_path / "dict.txt"
     ours.write_text("0\n1\n2\n3\n")
-    with pytest.raises(UsageError, match=r"pretrained/rec/dict\.txt \(3 characters\) is not the dataset's dict "
-                                         r"\(4 characters; they differ from line 1\)"):
+    with pytest.raises(UsageError, match=r"the dataset's dict \(4 characters\) does not begin with "
+                                         r"pretrained/rec/dict\.txt \(3 characters; they differ from line 1\)"):
         converted_pretrained(storage, "pretrained/rec/", "rec", TEMPLATES["rec"], tmp_path / "data", ours,
                              engine=None, work=tmp_path / "work")
+    # the stock dict then the labels' own characters (validation.outside_dict: grow) is what the head can grow to
+    (tmp_path / "stock").mkdir()
+    (tmp_path / "stock" / "dict.txt").write_text("a\nb\nc\n")
+    ours.write_text("a\nb\nc\n€\n", encoding="utf-8")
+    check_stock_dict("pretrained/rec/", "rec", tmp_path / "stock", ours)
+    ours.write_text("a\nc\nb\n€\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"they differ from line 2"):
+        check_stock_dict("pretrained/rec/", "rec", tmp_path / "stock", ours)
 
 
 @needs_stock
-@pytest.mark.slow(minutes=3)
-def test_the_stock_models_become_the_production_baseline_and_fine_tune_from_there(storage, tmp_path):
+@pytest.mark.slow(minutes=4)
+def test_the_stock_models_become_the_baseline_and_a_run_fine_tunes_them_and_grows_the_dict(
+        storage, s3_server, tmp_path, monkeypatch, capsys):
     """Converted once (verified against the stock program), cached in storage, exported and published as production
-    (release/baseline.py): they score on the held-out digits as the stock model does, PaddleOCR 3.x reads the
-    exported bundle end to end, and the training step fine-tunes rec from the converted weights."""
+    (release/baseline.py); then `ocr-retrain run` with the production profile fine-tunes det and rec from the stock
+    folders a few steps, compares against the stock baseline, exports, infra-validates and publishes. The labels
+    have prices: the euro sign, which the stock rec has no row for, grows the dict and the head and is in the
+    published dict; the stock baseline reads no line that has it."""
+    from ocr_tasks.cli import main
     from ocr_tasks.ingest.prepare import prepare
     from ocr_tasks.release.baseline import register_stock_baseline
     from ocr_tasks.release.infra_validation import validate_in_runtimes
     from ocr_tasks.release.registry import production_version, pull_model
+    from ocr_tasks.storage import layout
     from ocr_tasks.training.engine import Engine
-    from ocr_tasks.training.evaluate import evaluate
-    from ocr_tasks.training.train import pretrained_weights, train_model
+    from ocr_tasks.training.train import pretrained_weights
 
+    stock_dict = STOCK / "PP-OCRv4_mobile_rec" / "dict.txt"
     for kind in ("det", "rec"):
         storage.upload_dir(STOCK / f"PP-OCRv4_mobile_{kind}", f"pretrained/PP-OCRv4_mobile_{kind}/")
+    # one price in about five lines carries the euro sign (drawn as C struck by =, embedded/synthetic_render.py)
+    export = make_export(tmp_path / "labeller", ExportSpec("prices", n_images=25, seed=5,
+                                                           charset="0123456789" * 2 + "€"))
+    storage.upload_dir(export, "incoming/prices/")
     data_dir = tmp_path / "data"
-    export = make_export(tmp_path / "labeller", ExportSpec("digits", n_images=25, seed=5))
-    # the stock rec's own dict: its head keeps every character it reads
-    prepare([str(export)], data_dir, load_config(overrides=[
-        f"work_dir={tmp_path / 'scratch'}", f"validation.dict_file={STOCK / 'PP-OCRv4_mobile_rec' / 'dict.txt'}"]))
-    config = load_config(overrides=[
-        f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}", "training.profile=production",
-        "training.det.pretrained=pretrained/PP-OCRv4_mobile_det/", "training.rec.pretrained=pretrained/PP-OCRv4_mobile_rec/",
-        "training.rec.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]"])
+    # the stock rec's own dict, grown by the labels (validation.outside_dict: grow): its head keeps every row
+    prepare([str(export)], data_dir, load_config(overrides=[f"work_dir={tmp_path / 'scratch'}",
+                                                            f"validation.dict_file={stock_dict}"]))
+    assert (data_dir / "dict.txt").read_text(encoding="utf-8").splitlines() == \
+        stock_dict.read_text(encoding="utf-8").splitlines() + ["€"]
+    sets = [f"work_dir={tmp_path / 'work'}", f"storage.bucket={storage.settings.bucket}", "training.profile=production",
+            f"validation.dict_file={stock_dict}", "incoming.quiet_period_s=0",
+            "training.det.pretrained=pretrained/PP-OCRv4_mobile_det/",
+            "training.rec.pretrained=pretrained/PP-OCRv4_mobile_rec/"]
+    config = load_config(overrides=sets)
 
     manifest = register_stock_baseline(storage, config, data_dir, tmp_path / "baseline")
     print(f"stock PP-OCRv4 mobile, converted, tools/eval.py on the test split: {json.dumps(manifest['metrics'])}")
     assert production_version(storage, "ocr") == manifest["version"] and manifest["stock"]["det"].endswith("_det/")
-    assert manifest["metrics"]["det"]["hmean"] >= 0.9 and manifest["metrics"]["rec"]["acc"] >= 0.9, manifest["metrics"]
+    test_lines = [line.split("\t", 1)[1] for line in (data_dir / "rec" / "test.txt").read_text(
+        encoding="utf-8").splitlines()]
+    without_euro = sum("€" not in text for text in test_lines) / len(test_lines)
+    assert 0 < without_euro < 1, test_lines
+    # stock reads the digits (det and rec) as well as ever, and not one line with the sign it never learnt
+    assert manifest["metrics"]["det"]["hmean"] >= 0.9 and \
+        without_euro - 0.1 <= manifest["metrics"]["rec"]["acc"] <= without_euro, manifest["metrics"]
     with pytest.raises(UsageError, match="the stock baseline is registered before the first fine-tune"):
         register_stock_baseline(storage, config, data_dir, tmp_path / "again")
     for kind in ("det", "rec"):
@@ -93,6 +119,9 @@ def test_the_stock_models_become_the_production_baseline_and_fine_tune_from_ther
         report = storage.get_json(f"{CONVERTED_PREFIX}{digest}/{kind}.report.json")
         assert report["stock_tensors"] == 234 and report["inverted_layers"] == 28
         assert max(report["max_abs_difference"]) <= report["tolerance"] == 1e-4, report
+        # the head grown by the euro sign: compared on the stock's classes, and the new row starts quiet
+        assert report["grown_characters"] == (1 if kind == "rec" else 0)
+    assert report["added_characters_max_probability"] < 1e-3, report
     # another worker takes the cached weights: nothing is converted again, nor the stock folder downloaded (the cache
     # is keyed by the listing's sizes and ETags); a second call there downloads nothing at all
     engine = Engine.locate()
@@ -104,23 +133,43 @@ def test_the_stock_models_become_the_production_baseline_and_fine_tune_from_ther
                        tmp_path / "other")
     assert weights.with_suffix(".pdparams").stat().st_mtime_ns == fetched
 
-    # as consumers get it: the published bundle in PaddleOCR 3.x, end to end
+    # as consumers get it: the published stock bundle in PaddleOCR 3.x, end to end
     pulled = pull_model(storage, "ocr", tmp_path / "pulled")
     served = validate_in_runtimes(pulled, data_dir, {"pipeline": None}, tmp_path / "served", timeout_s=600)
     (read,) = served.runtimes
     print(f"the stock baseline, exported, read in {read.label()}: {json.dumps(read.metrics)}")
-    assert read.loaded and read.metrics["e2e"]["e2e_hmean"] >= 0.9, read.metrics
+    assert read.loaded and read.metrics["det"]["hmean"] >= 0.9, read.metrics
 
-    # fine-tuned from it through the pipeline's training step (rec: the cheaper of the two on CPU): train-mode
-    # BatchNorm starts from the calibrated statistics, and the model still reads after an epoch
-    trained = train_model(storage, config, "rec", data_dir, "from-stock")
-    log = (tmp_path / "work" / "runs" / "from-stock" / "rec" / "finetune" / "train.log").read_text()
-    assert "load pretrain successful from" in log and "/converted/" in log
-    eval_dir = tmp_path / "eval"
-    eval_dir.mkdir()
-    tuned = evaluate("rec", Path(trained.config), Path(trained.checkpoint), data_dir, eval_dir / "eval.log", engine)
-    print(f"rec fine-tuned 1 epoch from the converted stock weights: {tuned}")
-    assert tuned["acc"] >= 0.9, tuned
+    # the nightly run, by hand: a few steps of det and rec from the stock folders. What is tested is the path, not
+    # the model: the gate's floors and no-regression checks are lifted so that it publishes (the next person: a
+    # few steps on CPU teach the euro sign nothing; bench/finetune_stock.py measures what fine-tuning gains)
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.settings("x").access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
+    lifted = ["gate.rec_min_acc=0", "gate.det_min_hmean=0", "gate.e2e_min_hmean=null", "gate.max_regression=1",
+              "gate.max_e2e_regression=1", "gate.max_slice_regression=1", "gate.max_reference_regression=1",
+              "gate.max_export_drift=1", "postprocess.val_images=0",
+              "training.det.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]",
+              "training.rec.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]"]
+    assert main([part for key in sets + lifted for part in ("--set", key)] + ["run"]) == 0, capsys.readouterr()
+    printed = capsys.readouterr().out
+    print(printed)
+    (run_id,) = re.findall(r"^run (\S+): published$", printed, re.M)
+    outcome = storage.get_json(layout.run_record_key(run_id))
+    assert outcome["baseline"]["stock"] is True and outcome["baseline"]["version"] == manifest["version"]
+    assert outcome["comparison"]["production_version"] == manifest["version"]
+    assert set(outcome["exported_metrics"]) == {"pipeline"} and outcome["exported_metrics"]["pipeline"]["error"] is None
+    for kind in ("det", "rec"):
+        log = (tmp_path / "work" / "runs" / run_id / kind / "finetune" / "train.log").read_text()
+        assert "load pretrain successful from" in log and "/converted/" in log, kind
+    version = production_version(storage, "ocr")
+    assert version == outcome["model_version"] != manifest["version"]
+    published = storage.get_json(layout.model_manifest_key("ocr", version))
+    assert published["dictionary"] == {"source": "configured", "size": 6624, "configured": 6623, "grown": "€"}
+    rec_spec = yaml.safe_load(storage.get_text(layout.model_version_prefix("ocr", version) + "rec/inference.yml"))
+    assert rec_spec["PostProcess"]["character_dict"][-1] == "€" and len(rec_spec["PostProcess"]["character_dict"]) == 6624
+    page = storage.get_text(layout.model_report_prefix("ocr", version) + "summary.html")
+    assert "6,623 configured + 1 added by the labels: €" in page and "stock vs fine-tuned" in page
 
 
 @needs_stock

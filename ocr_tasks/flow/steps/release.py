@@ -12,7 +12,7 @@ from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
 from ocr_tasks.storage import layout
-from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REJECTED, SUPERSEDED, RunStatus
+from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED, RunStatus
 
 if TYPE_CHECKING:
     from ocr_tasks.flow.run import Evaluation, ExportedBundle, MergedDataset, RunContext, RunOutcome
@@ -63,7 +63,10 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     storage.upload_dir(bundle, prefix)
     log.info("exported %s%s to %s", ", ".join(models),
              f" ({', '.join(carried_over)} from production {current})" if carried_over else "", storage.uri(prefix))
-    return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current}, plain(tuned))
+    dictionary = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8"))["dictionary"] \
+        if REC in models else None
+    return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current}, plain(tuned),
+                          dictionary)
 
 
 def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
@@ -218,7 +221,8 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
             bundle = fetch_bundle(ctx, exported)
             outcome.model_version = reserve_model_version(storage, config.model_name, ctx.run_id)
             outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report",
-                                              errors=_error_analysis(ctx, merged, compared, bundle / "report")))
+                                              errors=_error_analysis(ctx, merged, compared, bundle / "report"),
+                                              dictionary=exported.dictionary))
             publish_model(storage, config.model_name, outcome.model_version, bundle,
                           build_manifest(config, outcome, evaluation.trained, exported, served),
                           if_production_is=gated_against)
@@ -245,7 +249,8 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     # the report needs the curves (history) and the comparison's reads, no weights
     report_dir = ctx.scratch / "report"
     outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir,
-                                      errors=_error_analysis(ctx, merged, compared, report_dir)))
+                                      errors=_error_analysis(ctx, merged, compared, report_dir),
+                                      dictionary=exported.dictionary))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
     outcome.report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
     if outcome.status == GATE_FAILED:
