@@ -272,7 +272,23 @@ def pretrained_weights(storage: Storage, key: str | None, task: str, template: P
     if key and is_inference_folder(key):
         return converted_pretrained(storage, bucket_key(storage, key), task, template, data_dir,
                                     data_dir / "dict.txt" if task == REC else None, engine, dest)
+    if key and task == REC:
+        _refuse_grown_dict_for_weights(key, data_dir)
     return fetch_pretrained(storage, key, dest)
+
+
+def _refuse_grown_dict_for_weights(key: str, data_dir: Path) -> None:
+    """Training weights carry no dict of their own, so only the converter grows a head (from an inference folder,
+    whose dict.txt says which row is which character). Loading weights whose head is smaller than the grown dict,
+    PaddleOCR logs `not matched` and starts the head from scratch: the characters it read are lost (#17785)."""
+    info_file = data_dir / "dataset.json"
+    grown = json.loads(info_file.read_text(encoding="utf-8")).get("dictionary", {}).get("grown") \
+        if info_file.is_file() else ""
+    if grown:
+        raise UsageError(f"training.rec.pretrained: {key} are training weights, and the labels add {len(grown)} "
+                         f"characters to validation.dict_file ({ascii(grown[:20])}): the head would start from "
+                         "scratch. Set validation.outside_dict: leave_out (their images are left out, the head kept), "
+                         "or name the stock inference model folder (a key ending in /), whose head grows")
 
 
 def bucket_key(storage: Storage, key: str) -> str:

@@ -279,3 +279,16 @@ def test_a_run_over_the_stock_baseline_says_stock_vs_fine_tuned(tmp_path):
     assert "20261203T000000Z (the stock baseline: stock vs fine-tuned)" in page and "0.91" in page
     subject, body = approval_markdown("ocr", outcome, 24, "s3://b/runs/r1/report/summary.html")
     assert "(now: `20261203T000000Z`, the stock baseline)" in body and "| rec | acc | 0.9700 | 0.9100 |" in body
+
+
+def test_training_weights_with_a_dict_grown_by_the_labels_are_refused_before_anything_downloads(tmp_path):
+    """Weights (*.pdparams) carry no dict: their head cannot be grown here, and PaddleOCR would start it from
+    scratch. The run says so and names both ways out; a dict nothing was added to goes on as before."""
+    from ocr_tasks.training.train import pretrained_weights
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"dictionary": {"source": "configured", "size": 6624,
+                                                                      "configured": 6623, "grown": "€"}}))
+    with pytest.raises(UsageError, match=r"pretrained/v6_rec\.pdparams are training weights, and the labels add 1 "
+                                         r"characters to validation\.dict_file \('\\u20ac'\).*outside_dict: leave_out"):
+        pretrained_weights(None, "pretrained/v6_rec.pdparams", "rec", TEMPLATES["rec"], tmp_path, None, tmp_path)
+    assert pretrained_weights(None, None, "rec", TEMPLATES["rec"], tmp_path, None, tmp_path) is None
