@@ -1,6 +1,7 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (about 20 minutes alone on 2 cores, 24 in CI beside the rest): Airflow's scheduler runs the
+Slow (16 minutes in a fresh-clone CI run beside the rest, 2026-12-04: the first run 9.6 min, the refused run
+4.3 min; the suite's longest test): Airflow's scheduler runs the
 DAG with det and rec training side by side (real PaddleOCR training of the CPU profiles on the 800-image synthetic export),
 the real gate, publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
 a run after one more export trains again on the grown dataset (rec alone, on tight label crops as before issue 26:
@@ -192,7 +193,7 @@ def _runs(storage: Storage) -> dict[str, dict]:
             if o.key.endswith("/run.json")}
 
 
-@pytest.mark.slow(minutes=6)
+@pytest.mark.slow(minutes=16)   # measured in CI, 2026-12-04
 def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_retrains(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
