@@ -234,8 +234,8 @@ def convert(model_dir: Path, cfg: dict, calibration: list[np.ndarray]) -> tuple[
         bn = dict(_branches(reps[name]))[branch]
         _identity_bn(bn, fused[name]["bias"], mean, var) if branch == "conv_kxk.0" else _silent_bn(bn, mean, var)
     return model, {"stock_tensors": len(stock), "engine_keys": len(state), "copied": len(mapped),
-                   "inverted_layers": len(reps), "grown_characters": grown or 0, "fresh": sorted(set(state) - set(mapped) - {
-                       k for k in state for n in reps if k.startswith(n + ".")})}
+                   "inverted_layers": len(reps), "grown_characters": grown or 0,
+                   "fresh": sorted(set(state) - set(mapped) - {k for k in state for n in reps if k.startswith(n + ".")})}
 
 
 def _grown_columns(key: str, stock_shape, ours_shape, cfg: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -294,7 +294,8 @@ def run_stock(model_dir: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
 def max_differences(model, inputs: list[np.ndarray], expected: list[np.ndarray],
                     stock_columns: np.ndarray | None = None) -> list[float]:
     """Per input, the largest absolute difference from the stock model's output. A grown rec head is compared on
-    the stock's classes, renormalised: its added characters' constant logits leave their softmax ratios unchanged."""
+    the stock's classes, renormalised: a softmax restricted to some classes and renormalised is the softmax of their
+    logits alone, whatever the added characters' logits are."""
     import paddle
 
     found = []
