@@ -50,14 +50,18 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="validate one PPOCRLabel export (folder or s3:// prefix)")
     validate.add_argument("source", metavar="SRC")
-    validate.add_argument("--dict", dest="dict_file", help="PaddleOCR dict file: characters outside it fail")
+    validate.add_argument("--dict", dest="dict_file",
+                          help="PaddleOCR dict file (validation.dict_file): characters outside it fail with "
+                               "--set validation.outside_dict=leave_out; by default (grow) they are added to the dict")
     validate.add_argument("--docs", type=Path, help="write GX Data Docs HTML into this folder when it fails")
     validate.set_defaults(handler=cmd_validate)
 
     prepare = commands.add_parser("prepare", help="validate exports and write the passing ones as a split dataset")
     prepare.add_argument("sources", nargs="+", metavar="SRC")
     prepare.add_argument("--out", type=Path, required=True)
-    prepare.add_argument("--dict", dest="dict_file")
+    prepare.add_argument("--dict", dest="dict_file",
+                         help="PaddleOCR dict file (validation.dict_file): the dataset's dict.txt is it, then the "
+                              "labels' other characters (validation.outside_dict: grow, the default)")
     prepare.set_defaults(handler=cmd_prepare)
 
     ingest = commands.add_parser("ingest", help="storage: discover new exports, validate, quarantine, merge a new dataset version")
