@@ -194,7 +194,7 @@ def _runs(storage: Storage) -> dict[str, dict]:
 
 
 @pytest.mark.slow(minutes=16)   # measured in CI, 2026-12-04
-def test_make_demo_trains_gates_publishes_and_reads_then_short_circuits_then_retrains(tmp_path):
+def test_make_demo_trains_gates_publishes_and_reads_then_a_tight_crop_retrain_is_refused(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
 
