@@ -139,7 +139,10 @@ class ValidationConfig(_Section):
 
     def dictionary_refuses(self) -> bool:
         """Whether a character outside dict_file fails the check (it leaves its image out) or grows the dict."""
-        return self.dict_file is not None and self.outside_dict == "leave_out"
+        return self.dict_file is not None and not self.grows_dictionary()
+
+    def grows_dictionary(self) -> bool:
+        return self.outside_dict == "grow"
 
     _sizes = field_validator("max_image_pixels", "max_image_side", "decode_memory_mb", "max_text_length",
                              "max_transcription_length", "max_boxes_per_image")(_at_least(1))

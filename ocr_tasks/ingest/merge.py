@@ -96,7 +96,7 @@ def _build_on(storage: Storage, ledger: dict, refs: list[ExportRef], config: Pip
             merged_before = ledger.get("exports", {}).get(ref.name, {}).get("status") == "merged"
             dataset.add_export(tables, stage, config.split, cut_crops=False, remerge=merged_before)
         info = dataset.write(stage, dictionary=read_dictionary(config.validation.dict_file),
-                             grow_dictionary=config.validation.outside_dict == "grow", ratios=config.split,
+                             grow_dictionary=config.validation.grows_dictionary(), ratios=config.split,
                              exports_merged=[r.name for r in refs],
                              max_text_length=config.validation.max_text_length)
         version = info["version"]

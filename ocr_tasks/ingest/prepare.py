@@ -59,7 +59,7 @@ def prepare(sources: list[str], out: Path, config: PipelineConfig, storage_for_u
             for tables in passing:
                 dataset.add_export(tables, out, config.split)
             info = dataset.write(out, dictionary=read_dictionary(config.validation.dict_file),
-                             grow_dictionary=config.validation.outside_dict == "grow", ratios=config.split,
+                                 grow_dictionary=config.validation.grows_dictionary(), ratios=config.split,
                                  exports_merged=[t.name for t in passing],
                                  max_text_length=config.validation.max_text_length)
     return PrepareResult(reports, info)

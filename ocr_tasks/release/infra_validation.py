@@ -19,8 +19,8 @@ with it (ocr_tasks/release/gate.py), as it refuses metrics that drift from eval.
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import statistics
 import sys
 from collections.abc import Callable

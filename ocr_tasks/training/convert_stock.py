@@ -198,7 +198,7 @@ def convert(model_dir: Path, cfg: dict, calibration: list[np.ndarray]) -> tuple[
     reps = {n: layer for n, layer in model.named_sublayers() if hasattr(layer, "rep") and hasattr(layer, "conv_kxk")}
     fused: dict[str, dict[str, np.ndarray]] = {}
     mapped, unused = [], []
-    grown: int | None = None
+    grown = 0
     for name, value in stock.items():
         match = re.match(r"^(.*)\.reparam_conv\.(weight|bias)$", name)
         if match and match.group(1) in reps:
@@ -211,7 +211,7 @@ def convert(model_dir: Path, cfg: dict, calibration: list[np.ndarray]) -> tuple[
         elif key in state and (columns := _grown_columns(key, value.shape, state[key].shape, cfg)) is not None:
             _set(state[key], _grow(value, columns, state[key].shape))
             mapped.append(key)
-            grown = len(columns[1]) if grown is None else grown
+            grown = len(columns[1])     # the same for the layer's weight and bias
         else:
             unused.append(f"{name} {list(value.shape)}" + (f" (the architecture has {list(state[key].shape)})"
                                                             if key in state else " (no such key)"))
@@ -234,7 +234,7 @@ def convert(model_dir: Path, cfg: dict, calibration: list[np.ndarray]) -> tuple[
         bn = dict(_branches(reps[name]))[branch]
         _identity_bn(bn, fused[name]["bias"], mean, var) if branch == "conv_kxk.0" else _silent_bn(bn, mean, var)
     return model, {"stock_tensors": len(stock), "engine_keys": len(state), "copied": len(mapped),
-                   "inverted_layers": len(reps), "grown_characters": grown or 0,
+                   "inverted_layers": len(reps), "grown_characters": grown,
                    "fresh": sorted(set(state) - set(mapped) - {k for k in state for n in reps if k.startswith(n + ".")})}
 
 

@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from ocr_tasks.ingest.dataset_info import read_dataset_info
+
 import yaml
 
 from ocr_tasks.errors import UsageError
@@ -149,10 +151,7 @@ def render_config(template: Path, *, task: str, data_dir: Path, dict_path: Path 
 
 def kept_text_length(data_dir: Path) -> int | None:
     """The max_text_length the dataset version kept rec lines to (dataset.json), if it says."""
-    try:
-        value = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8")).get("max_text_length")
-    except (OSError, ValueError):
-        return None
+    value = read_dataset_info(data_dir).get("max_text_length")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

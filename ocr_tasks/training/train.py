@@ -20,6 +20,7 @@ from ocr_tasks.config import REPO_ROOT, DetectorLikeCrops, PipelineConfig, Train
 from ocr_tasks.training.checkout import ENGINE_PREFIX, absolute_engine_paths, engine_config
 from ocr_tasks.training.engine import Engine, run_tool, visible_gpus
 from ocr_tasks.errors import UsageError
+from ocr_tasks.ingest.dataset_info import read_dataset_info
 from ocr_tasks.storage.s3 import Storage
 from ocr_tasks.training.detector_crops import write_detector_like_crops
 from ocr_tasks.training.render import render_config, write_config
@@ -281,9 +282,7 @@ def _refuse_grown_dict_for_weights(key: str, data_dir: Path) -> None:
     """Training weights carry no dict of their own, so only the converter grows a head (from an inference folder,
     whose dict.txt says which row is which character). Loading weights whose head is smaller than the grown dict,
     PaddleOCR logs `not matched` and starts the head from scratch: the characters it read are lost (#17785)."""
-    info_file = data_dir / "dataset.json"
-    grown = json.loads(info_file.read_text(encoding="utf-8")).get("dictionary", {}).get("grown") \
-        if info_file.is_file() else ""
+    grown = (read_dataset_info(data_dir).get("dictionary") or {}).get("grown")
     if grown:
         raise UsageError(f"training.rec.pretrained: {key} are training weights, and the labels add {len(grown)} "
                          f"characters to validation.dict_file ({ascii(grown[:20])}): the head would start from "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
 from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
+from ocr_tasks.ingest.dataset_info import read_dataset_info
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED, RunStatus
 
@@ -63,8 +64,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     storage.upload_dir(bundle, prefix)
     log.info("exported %s%s to %s", ", ".join(models),
              f" ({', '.join(carried_over)} from production {current})" if carried_over else "", storage.uri(prefix))
-    dictionary = json.loads((data_dir / "dataset.json").read_text(encoding="utf-8"))["dictionary"] \
-        if REC in models else None
+    dictionary = read_dataset_info(data_dir).get("dictionary") if REC in models else None
     return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current}, plain(tuned),
                           dictionary)
 
