@@ -66,7 +66,7 @@ browser-env: .venv-browser/bin/playwright .venv-browser/cdn/.done
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
 # the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
 # Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
-demo: install
+demo: install stock-models
 	$(BIN)/ocr-retrain demo --work-dir work/demo
 
 # The Airflow UI on http://127.0.0.1:8080 over the demo's state, the DAG ready to trigger.

@@ -217,6 +217,10 @@ class GateConfig(_Section):
     slice_min_samples: int = 20
     max_slice_regression: float = 0.05   # allowed drop (absolute) of a slice's det hmean / rec acc against production
     max_reference_regression: float = 0.02   # allowed drop on each reference set (reference/<name>/) against production
+    # while production is the stock baseline (baseline.*): the new model must read the test split end to end
+    # strictly better than stock in every runtime. Tolerating a drop is for one fine-tune against the last; a team
+    # gains nothing from a fine-tune that reads no better than the model it runs today
+    must_beat_stock: bool = True
 
     # every metric the gate reads (acc, hmean) is a fraction: a threshold outside [0, 1] is a typo
     _fractions = field_validator("rec_min_acc", "det_min_hmean", "max_regression", "max_export_drift",
@@ -448,6 +452,38 @@ class TrainingConfig(_Section):
         return {DET: self.det, REC: self.rec}[task]
 
 
+class BaselineConfig(_Section):
+    """The model a team runs today, registered as production by the first run that finds none (or by
+    `ocr-retrain register-baseline`): the baseline every fine-tune is compared with and gated against
+    (release/baseline.py). A kind left unset takes training.<kind>.pretrained when that names an inference folder:
+    the model a team fine-tunes from is the one it runs."""
+
+    # inference model folders in the bucket (keys ending in /, old program format with .pdiparams.info, as
+    # training.<kind>.pretrained takes them); the rec folder's dict.txt says which row reads which character
+    det: str | None = None
+    rec: str | None = None
+    # the training profile whose templates have the stock architecture: production's PP-OCRv5 mobile templates are the
+    # PP-OCRv4 mobile architectures (make stock-models). Used for baseline.det/rec; a training.<kind>.pretrained
+    # fallback keeps the training template it must fit anyway
+    profile: str = "production"
+
+    @model_validator(mode="after")
+    def _profile(self) -> "BaselineConfig":
+        if self.det or self.rec:   # read only for baseline.det/rec: an unknown name says which profiles there are
+            try:
+                profile_path(self.profile)
+            except UnknownProfile as exc:
+                raise ValueError(f"profile: {exc}") from None
+        return self
+
+    @field_validator("det", "rec")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith("/"):
+            raise ValueError(f"must be an inference model folder in the bucket (a key ending in /), got {value!r}")
+        return value
+
+
 class PipelineConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     model_name: str = "ocr"          # models/<model_name>/ in storage
@@ -462,6 +498,7 @@ class PipelineConfig(_Section):
     infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     source: str = "<defaults>"  # where it was loaded from, for error messages
 
@@ -474,6 +511,16 @@ class PipelineConfig(_Section):
         """s3://<bucket>/<prefix>/models/<name>/production.json: what a publish updates (the DAG's Asset)."""
         prefix = self.storage.prefix.strip("/")
         return f"s3://{self.storage.bucket}/{prefix + '/' if prefix else ''}{layout.production_key(self.model_name)}"
+
+    def baseline_source(self, kind: str) -> tuple[str, str] | None:
+        """(inference folder key, template) of the stock baseline's `kind`, or None when none is configured."""
+        folder = getattr(self.baseline, kind)
+        if folder is not None:
+            return folder, resolve_profile({"profile": self.baseline.profile})[kind]["template"]
+        training = self.training.for_model(kind)
+        if training.pretrained and training.pretrained.endswith("/"):
+            return training.pretrained, training.template
+        return None
 
     @property
     def work(self) -> WorkDir:
@@ -643,7 +690,7 @@ def _describe(exc: ValidationError, root: type[BaseModel], origin) -> list[str]:
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, UnknownProfile):
+        if isinstance(cause, UnknownProfile) and loc[-1:] != ("profile",):
             loc += ("profile",)     # raised while merging the profile in: the key at fault is training.profile
         dotted, field, model = _walk(root, loc)
         kind, value = error["type"], error.get("input")

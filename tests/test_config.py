@@ -264,3 +264,21 @@ def test_detector_like_margin_is_set_as_yaml_writes_it_and_checked():
     assert crops.detector_like_crops.margin == (0.0, 0.4)
     with pytest.raises(UsageError, match=r"detector_like_crops.margin: .*low <= high"):
         load_config(overrides=["training.rec.detector_like_crops.margin=[0.3, 0.1]"])
+
+
+def test_the_baseline_is_an_inference_folder_and_falls_back_to_the_folder_training_starts_from():
+    """baseline.<kind>: the model a team runs today, with the templates of baseline.profile; unset, the inference
+    folder a fine-tune starts from (its training template); training weights are no baseline (no dict, no program)."""
+    config = load_config(overrides=["baseline.det=pretrained/det/", "baseline.rec=pretrained/rec/"])
+    assert config.baseline_source("det") == ("pretrained/det/", "configs/production/det_pp-ocrv5_mobile.yml")
+    assert config.baseline_source("rec") == ("pretrained/rec/", "configs/production/rec_pp-ocrv5_mobile.yml")
+    assert load_config().baseline_source("det") is None and load_config().gate.must_beat_stock is True
+    fine_tune = load_config(overrides=["training.profile=production", "training.det.pretrained=p/det/",
+                                       "training.rec.pretrained=p/rec.pdparams"])
+    assert fine_tune.baseline_source("det") == ("p/det/", "configs/production/det_pp-ocrv5_mobile.yml")
+    assert fine_tune.baseline_source("rec") is None
+    with pytest.raises(UsageError, match=r"baseline\.det: must be an inference model folder in the bucket \(a key "
+                                         r"ending in /\), got 'pretrained/x\.pdparams'"):
+        load_config(overrides=["baseline.det=pretrained/x.pdparams"])
+    with pytest.raises(UsageError, match=r"baseline: profile: unknown profile 'gpu' \(profiles: cpu, production\)"):
+        load_config(overrides=["baseline.profile=gpu", "baseline.rec=pretrained/rec/"])

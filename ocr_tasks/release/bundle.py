@@ -30,8 +30,9 @@ CHECKPOINT_FILES = (".pdparams", ".states")
 
 
 def assemble_bundle(config: PipelineConfig, bundle: Path, data_dir: Path, trained: dict[str, TrainedModel],
-                    engine: Engine, production: Path | None) -> Path:
-    """Export each trained model into the folder `bundle` (emptied first); untrained kinds come from `production`."""
+                    engine: Engine, production: Path | None, rec_dict: Path | None = None) -> Path:
+    """Export each trained model into the folder `bundle` (emptied first); untrained kinds come from `production`.
+    The rec reads with the dataset's dict unless `rec_dict` says otherwise (the stock baseline's grown dict)."""
     shutil.rmtree(bundle, ignore_errors=True)
     for kind, model in trained.items():
         export_inference(kind, Path(model.config), Path(model.checkpoint), bundle / kind,
@@ -45,7 +46,7 @@ def assemble_bundle(config: PipelineConfig, bundle: Path, data_dir: Path, traine
                 shutil.copy(source, target / f"best_accuracy{suffix}")
         shutil.copy(model.config, target / "config.yml")
         if kind == REC:
-            shutil.copy(data_dir / "dict.txt", bundle / REC / "dict.txt")
+            shutil.copy(rec_dict or data_dir / "dict.txt", bundle / REC / "dict.txt")
     for kind in (k for k in MODEL_KINDS if k not in trained and production is not None):
         shutil.copytree(production / kind, bundle / kind)
         if (production / "checkpoints" / kind).is_dir():

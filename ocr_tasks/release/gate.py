@@ -92,12 +92,14 @@ def decide(
     models: Sequence[str] = MODEL_KINDS,
     served: InfraValidation | None = None,
     compared: Comparison | None = None,
+    stock: bool = False,
 ) -> GateDecision:
     """Check `new` test metrics against the thresholds in `gate` and against `baseline`.
 
     Only the models in `models` are judged (a run may retrain det or rec alone). For a
     model the baseline has no entry for, there is nothing to regress from, so only
-    the absolute threshold applies.
+    the absolute threshold applies. `stock`: production is the stock baseline, which the new
+    model must beat end to end (gate.must_beat_stock).
     """
     models = list(dict.fromkeys(models))
     if not models:
@@ -149,7 +151,7 @@ def decide(
     if served is not None:
         _check_served(new, served, gate, models, checks, reasons)
     if compared is not None:
-        _check_compared(compared, served, gate, models, checks, reasons)
+        _check_compared(compared, served, gate, models, checks, reasons, stock=stock)
     return GateDecision(passed=all(c.passed for c in checks), reasons=reasons, checks=checks,
                         thresholds=gate.model_dump())
 
@@ -196,9 +198,10 @@ def _check_served(new: dict[str, dict[str, float]], served: InfraValidation, gat
 
 
 def _check_e2e_regression(compared: Comparison, served: InfraValidation | None, gate: GateConfig,
-                          checks: list[GateCheck], reasons: list[str]) -> None:
+                          checks: list[GateCheck], reasons: list[str], stock: bool = False) -> None:
     """The test split read end to end in every runtime against production's, read by compare in the pipeline's
-    runtime (the same program reads the same in every runtime: production is read once)."""
+    runtime (the same program reads the same in every runtime: production is read once). Against the stock
+    baseline (gate.must_beat_stock) no drop is tolerated: the new model must read strictly better."""
     e2e = compared.e2e or {}
     base = (e2e.get("production") or {}).get("e2e_hmean")
     if not isinstance(base, (int, float)):
@@ -209,6 +212,15 @@ def _check_e2e_regression(compared: Comparison, served: InfraValidation | None, 
             reads[runtime.label()] = runtime.metrics["e2e"].get("e2e_hmean")
     for label, value in reads.items():
         if not isinstance(value, (int, float)):
+            continue
+        if stock and gate.must_beat_stock:
+            passed = value > base + _EPSILON
+            checks.append(GateCheck("e2e", "e2e_hmean", value, base, Bound.ABOVE, passed, CheckKind.REGRESSION,
+                                    runtime=label, baseline=base))
+            if not passed:
+                reasons.append(f"end-to-end hmean {_fmt(value)} in runtime {label} does not beat the stock baseline's "
+                               f"{_fmt(base)} (read in {e2e.get('runtime')}) on the test split (gate.must_beat_stock: "
+                               "a fine-tune must read better than the model it would replace)")
             continue
         passed = value >= base - gate.max_e2e_regression - _EPSILON
         checks.append(GateCheck("e2e", "e2e_hmean", value, round(base - gate.max_e2e_regression, 12),
@@ -221,13 +233,13 @@ def _check_e2e_regression(compared: Comparison, served: InfraValidation | None, 
 
 
 def _check_compared(compared: Comparison, served: InfraValidation | None, gate: GateConfig, models: Sequence[str],
-                    checks: list[GateCheck], reasons: list[str]) -> None:
+                    checks: list[GateCheck], reasons: list[str], stock: bool = False) -> None:
     """No slice of the test split (with enough samples) and no reference set regresses against production,
     nor the test split read end to end."""
     for problem in compared.problems:
         checks.append(GateCheck("det+rec", "compared", None, None, Bound.HOLDS, False, CheckKind.COMPARISON))
         reasons.append(problem)
-    _check_e2e_regression(compared, served, gate, checks, reasons)
+    _check_e2e_regression(compared, served, gate, checks, reasons, stock=stock)
     for model in models:
         metric = KEY_METRICS[model]
         for name, entry in sorted((compared.slices.get(model) or {}).items()):

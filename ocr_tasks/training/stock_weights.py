@@ -61,12 +61,14 @@ def folder_problem(key: str, names: set[str]) -> str | None:
 
 
 def converted_pretrained(storage: Storage, key: str, task: str, template: Path, data_dir: Path,
-                         dict_path: Path | None, engine: Engine, work: Path) -> Path:
-    """The converted training weights of the inference folder `key` (from the cache, or converted now)."""
+                         dict_path: Path | None, engine: Engine, work: Path, *, setting: str = "") -> Path:
+    """The converted training weights of the inference folder `key` (from the cache, or converted now); `setting`
+    is the config key that named it, for the messages (training.<task>.pretrained unless said)."""
+    setting = setting or f"training.{task}.pretrained"
     listed = {o.key[len(key):]: o for o in storage.list(key, recursive=False)}
     problem = folder_problem(key, set(listed))
     if problem:
-        raise UsageError(f"training.{task}.pretrained: {problem}")
+        raise UsageError(f"{setting}: {problem}")
     digest = _cache_digest([listed[name] for name in OLD_FORMAT], template, dict_path)
     cached = f"{CONVERTED_PREFIX}{digest}/{task}.pdparams"
     local = work / "converted" / digest / f"{task}.pdparams"
@@ -79,7 +81,7 @@ def converted_pretrained(storage: Storage, key: str, task: str, template: Path, 
     storage.download_many((key + name, folder / name) for name in OLD_FORMAT)
     if (dict_file := listed.get("dict.txt")) is not None:
         storage.download_file(dict_file.key, folder / "dict.txt")
-    check_stock_dict(key, task, folder, dict_path)
+    check_stock_dict(key, task, folder, dict_path, setting=setting)
     report = local.with_name(f"{task}.report.json")
     local.parent.mkdir(parents=True, exist_ok=True)
     command = [engine.python, str(CONVERTER), "--engine", str(engine.root), "--model-dir", str(folder),
@@ -90,7 +92,7 @@ def converted_pretrained(storage: Storage, key: str, task: str, template: Path, 
     found = json.loads(report.read_text(encoding="utf-8")) if report.is_file() else {}
     if code != 0 or not local.is_file():
         why = found.get("error") or (tail[-1] if tail else f"exit status {code}")
-        raise UsageError(f"training.{task}.pretrained: {key} could not be converted into training weights for "
+        raise UsageError(f"{setting}: {key} could not be converted into training weights for "
                          f"{template.name}: {why}")
     storage.upload_file(local, cached)
     storage.put_json(f"{CONVERTED_PREFIX}{digest}/{task}.report.json", {**found, "source": storage.uri(key)})
@@ -116,7 +118,26 @@ def _cache_digest(files: list[ObjectInfo], template: Path, dict_path: Path | Non
     return digest.hexdigest()
 
 
-def check_stock_dict(key: str, task: str, folder: Path, dict_path: Path | None) -> None:
+def stock_dict_for(storage: Storage, key: str, data_dir: Path, dest: Path) -> Path:
+    """The stock rec folder `key`'s dict.txt, then the dataset's characters it lacks (in the dataset dict's order),
+    written to `dest`: what the stock rec reads with on this data, its head grown by as many quiet rows. Without a
+    dict.txt nobody knows which row reads which character: refused."""
+    stock_key = key + "dict.txt"
+    if not any(o.key == stock_key for o in storage.list(stock_key)):
+        raise UsageError(f"baseline.rec: {key} has no dict.txt: which character each row of the stock head reads is "
+                         "unknown (put the model's dict beside it, e.g. PP-OCRv4's ppocr_keys_v1.txt as dict.txt)")
+    storage.download_file(stock_key, dest)
+    stock = dest.read_text(encoding="utf-8").splitlines()
+    known = set(stock)
+    added = [c for c in (data_dir / "dict.txt").read_text(encoding="utf-8").splitlines() if c not in known]
+    if added:
+        dest.write_text("".join(f"{c}\n" for c in stock + added), encoding="utf-8")
+        log.info("the stock rec %s reads with its %d characters + %d the labels add: %s", key, len(stock), len(added),
+                 ascii("".join(added[:20])))
+    return dest
+
+
+def check_stock_dict(key: str, task: str, folder: Path, dict_path: Path | None, *, setting: str = "") -> None:
     """A rec head reads the characters of the dict it was trained with: the dataset's dict must begin with the stock
     dict, line for line. Characters after it are the labels' own (validation.outside_dict: grow): the converter grows
     the head by them, each known character keeping its trained row (a changed order would re-initialise the head,
@@ -128,7 +149,7 @@ def check_stock_dict(key: str, task: str, folder: Path, dict_path: Path | None) 
     ours = Path(dict_path).read_text(encoding="utf-8").splitlines()
     if ours[:len(theirs)] != theirs:
         first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-        raise UsageError(f"training.rec.pretrained: the dataset's dict ({len(ours)} characters) does not begin with "
+        raise UsageError(f"{setting or 'training.rec.pretrained'}: the dataset's dict ({len(ours)} characters) does not begin with "
                          f"{key}dict.txt ({len(theirs)} characters; they differ from line {first + 1}): set "
                          "validation.dict_file to the stock model's dict, so the head keeps what it reads (characters "
                          "the labels add are appended after it)")

@@ -38,6 +38,7 @@ from ocr_tasks.config import load_config  # noqa: E402
 from ocr_tasks.errors import UsageError  # noqa: E402
 
 TRAIN_TASKS = ("train_det", "train_rec")
+GPU_TASKS = (*TRAIN_TASKS, "register_baseline")   # converting and scoring the stock model is model work too
 
 
 def _dagbag():
@@ -80,7 +81,7 @@ def test_prelabel_dag_runs_on_every_new_production_model(dagbag, dag):
 def test_no_cycles_and_the_expected_chain(dag):
     dag.check_cycle()
     assert {t.task_id for t in dag.tasks} == {"discover", "should_run", "check_export", "merge", "has_dataset",
-                                             "train_det", "train_rec", "evaluate", "export", "infra_validate",
+                                             "register_baseline", "train_det", "train_rec", "evaluate", "export", "infra_validate",
                                              "compare", "gate", "route", "publish",
                                              "record", "approve", "publish_approved", "reject"}
     down = {t.task_id: set(t.downstream_task_ids) for t in dag.tasks}
@@ -90,13 +91,17 @@ def test_no_cycles_and_the_expected_chain(dag):
     assert dag.get_task("merge").trigger_rule == "none_failed"     # runs when no export was new (map of none)
     assert set(TRAIN_TASKS) <= down["has_dataset"]
     assert all("evaluate" in down[t] for t in TRAIN_TASKS)
+    # the stock baseline is registered beside training, on the gpu pool, before evaluate reads production
+    assert "register_baseline" in down["has_dataset"] and down["register_baseline"] == {"evaluate"}
+    assert dag.get_task("register_baseline").pool == dag.get_task("train_rec").pool
+    assert dag.get_task("evaluate").trigger_rule == dag.get_task("merge").trigger_rule   # a skipped one joins
     assert "export" in down["evaluate"] and "infra_validate" in down["export"]
     assert "compare" in down["infra_validate"] and "route" in down["gate"]   # the gate judges the exported models
     assert "gate" in down["compare"]     # and the slices / reference sets (scored from infra validation's reads)
     assert {"publish", "record", "approve"} <= down["route"]
     assert down["approve"] == {"publish_approved", "reject"}     # a person's Approve / Reject
     # each task's edges are its direct needs only (the Graph view shows the chain, not every hand-off)
-    assert sum(len(t.downstream_task_ids) for t in dag.tasks) == 19
+    assert sum(len(t.downstream_task_ids) for t in dag.tasks) == 21
     assert {t.task_id for t in dag.get_task("publish").upstream_list} == {"route"}
     assert dag.get_task("check_export").is_mapped if hasattr(dag.get_task("check_export"), "is_mapped") else True
 
@@ -119,7 +124,7 @@ def test_schedule_overridable_by_environment(monkeypatch):
 
 
 def test_train_tasks_on_the_gpu_pool_and_queue_with_retries(dag):
-    for task_id in TRAIN_TASKS:
+    for task_id in GPU_TASKS:
         t = dag.get_task(task_id)
         assert (t.pool, t.queue) == ("gpu", "gpu")
         assert t.retries == 2 and t.retry_delay >= timedelta(minutes=1)
@@ -127,7 +132,7 @@ def test_train_tasks_on_the_gpu_pool_and_queue_with_retries(dag):
 
 def test_other_tasks_on_the_default_queue_and_pool(dag):
     for t in dag.tasks:
-        if t.task_id not in TRAIN_TASKS:
+        if t.task_id not in GPU_TASKS:
             assert t.queue == "default", t.task_id
             assert t.pool == "default_pool", t.task_id
             assert t.on_failure_callback, t.task_id

@@ -49,15 +49,39 @@ def _demo(work: Path, *args: str, timeout: float, sets: tuple[str, ...] = ()) ->
     return done.stdout
 
 
+def _the_stock_model_was_the_baseline_and_the_fine_tune_beats_it(outcome: dict, storage: Storage,
+                                                                 printed: str) -> dict:
+    """The run registered stock PP-OCRv4 as production before anything else was published (release/baseline.py);
+    stock reads the plain numbers and no price (the euro sign is not in its dict), and the fine-tune had to read the
+    test split better end to end in every runtime (gate.must_beat_stock) to be published. Returns stock's manifest."""
+    baseline = outcome["baseline"]
+    assert baseline["stock"] is True
+    stock = storage.get_json(layout.model_manifest_key("ocr", baseline["version"]))
+    assert set(stock["stock"]) == {"det", "rec"} and stock["metrics"]["det"]["hmean"] >= 0.95
+    # the test lines with the sign are the ones stock misreads: its rec acc is about the share without it
+    assert 0.3 < baseline["rec"]["acc"] < 0.7 and baseline["rec"]["acc"] == stock["metrics"]["rec"]["acc"]
+    e2e = outcome["comparison"]["e2e"]
+    assert e2e["production"]["e2e_hmean"] < 0.75 < 0.93 <= e2e["new"]["e2e_hmean"], e2e
+    beaten = [c for c in outcome["gate"]["checks"] if c["model"] == "e2e" and c["op"] == ">"]
+    assert {c["runtime"] for c in beaten} == set(outcome["exported_metrics"]) | {e2e["runtime"]}, beaten
+    assert all(c["passed"] and c["baseline"] == e2e["production"]["e2e_hmean"] for c in beaten)
+    assert re.search(r"rec acc \(tools/eval\.py\): stock 0\.\d{3}, fine-tuned (0\.9\d\d|1\.000)", printed)
+    assert re.search(r"end to end \(det\+rec, what consumers read\) in pipeline .*: hmean stock 0\.\d{3}, "
+                     r"fine-tuned (0\.9\d\d|1\.000)", printed)
+    return stock
+
+
 def _what_consumers_read_end_to_end_is_what_the_gate_certifies(outcome: dict, storage: Storage) -> None:
-    """End to end, every consumer runtime reads close to what the gate certifies (tools/eval.py's det hmean x rec
-    acc), and the det post-processing chosen on val is what the bundle's det/inference.yml carries.
+    """End to end, every consumer runtime reads close to what the gate certifies (det hmean x rec acc), and the det
+    post-processing chosen on val is what the bundle's det/inference.yml carries. The det is stock's, carried into the
+    bundle: its hmean is the one each runtime reads with it alone, beside tools/eval.py's rec acc.
 
     The bounds are issue 26's: e2e >= 0.93, and within 0.03 of the certified product. Measured (README,
-    Benchmarks): e2e 0.971 in all three runtimes against 0.987 x 1.000 (det 6 epochs); with det 4 epochs the gap was
-    0.049-0.066 (boxes that missed or cut thin lines), where tight crops alone read 0.744-0.774."""
-    certified = outcome["metrics"]["det"]["hmean"] * outcome["metrics"]["rec"]["acc"]
+    Benchmarks): with this pipeline's own det, e2e 0.971 in all three runtimes against 0.987 x 1.000 (det 6 epochs);
+    with det 4 epochs the gap was 0.049-0.066 (boxes that missed or cut thin lines), where tight crops alone read
+    0.744-0.774."""
     for name, read in outcome["exported_metrics"].items():
+        certified = read["metrics"]["det"]["hmean"] * outcome["metrics"]["rec"]["acc"]
         e2e = read["metrics"]["e2e"]["e2e_hmean"]
         assert e2e >= 0.93 and certified - e2e <= 0.03, (name, e2e, certified)
     manifest = storage.get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
@@ -87,11 +111,11 @@ def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
     assert set(exported) == expected
     for name, read in exported.items():
         assert read["error"] is None, (name, read["error"])
-        assert abs(read["metrics"]["det"]["hmean"] - outcome["metrics"]["det"]["hmean"]) <= 0.02, name
+        assert read["metrics"]["det"]["hmean"] >= 0.95, name          # stock's det, carried into the bundle
         assert abs(read["metrics"]["rec"]["acc"] - outcome["metrics"]["rec"]["acc"]) <= 0.02, name
         assert 0 < read["latency_ms"]["mean"] and read["latency_ms"]["images"] > 0
         assert read["cpu_threads"] == READ_THREADS, name   # PaddleOCR 3.0 to 3.7 took the setting
-        assert re.search(rf"exported, read in {name} \(paddleocr [\d.]+, paddle [\d.]+\): precision", printed)
+        assert re.search(rf"exported, read in {name} \(paddleocr [\d.]+, paddle [\d.]+\): acc", printed)
     # the same program in every runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3)
     assert len({json.dumps(read["metrics"], sort_keys=True) for read in exported.values()}) == 1
     assert {c["runtime"].split()[0] for c in outcome["gate"]["checks"] if c["kind"] == "runtime"} == expected
@@ -117,9 +141,10 @@ def _consumer_runtimes_read_the_published_model(model: Path, image: Path, text: 
 
 
 
-def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Path, outcome: dict,
+def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Path, metrics: dict,
                                                        tmp_path: Path) -> None:
-    """A good eval and a bad export: the gate refuses, naming the drift; a model that does not load, with its error."""
+    """A good eval and a bad export: the gate refuses, naming the drift; a model that does not load, with its error.
+    `metrics`: tools/eval.py's, the published rec's and the stock det's it carries."""
     from ocr_tasks.config import GateConfig
     from ocr_tasks.release.gate import decide
     from ocr_tasks.release.infra_validation import validate_in_runtimes
@@ -133,7 +158,7 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     raw["PostProcess"]["box_thresh"] = 0.995        # export post-processing that eval.py did not use
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     served = validate_in_runtimes(mismatched, data_dir, {"pipeline": None}, tmp_path / "iv-mismatch", timeout_s=900)
-    decision = decide(outcome["metrics"], None, gate, served=served)
+    decision = decide(metrics, None, gate, served=served)
     assert not decision.passed
     assert any(r.startswith("det hmean drifts once exported") and "tools/eval.py" in r for r in decision.reasons), \
         decision.reasons
@@ -142,7 +167,7 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     shutil.copytree(model, broken)
     (broken / "rec" / "inference.json").write_text('{"base_code": {"magic": "pir", "version": 1}, "program": {}}')
     served = validate_in_runtimes(broken, data_dir, {"pipeline": None}, tmp_path / "iv-broken", timeout_s=900)
-    decision = decide(outcome["metrics"], None, gate, served=served)
+    decision = decide(metrics, None, gate, served=served)
     assert not decision.passed and not served.runtimes[0].loaded
     (reason,) = [r for r in decision.reasons if "do not load" in r]
     assert "consumer runtime pipeline" in reason and served.runtimes[0].error["type"] in reason, reason
@@ -194,48 +219,53 @@ def _runs(storage: Storage) -> dict[str, dict]:
 
 
 @pytest.mark.slow(minutes=16)   # measured in CI, 2026-12-04
-def test_make_demo_trains_gates_publishes_and_reads_then_a_tight_crop_retrain_is_refused(tmp_path):
+def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_retrain_is_refused(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
 
-    # what the user sees: every task, the quarantined export, the gate, the text read back
-    for task in ("discover", "should_run", "check_export[0]", "check_export[1]", "merge", "train_det", "train_rec",
-                 "evaluate", "export", "infra_validate", "compare", "gate", "route", "publish"):
+    # what the user sees: every task, the quarantined export, the stock baseline, the gate, the text read back
+    for task in ("discover", "should_run", "check_export[0]", "check_export[1]", "merge", "register_baseline",
+                 "train_rec", "evaluate", "export", "infra_validate", "compare", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
-    assert "export digits_broken QUARANTINED" in first
-    assert re.search(r"train_det epoch \d+/6,", first) and re.search(r"train_rec epoch \d+/6,", first)
+    assert "skipped: train_det" in first                # stock det finds every line: not retrained
+    assert "export prices_broken QUARANTINED" in first
+    assert re.search(r"train_rec epoch \d+/6,", first)
     (read,) = re.findall(r"read from held-out test image (\S+): '(.*)'   \(labelled: '(.*)'\)", first)
     image, text, labelled = read
     assert text and labelled
-    assert (work / "models").is_dir() and re.search(r"training curve: .*det_curves\.png", first)
+    (stock_read,) = re.findall(r"the stock baseline \S+ reads the same image: '(.*)'$", first, re.M)
+    assert "€" in labelled and "€" not in stock_read, (labelled, stock_read)   # a price: stock has no euro sign
+    assert (work / "models").is_dir() and re.search(r"training curve: .*rec_curves\.png", first)
 
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
         runs = _runs(storage)
         (outcome,) = runs.values()
         assert outcome["status"] == "published"
-        assert outcome["metrics"]["rec"]["acc"] > 0.9 and outcome["metrics"]["det"]["hmean"] >= 0.85
+        assert outcome["metrics"]["rec"]["acc"] > 0.9 and set(outcome["metrics"]) == {"rec"}
         assert outcome["gate"]["passed"] is True
+        stock = _the_stock_model_was_the_baseline_and_the_fine_tune_beats_it(outcome, storage, first)
         _what_consumers_read_end_to_end_is_what_the_gate_certifies(outcome, storage)
         _the_read_shown_is_what_the_gate_measured(outcome, storage, image, text)
-        # compared on slices and the reference set; nothing to compare with yet on the first run
+        # compared on slices and the reference set with the stock model
         comparison = outcome["comparison"]
-        assert comparison["production_version"] is None and not comparison["problems"]
-        assert set(comparison["slices"]["rec"]) >= {"export=digits_800", "script=digits", "text_length=5-8"}
+        assert comparison["production_version"] == stock["version"] and not comparison["problems"]
+        assert set(comparison["slices"]["rec"]) >= {"export=prices_800", "script=digits", "text_length=5-8"}
         reference = comparison["references"]["digits_reference"]
         assert reference["rec"]["samples"] >= 40 and reference["rec"]["new"]["acc"] > 0.9
-        assert reference["det"]["samples"] == 40 and reference["rec"]["production"] is None
+        assert reference["det"]["samples"] == 40 and reference["rec"]["production"]["acc"] > 0.9   # stock reads digits
         production = storage.get_json(layout.production_key("ocr"))
         assert production["version"] == outcome["model_version"]
         ledger = storage.get_json(layout.LEDGER)
-        assert ledger["exports"]["digits_broken"]["status"] == "quarantined"
-        assert ledger["exports"]["digits_800"]["status"] == "merged"
-        assert list(ledger["exports"]["digits_800"]["left_out"]) == ["img_0002.jpg"]   # its one broken polygon
+        assert ledger["exports"]["prices_broken"]["status"] == "quarantined"
+        assert ledger["exports"]["prices_800"]["status"] == "merged"
+        assert list(ledger["exports"]["prices_800"]["left_out"]) == ["img_0002.jpg"]   # its one broken polygon
         # and the run's record and report say so, with where to see why
-        assert outcome["left_out"]["digits_800"]["images"] == 1 and "digits_broken" in outcome["quarantined"]
+        assert outcome["left_out"]["prices_800"]["images"] == 1 and "prices_broken" in outcome["quarantined"]
         report = storage.get_text(layout.model_report_prefix("ocr", outcome["model_version"]) + "summary.html")
-        assert "digits_800: merged without 1 image; which and why: s3://" in report
-        assert "digits_broken: refused whole (quarantined)" in report
+        assert "prices_800: merged without 1 image; which and why: s3://" in report
+        assert "prices_broken: refused whole (quarantined)" in report
+        assert "stock vs fine-tuned" in report
         first_dataset = outcome["dataset_version"]
 
     model = work / "models" / outcome["model_version"]
@@ -243,33 +273,37 @@ def test_make_demo_trains_gates_publishes_and_reads_then_a_tight_crop_retrain_is
     _exported_metrics_printed_and_recorded(first, outcome)
     _consumer_runtimes_read_the_published_model(model, work / "work" / "datasets" / "current" / "images" / image,
                                                 text)
-    _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current", outcome,
+    _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current",
+                                                       {**outcome["metrics"], "det": stock["metrics"]["det"]},
                                                        tmp_path)
 
     # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
-    # before issue 26 (crops of the label boxes only; 5 epochs here: rec acc 0.983 and e2e 0.782 measured, as 8 gave
-    # 0.998 and 0.785, 12 1.000 and 0.822): it reads its test crops above the gate's floor,
-    # and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
+    # before issue 26 (crops of the label boxes only; 5 epochs here: with stock det, rec acc 0.980 and e2e 0.870
+    # measured against production's 1.000; with this pipeline's own det 0.983 and 0.782): it reads its test crops above
+    # the gate's floor, and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
     grown = _demo(work, "--add-export", "--epochs", "5", timeout=1200,
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0",
                         # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
                         "infra_validation.runtimes={pipeline: null}"))
-    assert "digits_extra_001: 200 images" in grown and "done train_rec (" in grown and "skipped: train_det" in grown
+    assert "prices_extra_001: 200 images" in grown and "done train_rec (" in grown and "skipped: train_det" in grown
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
         runs = _runs(storage)
         assert len(runs) == 2
         (second,) = [r for r in runs.values() if r["run_id"] != outcome["run_id"]]
         assert second["dataset_version"] != first_dataset
-        assert storage.get_json(layout.LEDGER)["exports"]["digits_extra_001"]["status"] == "merged"
+        assert storage.get_json(layout.LEDGER)["exports"]["prices_extra_001"]["status"] == "merged"
         assert second["status"] == "gate-failed"
         assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
         assert second["metrics"]["rec"]["acc"] > 0.9                    # rec alone passes its floor
         reasons = second["gate"]["reasons"]
         assert not any(r.startswith("rec acc ") and " is not > " in r for r in reasons), reasons
-        floors = [r for r in reasons if " is not >= 0.85 (det hmean " in r]
-        assert {r.split(" in runtime ")[1].split(" (")[0] for r in floors} == set(second["exported_metrics"]), reasons
-        assert any("below production" in r for r in reasons), reasons
-        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.90   # production, on the grown test split
+        # end to end it reads far below what det and rec promise alone, and below production: refused, naming it
+        (read,) = second["exported_metrics"].values()
+        certified = read["metrics"]["det"]["hmean"] * second["metrics"]["rec"]["acc"]
+        assert read["metrics"]["e2e"]["e2e_hmean"] < certified - 0.05, (read["metrics"], certified)
+        (e2e_reason,) = [r for r in reasons if r.startswith("end-to-end hmean ")]
+        assert " in runtime pipeline (paddleocr " in e2e_reason and "below production" in e2e_reason, reasons
+        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.93   # production, on the grown test split
         assert second["comparison"]["e2e"]["runtime"].startswith("pipeline (paddleocr ")
     assert "reference set digits_reference, rec acc: new " in grown and "end to end (det+rec) in" in grown

@@ -90,6 +90,19 @@ def test_label_txt_round_trips_and_prefix_is_export_name(tmp_path: Path) -> None
             assert text.isdigit() and spec.text_length[0] <= len(text) <= spec.text_length[1]
 
 
+def test_text_formats_make_prices_and_one_format_draws_what_it_always_drew(tmp_path: Path) -> None:
+    """The demo's shelf labels: half the lines carry a euro sign (drawn as C struck by =). A spec with one format
+    draws nothing extra from the random stream: every earlier export stays byte for byte the same."""
+    prices = _labels(make_export(tmp_path / "p", ExportSpec("p", n_images=30, seed=3, text_formats=("{}", "€{}"))))
+    texts = [box["transcription"] for boxes in prices.values() for box in boxes]
+    with_sign = [t for t in texts if t.startswith("€")]
+    assert 0.3 < len(with_sign) / len(texts) < 0.7, texts
+    assert all(t[1:].isdigit() for t in with_sign) and all(t.isdigit() for t in texts if t not in with_sign)
+    plain = _tree(make_export(tmp_path / "a", ExportSpec("b", n_images=4, seed=1)))
+    same = _tree(make_export(tmp_path / "b", ExportSpec("b", n_images=4, seed=1, text_formats=("{}",))))
+    assert plain == same
+
+
 @pytest.mark.parametrize("rotate", [0.0, 30.0])
 def test_polygons_inside_clockwise_disjoint(tmp_path: Path, rotate: float) -> None:
     spec = ExportSpec("b", n_images=15, seed=2, rotate_degrees=rotate, lines_per_image=(2, 4))
@@ -234,7 +247,9 @@ def test_text_line_image() -> None:
 
 def test_bad_specs_and_non_empty_target_are_refused(tmp_path: Path) -> None:
     for bad in (dict(name="a/b"), dict(name="x", image_format="bmp"), dict(name="x", charset="数字"),
-                dict(name="x", difficult_ratio=0.7, ignore_ratio=0.5), dict(name="x", text_length=(0, 3))):
+                dict(name="x", difficult_ratio=0.7, ignore_ratio=0.5), dict(name="x", text_length=(0, 3)),
+                dict(name="x", text_formats=("€",)), dict(name="x", text_formats=("{}{}",)),
+                dict(name="x", text_formats=("{} 円",))):
         with pytest.raises(ValueError):
             ExportSpec(**bad)
     make_export(tmp_path, ExportSpec("b", n_images=1))

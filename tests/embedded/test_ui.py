@@ -72,7 +72,9 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     # so is choosing the det post-processing on val (postprocess.val_images 0: the det template's values stay)
     # a first export of 200 images (`ui --images`): what is tested is the UI's path, not the model, so each of the
     # two runs trains on 120 images instead of the demo's 480
+    # and no stock baseline: its registration is the demo test's (a 1-epoch det would not beat stock, nor is it meant to)
     proc = subprocess.Popen([str(BIN / "ocr-retrain"), "--set", "trigger.may_relax_gate=true",
+                             "--set", "baseline.det=null", "--set", "baseline.rec=null",
                              "--set", "infra_validation.runtimes={pipeline: null}",
                              "--set", "postprocess.val_images=0", "ui",
                              "--work-dir", str(work), "--port", str(port), "--images", "200"],
@@ -88,12 +90,12 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
         # det alone, 1 epoch, gate floor 0: it passes, so the approval is asked
         ask = {"models": "det", "epochs": 1, "det_min_hmean": 0, "force": True, "require_approval": True}
         answers = {}
-        for option, comment in (("Reject", "slice export=digits_200 looks off"), ("Approve", "checked the report")):
+        for option, comment in (("Reject", "slice export=prices_200 looks off"), ("Approve", "checked the report")):
             run_id = api.trigger("ocr_retraining", ask)
             detail = _wait("the approval to be asked", lambda: _asked(api, run_id), 1500, proc, log)
             assert detail["subject"].startswith("Publish ocr from run ") and detail["options"] == ["Approve", "Reject"]
             assert "passed the gate" in detail["body"] and "/report/summary.html" in detail["body"]
-            assert "| det | export=digits_200 |" in detail["body"]                      # the slice table
+            assert "| det | export=prices_200 |" in detail["body"]                      # the slice table
             api.respond("ocr_retraining", run_id, "approve", [option], {"comment": comment})
             state = _wait("the answered run to finish",
                           lambda: (s := api.run_state("ocr_retraining", run_id)) in ("success", "failed") and s,
@@ -136,7 +138,7 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
         rejected = storage.get_json(layout.run_record_key(sanitize_run_id(answers["Reject"])))
         assert rejected["status"] == "rejected" and rejected["model_version"] is None
         assert rejected["approval"]["decision"] == "rejected" and rejected["approval"]["by"]
-        assert rejected["approval"]["comment"] == "slice export=digits_200 looks off" and rejected["approval"]["at"]
+        assert rejected["approval"]["comment"] == "slice export=prices_200 looks off" and rejected["approval"]["at"]
         approved = storage.get_json(layout.run_record_key(sanitize_run_id(answers["Approve"])))
         assert approved["status"] == "published" and approved["approval"]["decision"] == "approved"
         # production is the approved run's model, and its manifest says who approved it, when and why
@@ -146,4 +148,4 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
         assert approved["trigger"]["params"]["det_min_hmean"] == 0 and manifest["trigger"] == approved["trigger"]
         assert approved["trigger"]["overridden"]["gate.det_min_hmean"]["run"] == 0
         assert manifest["approval"] == approved["approval"] and manifest["approval"]["comment"] == "checked the report"
-        assert "export=digits_200" in manifest["comparison"]["slices"]["det"]
+        assert "export=prices_200" in manifest["comparison"]["slices"]["det"]

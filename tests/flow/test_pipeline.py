@@ -40,8 +40,8 @@ def test_the_graph_draws_each_nodes_direct_needs_only():
     edges = {node.name: RETRAINING.upstream(node) for node in RETRAINING.nodes}
     assert edges["publish"] == {"route"} and edges["gate"] == {"compare"}
     assert edges["compare"] == {"infra_validate"}     # it scores the new model from infra validation's reads
-    assert edges["evaluate"] == {"train_det", "train_rec"} and edges["approve"] == {"route"}
-    assert sum(len(e) for e in edges.values()) == 18     # the DAG adds discover -> check_export (the map)
+    assert edges["evaluate"] == {"register_baseline", "train_det", "train_rec"} and edges["approve"] == {"route"}
+    assert sum(len(e) for e in edges.values()) == 20     # the DAG adds discover -> check_export (the map)
 
 
 def test_the_readme_picture_is_the_declaration():

@@ -206,3 +206,28 @@ def test_end_to_end_may_not_regress_against_production_naming_the_runtime():
                                 "allowed)"]
     regressions = [c.runtime for c in decision.checks if c.kind == "regression" and c.model == "e2e"]
     assert regressions == [label, "oldest (paddleocr 3.7.0, paddlepaddle 3.3.1)"]   # one check per runtime
+
+
+def test_against_the_stock_baseline_the_new_model_must_read_better_end_to_end_in_every_runtime():
+    """gate.must_beat_stock: the tolerance that lets one fine-tune follow another within a hair does not let a
+    fine-tune replace the stock model a team runs today unless it reads the test split better."""
+    from ocr_tasks.release.compare import Comparison
+
+    label = "pipeline (paddleocr 3.7.0, paddlepaddle 3.2.2)"
+    level = Comparison("v0", e2e={"runtime": label, "new": {"e2e_hmean": 0.94}, "production": {"e2e_hmean": 0.95}})
+    assert decide(metrics(), None, GATE, compared=level).passed                 # a fine-tune behind a fine-tune
+    decision = decide(metrics(), None, GATE, compared=level, stock=True)
+    assert decision.reasons == [f"end-to-end hmean 0.94 in runtime {label} does not beat the stock baseline's 0.95 "
+                                f"(read in {label}) on the test split (gate.must_beat_stock: a fine-tune must read "
+                                "better than the model it would replace)"]
+    equal = Comparison("v0", e2e={"runtime": label, "new": {"e2e_hmean": 0.95}, "production": {"e2e_hmean": 0.95}})
+    assert not decide(metrics(), None, GATE, compared=equal, stock=True).passed   # level is not better
+    better = Comparison("v0", e2e={"runtime": label, "new": {"e2e_hmean": 0.97}, "production": {"e2e_hmean": 0.52}})
+    reads = served(runtime("pipeline", e2e=0.97), runtime("oldest", e2e=0.50))
+    decision = decide(metrics(), None, GATE, served=reads, compared=better, stock=True)
+    assert [r for r in decision.reasons if "stock" in r] == [
+        f"end-to-end hmean 0.5 in runtime oldest (paddleocr 3.7.0, paddlepaddle 3.3.1) does not beat the stock "
+        f"baseline's 0.52 (read in {label}) on the test split (gate.must_beat_stock: a fine-tune must read better "
+        "than the model it would replace)"]
+    off = GateConfig(rec_min_acc=0.9, det_min_hmean=0.5, max_regression=0.01, must_beat_stock=False)
+    assert decide(metrics(), None, off, compared=level, stock=True).passed   # off: the ordinary tolerance

@@ -30,15 +30,18 @@ def test_read_refuses_a_folder_that_is_not_a_pulled_model(tmp_path):
         read_image(tmp_path, tmp_path / "x.jpg")
 
 
-def test_demo_config_is_the_shipped_one_with_its_own_bucket_scratch_and_det_bar(tmp_path):
+def test_demo_config_is_the_shipped_one_with_its_bucket_scratch_det_bar_stock_baseline_and_rec_alone(tmp_path):
     config = load_config(write_demo_config(tmp_path, "demo-bucket"))
     shipped = load_config()
     assert config.storage.bucket == "demo-bucket" and config.work_path == (tmp_path / "work").resolve()
-    assert config.training == shipped.training
+    # the demo's night: stock PP-OCRv4 as the baseline, the rec retrained (stock det finds every line of its data)
+    assert config.training == shipped.training.model_copy(update={"models": ["rec"]}) != shipped.training
+    assert config.baseline.det == "pretrained/PP-OCRv4_mobile_det/" and config.baseline_source("rec")[0] == \
+        "pretrained/PP-OCRv4_mobile_rec/" and shipped.baseline_source("rec") is None
     assert config.gate == shipped.gate.model_copy(update={"det_min_hmean": DEMO_DET_MIN_HMEAN}) != shipped.gate
 
 
-def test_demo_sample_is_the_first_labelled_test_image(tmp_path):
+def test_demo_sample_is_the_first_labelled_test_image_with_a_price_where_there_is_one(tmp_path):
     (tmp_path / "det").mkdir()
     (tmp_path / "det" / "test.txt").write_text(
         'images/a.jpg\t[{"transcription": "###", "points": [[0,0],[1,0],[1,1],[0,1]]}]\n'
@@ -46,3 +49,7 @@ def test_demo_sample_is_the_first_labelled_test_image(tmp_path):
         ' {"transcription": "7", "points": [[0,1],[1,1],[1,2],[0,2]]}]\n')
     image, texts = _first_test_image(tmp_path)
     assert image == tmp_path / "images/b.jpg" and texts == ["7", "42"]      # top to bottom
+    assert _first_test_image(tmp_path, showing="€")[0] == tmp_path / "images/b.jpg"   # none has it: the first
+    with (tmp_path / "det" / "test.txt").open("a", encoding="utf-8") as listing:
+        listing.write('images/c.jpg\t[{"transcription": "€12", "points": [[0,1],[1,1],[1,2],[0,2]]}]\n')
+    assert _first_test_image(tmp_path, showing="€") == (tmp_path / "images/c.jpg", ["€12"])   # the demo's: a price

@@ -233,8 +233,8 @@ def test_a_baseline_needs_the_stock_folders_configured(storage, s3_server, tmp_p
     (tmp_path / "data" / "det" / "test.txt").write_text("")
     base = ["--set", f"storage.bucket={storage.settings.bucket}", "--set", f"work_dir={tmp_path / 'work'}"]
     assert main(base + ["register-baseline", "--data", str(tmp_path / "data")]) == 2
-    assert ("training.det.pretrained must name the stock inference model folder (a key ending in /) to register it "
-            "as the baseline; it is None") in capsys.readouterr().err
+    assert ("baseline.det must name the stock inference model folder (a key ending in /) to register it as the "
+            "baseline (or training.det.pretrained, when you fine-tune from it)") in capsys.readouterr().err
     assert main(base + ["register-baseline", "--data", str(tmp_path / "nothing")]) == 2
     assert "no det/test.txt" in capsys.readouterr().err
 

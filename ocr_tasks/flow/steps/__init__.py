@@ -17,9 +17,9 @@ from ocr_tasks.flow.steps.common import dataset_version, fetch_bundle, local_dat
 from ocr_tasks.flow.steps.ingest import check_export, dataset_to_train, discover, has_dataset, merge, should_run
 from ocr_tasks.flow.steps.release import (APPROVE, PUBLISH, RECORD, approval_by_hand, approval_request, compare,
                                           export, gate, infra_validate, publish, record, route)
-from ocr_tasks.flow.steps.training import evaluate, train, wants
+from ocr_tasks.flow.steps.training import evaluate, first_run_with_a_baseline, register_baseline, train, wants
 
 __all__ = ["APPROVE", "PUBLISH", "RECORD", "approval_by_hand", "approval_request", "check_export", "compare",
-           "dataset_to_train", "dataset_version", "discover", "evaluate", "export", "fetch_bundle", "gate",
-           "has_dataset", "infra_validate", "local_dataset", "merge", "publish", "record", "route", "should_run",
-           "train", "wants"]
+           "dataset_to_train", "dataset_version", "discover", "evaluate", "export", "fetch_bundle",
+           "first_run_with_a_baseline", "gate", "has_dataset", "infra_validate", "local_dataset", "merge", "publish",
+           "record", "register_baseline", "route", "should_run", "train", "wants"]

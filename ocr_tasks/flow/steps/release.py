@@ -151,7 +151,8 @@ def gate(ctx: RunContext, evaluation: Evaluation, served: InfraValidation,
     from ocr_tasks.release.gate import decide
 
     decision = decide(evaluation.metrics, evaluation.baseline or None, ctx.config.gate,
-                      models=sorted(evaluation.trained), served=served, compared=compared)
+                      models=sorted(evaluation.trained), served=served, compared=compared,
+                      stock=evaluation.production_is_stock)
     log.info("gate %s: %s", "PASSED" if decision.passed else "FAILED", decision.reasons or "all checks passed")
     return decision
 

@@ -40,9 +40,34 @@ def wants(kind: ModelKind) -> Callable[[RunContext], bool]:
     return wanted
 
 
+def register_baseline(ctx: RunContext, merged: MergedDataset) -> dict | None:
+    """The stock model (baseline.*) published as production, scored on this dataset's test split: the first
+    fine-tune is then compared with and gated against the model the team runs today (release/baseline.py)."""
+    from ocr_tasks.release.baseline import register_stock_baseline
+    from ocr_tasks.release.registry import ProductionMoved
+
+    data_dir = local_dataset(ctx, dataset_version(merged))
+    try:
+        manifest = register_stock_baseline(ctx.storage, ctx.config, data_dir, ctx.scratch / "baseline")
+    except ProductionMoved:   # another run registered it (or published) meanwhile: that production is the baseline
+        log.info("production appeared while the stock baseline was being registered: it stays as it is")
+        return None
+    return {"version": manifest["version"], "metrics": manifest["metrics"], "stock": manifest["stock"]}
+
+
+def first_run_with_a_baseline(ctx: RunContext) -> bool:
+    """The `when` of register_baseline: a baseline is configured and nothing is in production yet (a dry run
+    publishes nothing, the baseline included)."""
+    from ocr_tasks.release.registry import production_version
+
+    configured = all(ctx.config.baseline_source(kind) for kind in (DET, REC))
+    return configured and not ctx.request.dry_run and production_version(ctx.storage, ctx.config.model_name) is None
+
+
 def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = None,
-             rec: TrainedModel | None = None) -> Evaluation:
-    """Test-split metrics of the new models and, on the same split, of production's."""
+             rec: TrainedModel | None = None, stock_baseline: dict | None = None) -> Evaluation:
+    """Test-split metrics of the new models and, on the same split, of production's (the stock baseline this run
+    registered was scored on this split already: its metrics are taken, not measured twice)."""
     from ocr_tasks.flow.run import Evaluation
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
@@ -68,6 +93,9 @@ def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = 
     evaluation.production_is_stock = manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8"))
                                                                   .get("stock"))
     for kind in models:
+        if stock_baseline and stock_baseline["version"] == current and kind in stock_baseline["metrics"]:
+            evaluation.baseline[kind] = stock_baseline["metrics"][kind]
+            continue
         checkpoint = production / "checkpoints" / kind / "best_accuracy"
         prod_config = production / "checkpoints" / kind / "config.yml"
         if not checkpoint.with_suffix(".pdparams").exists() or not prod_config.exists():
