@@ -70,7 +70,7 @@ demo: install stock-models
 	$(BIN)/ocr-retrain demo --work-dir work/demo
 
 # The Airflow UI on http://127.0.0.1:8080 over the demo's state, the DAG ready to trigger.
-ui: install
+ui: install stock-models
 	$(BIN)/ocr-retrain ui --work-dir work/demo
 
 # The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training

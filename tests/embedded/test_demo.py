@@ -1,9 +1,9 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (16 minutes in a fresh-clone CI run beside the rest, 2026-12-04: the first run 9.6 min, the refused run
-4.3 min; the suite's longest test): Airflow's scheduler runs the
-DAG with det and rec training side by side (real PaddleOCR training of the CPU profiles on the 800-image synthetic export),
-the real gate, publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
+Slow (12 minutes in a fresh-clone CI run beside the rest, 2026-12-04; the suite's longest test): Airflow's scheduler
+runs the DAG with the stock PP-OCRv4 baseline registered beside rec training (real PaddleOCR training of the CPU
+profile on the 800-image synthetic export of shelf prices, half with a euro sign stock cannot read), the real gate
+(the fine-tune must beat stock end to end), publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
 a run after one more export trains again on the grown dataset (rec alone, on tight label crops as before issue 26:
 its rec acc passes and the gate refuses it on end to end; production must stay where it was). The README's other
 follow-up, a quiet night (nothing new: the run short-circuits), is the same DAG's branch, run by
@@ -63,7 +63,9 @@ def _the_stock_model_was_the_baseline_and_the_fine_tune_beats_it(outcome: dict, 
     e2e = outcome["comparison"]["e2e"]
     assert e2e["production"]["e2e_hmean"] < 0.75 < 0.93 <= e2e["new"]["e2e_hmean"], e2e
     beaten = [c for c in outcome["gate"]["checks"] if c["model"] == "e2e" and c["op"] == ">"]
-    assert {c["runtime"] for c in beaten} == set(outcome["exported_metrics"]) | {e2e["runtime"]}, beaten
+    # a check names its runtime with its versions ("pipeline (paddleocr 3.7.0, paddlepaddle 3.2.2)")
+    assert {c["runtime"].split()[0] for c in beaten} == set(outcome["exported_metrics"]), beaten
+    assert e2e["runtime"] in {c["runtime"] for c in beaten}, (e2e, beaten)
     assert all(c["passed"] and c["baseline"] == e2e["production"]["e2e_hmean"] for c in beaten)
     assert re.search(r"rec acc \(tools/eval\.py\): stock 0\.\d{3}, fine-tuned (0\.9\d\d|1\.000)", printed)
     assert re.search(r"end to end \(det\+rec, what consumers read\) in pipeline .*: hmean stock 0\.\d{3}, "

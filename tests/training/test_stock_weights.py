@@ -148,7 +148,7 @@ def test_the_stock_models_become_the_baseline_and_a_run_fine_tunes_them_and_grow
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.settings("x").secret_access_key)
     lifted = ["gate.rec_min_acc=0", "gate.det_min_hmean=0", "gate.e2e_min_hmean=null", "gate.max_regression=1",
               "gate.max_e2e_regression=1", "gate.max_slice_regression=1", "gate.max_reference_regression=1",
-              "gate.max_export_drift=1", "postprocess.val_images=0",
+              "gate.max_export_drift=1", "gate.must_beat_stock=false", "postprocess.val_images=0",
               "training.det.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]",
               "training.rec.stages=[{name: finetune, epochs: 1, learning_rate: 0.0001}]"]
     assert main([part for key in sets + lifted for part in ("--set", key)] + ["run"]) == 0, capsys.readouterr()
