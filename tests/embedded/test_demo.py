@@ -255,7 +255,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
         assert set(comparison["slices"]["rec"]) >= {"export=prices_800", "script=digits", "text_length=5-8"}
         reference = comparison["references"]["digits_reference"]
         assert reference["rec"]["samples"] >= 40 and reference["rec"]["new"]["acc"] > 0.9
-        assert reference["det"]["samples"] == 40 and reference["rec"]["production"]["acc"] > 0.9   # stock reads digits
+        assert reference["rec"]["production"]["acc"] > 0.9                  # stock reads plain digits
+        assert "det" not in reference           # the reference sets are read with the retrained kinds: det is stock's
         production = storage.get_json(layout.production_key("ocr"))
         assert production["version"] == outcome["model_version"]
         ledger = storage.get_json(layout.LEDGER)
@@ -280,8 +281,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
                                                        tmp_path)
 
     # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
-    # before issue 26 (crops of the label boxes only; 5 epochs here: with stock det, rec acc 0.980 and e2e 0.870
-    # measured against production's 1.000; with this pipeline's own det 0.983 and 0.782): it reads its test crops above
+    # before issue 26 (crops of the label boxes only; 5 epochs here: with stock det, rec acc 0.980 and e2e 0.870, or
+    # 0.954 and 0.831, against production's 1.000; with this pipeline's own det 0.983 and 0.782): it reads its test crops above
     # the gate's floor, and misreads lines end to end; the default gate refuses it on end to end, naming the runtime
     grown = _demo(work, "--add-export", "--epochs", "5", timeout=1200,
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0",
@@ -304,8 +305,10 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
         (read,) = second["exported_metrics"].values()
         certified = read["metrics"]["det"]["hmean"] * second["metrics"]["rec"]["acc"]
         assert read["metrics"]["e2e"]["e2e_hmean"] < certified - 0.05, (read["metrics"], certified)
-        (e2e_reason,) = [r for r in reasons if r.startswith("end-to-end hmean ")]
-        assert " in runtime pipeline (paddleocr " in e2e_reason and "below production" in e2e_reason, reasons
+        # below production always (its e2e reads >= 0.93); below the floor too on some nights (0.870 and 0.831 seen)
+        e2e_reasons = [r for r in reasons if r.startswith("end-to-end hmean ")]
+        assert e2e_reasons and all(" in runtime pipeline (paddleocr " in r for r in e2e_reasons), reasons
+        assert any("below production" in r for r in e2e_reasons), reasons
         assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.93   # production, on the grown test split
         assert second["comparison"]["e2e"]["runtime"].startswith("pipeline (paddleocr ")
     assert "reference set digits_reference, rec acc: new " in grown and "end to end (det+rec) in" in grown
