@@ -40,7 +40,7 @@ from ocr_tasks.storage import layout
 from ocr_tasks.embedded.synthetic import ExportSpec, make_export
 from tests.kit import REPO, free_port
 
-pytestmark = pytest.mark.slow(minutes=5)   # 288-326 s in CI beside the rest, 2026-12-04
+pytestmark = pytest.mark.slow(minutes=4)   # 198 s in a fresh-clone CI run beside the rest, 2026-12-04
 
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
