@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install consumer-envs ppocrlabel-env browser-env stock-models demo ui test test-fast lock bench
+.PHONY: install consumer-envs onnx-envs ppocrlabel-env browser-env stock-models demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -32,6 +32,19 @@ consumer-envs: $(foreach env,$(CONSUMER_ENVS),$(env)/bin/ocr-retrain)
 	uv venv --allow-existing --python $(PY) .venv-consumer-$*
 	uv pip sync --compile-bytecode --python .venv-consumer-$*/bin/python runtimes/consumer-$*.lock
 	uv pip install --python .venv-consumer-$*/bin/python --no-deps -e .
+	touch $@
+
+# ONNX: the converter the export step runs (paddle2onnx 2.1.0 beside paddle 3.1.1, the paddle it imports with;
+# onnx.converter) and the ONNX consumer runtimes infra validation reads the bundle's ONNX files in (RapidOCR 3.x
+# on the newest and the oldest ONNX Runtime line supported; infra_validation.onnx_runtimes), each in its own venv
+# from runtimes/onnx-*.lock. Cached like .venv: rebuilt only when a lock changes.
+ONNX_ENVS := .venv-onnx-convert .venv-onnx-newest .venv-onnx-oldest
+onnx-envs: $(foreach env,$(ONNX_ENVS),$(env)/.done)
+
+.venv-onnx-%/.done: runtimes/onnx-%.lock
+	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
+	uv venv --allow-existing --python $(PY) .venv-onnx-$*
+	uv pip sync --compile-bytecode --python .venv-onnx-$*/bin/python runtimes/onnx-$*.lock
 	touch $@
 
 # PPOCRLabel itself (runtimes/ppocrlabel.in: ppocrlabel 3.1.6, as labellers install it): the suite
@@ -66,11 +79,11 @@ browser-env: .venv-browser/bin/playwright .venv-browser/cdn/.done
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
 # the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
 # Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
-demo: install stock-models
+demo: install stock-models onnx-envs
 	$(BIN)/ocr-retrain demo --work-dir work/demo
 
 # The Airflow UI on http://127.0.0.1:8080 over the demo's state, the DAG ready to trigger.
-ui: install stock-models
+ui: install stock-models onnx-envs
 	$(BIN)/ocr-retrain ui --work-dir work/demo
 
 # The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training
@@ -79,7 +92,7 @@ ui: install stock-models
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install consumer-envs ppocrlabel-env browser-env stock-models
+test: install consumer-envs onnx-envs ppocrlabel-env browser-env stock-models
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Stock PP-OCRv4 mobile det and rec as teams run them, for `training.<kind>.pretrained` (upload a folder to your
@@ -110,7 +123,7 @@ lock:
 	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock.new
 	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
-	for env in consumer-newest consumer-oldest ppocrlabel browser; do uv pip compile runtimes/$$env.in --python-version 3.11 \
+	for env in consumer-newest consumer-oldest onnx-convert onnx-newest onnx-oldest ppocrlabel browser; do uv pip compile runtimes/$$env.in --python-version 3.11 \
 	  --custom-compile-command "make lock" -o runtimes/$$env.lock; done
 
 bench: install

@@ -237,6 +237,17 @@ class InfraValidationConfig(_Section):
                         Expect("a mapping of runtime names to python interpreter paths (or null)")] = \
         Field(default_factory=lambda: {"pipeline": None})
     timeout_s: Annotated[int, Expect("a positive number of seconds")] = 1800           # per runtime
+    # name -> python of a venv with rapidocr + onnxruntime: they read the bundle's ONNX files (onnx.*), when it has
+    # them, with the bundle's rapidocr.yaml; relative paths are the checkout's (`make onnx-envs`)
+    onnx_runtimes: Annotated[dict[str, str], Expect("a mapping of runtime names to python interpreter paths")] = \
+        Field(default_factory=dict)
+
+    @field_validator("onnx_runtimes")
+    @classmethod
+    def _onnx_names(cls, value: dict) -> dict:
+        if not all(name.strip() and python for name, python in value.items()):
+            raise ValueError(f"must map runtime names to python interpreter paths, got {value!r}")
+        return {name: str(resolve_in_checkout(python)) for name, python in value.items()}
 
     @field_validator("runtimes")
     @classmethod
@@ -246,6 +257,31 @@ class InfraValidationConfig(_Section):
         return value
 
     _timeout = field_validator("timeout_s")(_at_least(1))
+
+
+class OnnxConfig(_Section):
+    """ONNX files beside the Paddle ones in every bundle (release/onnx_export.py), for ONNX Runtime consumers."""
+
+    # python of a venv with paddle2onnx and the paddle it imports with (runtimes/onnx-convert.in); relative paths are
+    # the checkout's; null: no ONNX. Missing, the bundle says so and the Paddle release goes on
+    converter: str | None = ".venv-onnx-convert/bin/python"
+    # paddle2onnx's target opset: RapidOCR's own converted PP-OCR models are opset 14; paddle2onnx raises it by itself
+    # where an operator needs more
+    opset: Annotated[int, Expect("an ONNX opset version, 7 or more")] = 14
+    required: bool = False        # true: the gate refuses a bundle without ONNX (the reason is paddle2onnx's)
+
+    @field_validator("converter")
+    @classmethod
+    def _converter(cls, value: str | None) -> str | None:
+        return None if value is None else str(resolve_in_checkout(value))
+
+    _opset = field_validator("opset")(_at_least(7))
+
+
+def resolve_in_checkout(path: str) -> Path:
+    """A path as configured: absolute, or relative to the checkout (where `make` builds the runtimes)."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
 
 
 class PostprocessConfig(_Section):
@@ -497,6 +533,7 @@ class PipelineConfig(_Section):
     prelabel: PrelabelConfig = Field(default_factory=PrelabelConfig)
     infra_validation: InfraValidationConfig = Field(default_factory=InfraValidationConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)

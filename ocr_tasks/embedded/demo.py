@@ -41,7 +41,7 @@ from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
-from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 
 # shelf labels: article numbers and prices; the stock PP-OCRv4 rec reads no line with the euro sign
@@ -122,6 +122,8 @@ def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
 
 def _runtime(name: str, read: dict) -> str:
     versions = read.get("versions") or {}
+    if read.get("engine") == ONNX:
+        return f"{name} (rapidocr {versions.get('rapidocr')}, onnxruntime {versions.get('onnxruntime')})"
     return f"{name} (paddleocr {versions.get('paddleocr')}, paddle {versions.get('paddlepaddle')})"
 
 
@@ -143,6 +145,9 @@ def write_demo_config(work_dir: Path, bucket: str, overrides: list[str] | None =
     # the consumer runtimes `make consumer-envs` built (newest and oldest PaddleOCR 3.x), beside the pipeline's own
     raw["infra_validation"]["runtimes"].update(
         {name: str(python) for name, python in CONSUMER_RUNTIMES.items() if python.is_file()})
+    # and the ONNX ones `make onnx-envs` built (RapidOCR on the newest and oldest ONNX Runtime line)
+    raw["infra_validation"]["onnx_runtimes"] = {name: str(python) for name, python in ONNX_RUNTIMES.items()
+                                                if python.is_file()}
     for item in overrides or []:
         apply_override(raw, item)
     target = work_dir / "pipeline.yaml"

@@ -189,6 +189,8 @@ class ExportedBundle:
     postprocess: dict[str, Any] = field(default_factory=dict)
     # the rec dict this run's rec reads (dataset.json `dictionary`: source, size, configured, grown); None: no rec here
     dictionary: dict[str, Any] | None = None
+    # the ONNX files beside the Paddle ones (release/onnx_export.py): files, opset, settings, converter, or skipped
+    onnx: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

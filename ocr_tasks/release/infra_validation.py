@@ -37,9 +37,13 @@ from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 log = logging.getLogger(__name__)
 
 PROBE = Path(__file__).with_name("consumer_probe.py")
+ONNX_PROBE = Path(__file__).with_name("onnx_probe.py")   # the same job and answer, read by RapidOCR + ONNX Runtime
+PADDLE, ONNX = "paddle", "onnx"
 E2E = "e2e"
 # the test runtimes `make consumer-envs` builds from runtimes/*.lock: the newest and the oldest PaddleOCR 3.x
 CONSUMER_RUNTIMES = {name: REPO_ROOT / f".venv-consumer-{name}" / "bin" / "python" for name in ("newest", "oldest")}
+# the ONNX consumer runtimes `make onnx-envs` builds: RapidOCR 3.x on the newest and the oldest ONNX Runtime line
+ONNX_RUNTIMES = {f"onnx-{name}": REPO_ROOT / f".venv-onnx-{name}" / "bin" / "python" for name in ("newest", "oldest")}
 # CPU threads every probe reads with (PaddleOCR's `cpu_threads`; its default is 8). One: a probe runs beside other tasks
 # on a worker, where 8 threads spin for a share of the cores: on 2 busy cores, 40 test images read in 9 CPU seconds at
 # one thread against 15-16 at eight (half of it system time), in less wall time too. The reads are the same program's;
@@ -53,7 +57,9 @@ class RuntimeRead:
 
     name: str
     python: str
-    versions: dict[str, str | None] = field(default_factory=dict)   # python, paddlepaddle, paddleocr, paddlex
+    engine: str = PADDLE   # PADDLE: PaddleOCR 3.x on the Paddle files; ONNX: RapidOCR on the ONNX files
+    # python, paddlepaddle, paddleocr, paddlex (ONNX: python, rapidocr, onnxruntime)
+    versions: dict[str, str | None] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)   # det, rec, e2e
     latency_ms: dict[str, float] = field(default_factory=dict)   # per image, the whole pipeline
     cpu_threads: int | None = None   # what the pipeline read with on CPU (READ_THREADS); None: PaddleOCR's default
@@ -66,8 +72,15 @@ class RuntimeRead:
         return self.error is None
 
     def label(self) -> str:
-        v = self.versions
-        return f"{self.name} (paddleocr {v.get('paddleocr') or '?'}, paddlepaddle {v.get('paddlepaddle') or '?'})"
+        return runtime_label(self.name, self.versions, self.engine)
+
+
+def runtime_label(name: str, versions: dict[str, str | None], engine: str | None = PADDLE) -> str:
+    """"pipeline (paddleocr 3.7.0, paddlepaddle 3.2.2)", "onnx-newest (rapidocr 3.10.0, onnxruntime 1.23.2)"."""
+    v = versions or {}
+    if engine == ONNX:
+        return f"{name} (rapidocr {v.get('rapidocr') or '?'}, onnxruntime {v.get('onnxruntime') or '?'})"
+    return f"{name} (paddleocr {v.get('paddleocr') or '?'}, paddlepaddle {v.get('paddlepaddle') or '?'})"
 
 
 @dataclass
@@ -80,18 +93,21 @@ class InfraValidation:
 
     def by_runtime(self) -> dict[str, dict[str, Any]]:
         """{runtime name: versions, metrics, latency_ms, cpu_threads, error}: what run.json and the manifest record."""
-        return {r.name: {"versions": r.versions, "metrics": r.metrics, "latency_ms": r.latency_ms,
-                         "cpu_threads": r.cpu_threads, "error": r.error} for r in self.runtimes}
+        return {r.name: {"engine": r.engine, "versions": r.versions, "metrics": r.metrics,
+                         "latency_ms": r.latency_ms, "cpu_threads": r.cpu_threads, "error": r.error}
+                for r in self.runtimes}
 
     def verified_on(self) -> list[dict[str, Any]]:
         """The runtimes that loaded and read the models: what the manifest promises consumers."""
-        return [{"name": r.name, **r.versions, "latency_ms": r.latency_ms, "cpu_threads": r.cpu_threads}
-                for r in self.runtimes if r.loaded]
+        return [{"name": r.name, "engine": r.engine, **r.versions, "latency_ms": r.latency_ms,
+                 "cpu_threads": r.cpu_threads} for r in self.runtimes if r.loaded]
 
 
 def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str | None], work: Path, *,
-                         timeout_s: float) -> InfraValidation:
-    """Read the test split of `data_dir` with bundle/det and bundle/rec in every runtime."""
+                         timeout_s: float, onnx_runtimes: dict[str, str] | None = None) -> InfraValidation:
+    """Read the test split of `data_dir` with bundle/det and bundle/rec in every runtime, and with the bundle's
+    ONNX files (release/onnx_export.py) in every ONNX runtime when it has them (a bundle without ONNX says why in
+    its manifest; the Paddle runtimes decide alone then)."""
     bundle, data_dir, work = Path(bundle).absolute(), Path(data_dir).absolute(), Path(work).absolute()
     # a first run that trained one kind publishes that kind alone: it is read alone (no end-to-end)
     kinds = [kind for kind in (DET, REC) if (bundle / kind / "inference.yml").is_file()]
@@ -105,15 +121,24 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
                          + " and ".join({DET: "images", REC: "crops"}[k] for k in kinds))
     result = InfraValidation(images=len(boxes), crops=len(crops))
 
-    def read_in(runtime: tuple[str, str | None]) -> tuple[RuntimeRead, dict[str, Any]]:
+    from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
+
+    every = [(name, python, PADDLE) for name, python in runtimes.items()]
+    if onnx_runtimes and (bundle / RAPIDOCR_SETTINGS).is_file():
+        every += [(name, python, ONNX) for name, python in onnx_runtimes.items()]
+    elif onnx_runtimes:
+        log.warning("%s has no ONNX (%s): the ONNX runtimes %s do not read it", bundle, RAPIDOCR_SETTINGS,
+                    ", ".join(onnx_runtimes))
+
+    def read_in(runtime: tuple[str, str | None, str]) -> tuple[RuntimeRead, dict[str, Any]]:
         return read_samples(bundle, kinds, list(boxes), list(crops), runtime[0], runtime[1], work,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, engine=runtime[2])
 
     # each probe reads with READ_THREADS threads: the runtimes read side by side, as many as the cores hold
     # (the demo's three runtimes: 51 s one after another on 2 idle cores)
-    side_by_side = max(1, min(len(runtimes), (os.cpu_count() or 1) // READ_THREADS))
+    side_by_side = max(1, min(len(every), (os.cpu_count() or 1) // READ_THREADS))
     with ThreadPoolExecutor(side_by_side) as pool:
-        answers = list(pool.map(read_in, runtimes.items()))
+        answers = list(pool.map(read_in, every))
     for read, answer in answers:
         if read.error is None:
             read.metrics, read.latency_ms = _score(answer, boxes, crops)
@@ -130,7 +155,8 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
 
 def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[str], name: str,
                  python: str | None, work: Path, *, timeout_s: float, pipeline: bool = True,
-                 device: str = "cpu", extra_job: dict[str, Any] | None = None) -> tuple[RuntimeRead, dict[str, Any]]:
+                 device: str = "cpu", extra_job: dict[str, Any] | None = None, engine: str = PADDLE,
+                 ) -> tuple[RuntimeRead, dict[str, Any]]:
     """Run the consumer probe in one runtime: bundle's det on `images`, its rec on `crops`, and (with
     `pipeline`) PaddleOCR's whole pipeline on `images`. Returns the runtime's record (its error,
     if it failed) and its answer, the per-sample reads."""
@@ -141,7 +167,7 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     interpreter = str(_interpreter(python))
     answer_file = work / f"{name}.json"
     job = {"out": str(answer_file), "device": device, "images": images, "crops": crops, "pipeline": pipeline,
-           "cpu_threads": READ_THREADS}
+           "cpu_threads": READ_THREADS, "bundle": str(bundle)}
     for kind in kinds:
         job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
     if DET in kinds:
@@ -151,14 +177,16 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     job_file.write_text(json.dumps(job), encoding="utf-8")
     answer_file.unlink(missing_ok=True)
     log_file = work / f"{name}.log"
-    read = RuntimeRead(name, interpreter, log_file=str(log_file))
+    read = RuntimeRead(name, interpreter, engine=engine, log_file=str(log_file))
     if not Path(interpreter).is_file():
         read.log_file = None
+        setting, target = ("onnx_runtimes", "onnx-envs") if engine == ONNX else ("runtimes", "consumer-envs")
         read.error = {"stage": "start", "type": "FileNotFoundError",
-                      "message": f"no python interpreter at {interpreter} (infra_validation.runtimes.{name}); "
-                                 "`make consumer-envs` builds the test runtimes"}
+                      "message": f"no python interpreter at {interpreter} (infra_validation.{setting}.{name}); "
+                                 f"`make {target}` builds the test runtimes"}
         return read, {}
-    code, tail, seconds = run_logged([interpreter, str(PROBE), str(job_file)], log_file, cwd=work,
+    probe = ONNX_PROBE if engine == ONNX else PROBE
+    code, tail, seconds = run_logged([interpreter, str(probe), str(job_file)], log_file, cwd=work,
                                      env=offline_env(), log=log, timeout_s=timeout_s)
     answer = _answer(answer_file)
     if answer is None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from ocr_tasks.storage import layout
 from ocr_tasks.errors import UsageError
+from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
 from ocr_tasks.storage.lease import lease
 from ocr_tasks.storage.s3 import ObjectNotFoundError, Storage, StorageError
 from ocr_tasks.vocabulary import MODEL_KINDS, compact_timestamp, timestamp, utc_now
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 MODEL_DIRS = MODEL_KINDS
 BUNDLE_DIRS = (*MODEL_KINDS, "checkpoints", "report")
+# files beside the folders that consumers pull with the models: RapidOCR's settings for the ONNX files (onnx_export.py)
+CONSUMER_FILES = (RAPIDOCR_SETTINGS,)
 # PaddleOCR 3.x inference layout; without these a consumer has nothing to load.
 INFERENCE_FILES = ("inference.json", "inference.pdiparams", "inference.yml")
 MANIFEST = "manifest.json"
@@ -369,10 +372,12 @@ def _bundle_files(bundle: Path) -> dict[str, Path]:
     """relpath -> local file for everything to publish; problems found before any upload."""
     if not bundle.is_dir():
         raise PublishError(f"model bundle {bundle} is not a folder")
-    unexpected = sorted(p.name for p in bundle.iterdir() if p.name not in BUNDLE_DIRS or not p.is_dir())
+    unexpected = sorted(p.name for p in bundle.iterdir()
+                        if not (p.name in BUNDLE_DIRS and p.is_dir() or p.name in CONSUMER_FILES and p.is_file()))
     if unexpected:
         raise PublishError(f"model bundle {bundle} has unexpected entries {', '.join(unexpected)} "
-                           f"(expected only the folders {', '.join(BUNDLE_DIRS)})")
+                           f"(expected only the folders {', '.join(BUNDLE_DIRS)} and the files "
+                           f"{', '.join(CONSUMER_FILES)})")
     present = [m for m in MODEL_DIRS if (bundle / m).is_dir()]
     if not present:
         raise PublishError(f"model bundle {bundle} has neither det/ nor rec/: nothing to publish")
@@ -460,7 +465,7 @@ def _wanted_files(storage: Storage, manifest_key: str, manifest_bytes: bytes,
     dirs = MODEL_DIRS + (("checkpoints",) if include_checkpoints else ())
     wanted: dict[str, dict[str, Any]] = {}
     for rel, record in files.items():
-        if rel.split("/", 1)[0] not in dirs:
+        if rel.split("/", 1)[0] not in dirs and rel not in CONSUMER_FILES:
             continue
         if not (_safe_rel(rel) and isinstance(record, dict) and isinstance(record.get("sha256"), str)
                 and isinstance(record.get("size"), int)):

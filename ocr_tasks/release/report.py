@@ -85,8 +85,9 @@ def _where(check: dict) -> str:
 
 def _runtime(name: str, read: dict) -> dict:
     """One consumer runtime's row: its error, or what it read."""
-    versions = read.get("versions") or {}
-    where = f"{name} (paddleocr {versions.get('paddleocr')}, paddlepaddle {versions.get('paddlepaddle')})"
+    from ocr_tasks.release.infra_validation import runtime_label
+
+    where = runtime_label(name, read.get("versions") or {}, read.get("engine"))
     if read.get("error"):
         error = read["error"]
         return {"where": where, "error": f"{error.get('type')}: {str(error.get('message'))[:300]}"}

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, READ_THREADS
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES, READ_THREADS
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
@@ -109,7 +109,8 @@ def _the_read_shown_is_what_the_gate_measured(outcome: dict, storage: Storage, i
 def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
     """The infra validation ran before the gate, in every runtime there is, and agreed with eval.py."""
     exported = outcome["exported_metrics"]
-    expected = {"pipeline"} | {name for name, python in CONSUMER_RUNTIMES.items() if python.is_file()}
+    expected = {"pipeline"} | {name for name, python in {**CONSUMER_RUNTIMES, **ONNX_RUNTIMES}.items()
+                               if python.is_file()}
     assert set(exported) == expected
     for name, read in exported.items():
         assert read["error"] is None, (name, read["error"])
@@ -117,7 +118,8 @@ def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
         assert abs(read["metrics"]["rec"]["acc"] - outcome["metrics"]["rec"]["acc"]) <= 0.02, name
         assert 0 < read["latency_ms"]["mean"] and read["latency_ms"]["images"] > 0
         assert read["cpu_threads"] == READ_THREADS, name   # PaddleOCR 3.0 to 3.7 took the setting
-        assert re.search(rf"exported, read in {name} \(paddleocr [\d.]+, paddle [\d.]+\): acc", printed)
+        versions = r"rapidocr [\d.]+, onnxruntime [\d.]+" if read["engine"] == ONNX else r"paddleocr [\d.]+, paddle [\d.]+"
+        assert re.search(rf"exported, read in {name} \({versions}\): acc", printed), name
     # the same program in every runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3)
     assert len({json.dumps(read["metrics"], sort_keys=True) for read in exported.values()}) == 1
     assert {c["runtime"].split()[0] for c in outcome["gate"]["checks"] if c["kind"] == "runtime"} == expected
@@ -141,6 +143,53 @@ def _consumer_runtimes_read_the_published_model(model: Path, image: Path, text: 
         (read,) = re.findall(r"^READ (.*)$", done.stdout, re.M)
         assert sorted(ast.literal_eval(read)) == sorted(text.split(" | ")), (name, read)   # what the demo read
 
+
+
+def _onnx_consumers_read_the_published_model(model: Path, manifest: dict, stock_model: Path, data_dir: Path,
+                                             image: Path, text: str, tmp_path: Path) -> None:
+    """The bundle carries ONNX (issue 28): the files with their sha256, rapidocr.yaml, and the README's RapidOCR
+    snippet, unchanged, reads in each ONNX runtime what the demo read with PaddleOCR. Then a rec ONNX converted
+    from another checkpoint (stock's, planted in a copy of the bundle) is refused by the gate, naming the runtime."""
+    from ocr_tasks.config import GateConfig, load_config
+    from ocr_tasks.release.gate import decide
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+    from ocr_tasks.release.onnx_export import export_onnx
+
+    built = {name: python for name, python in ONNX_RUNTIMES.items() if python.is_file()}
+    converter = load_config().onnx.converter
+    if not built or not Path(converter).is_file():
+        print(f"ONNX runtimes or converter not built ({converter}): `make onnx-envs`; not checked here")
+        return
+    onnx = manifest["onnx"]
+    assert onnx["skipped"] is None and onnx["files"] == {"det": "det/inference.onnx", "rec": "rec/inference.onnx"}
+    assert onnx["opset"] >= 14 and onnx["settings"] == "rapidocr.yaml" and onnx["converter"]["paddle2onnx"]
+    assert {"det/inference.onnx", "rec/inference.onnx", "rapidocr.yaml"} <= set(manifest["files"])
+    assert all(len(manifest["files"][f]["sha256"]) == 64 for f in onnx["files"].values())
+
+    snippet = re.search(r"```python\n(import yaml\nfrom pathlib import Path\nfrom rapidocr import RapidOCR\n.*?)```",
+                        README.read_text(), re.S).group(1)
+    snippet = snippet.replace('"models/<v>"', repr(str(model))).replace('engine("photo.jpg")', f"engine({str(image)!r})")
+    for name, python in built.items():
+        done = subprocess.run([str(python), "-c", snippet], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        read = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+        assert sorted(read) == sorted(text.split(" | ")), (name, read, text)   # what PaddleOCR read there
+
+    stock = tmp_path / "stock-onnx"
+    shutil.copytree(stock_model, stock)
+    assert export_onnx(stock, converter, 14, tmp_path / "stock-onnx-work").made
+    planted = tmp_path / "planted-onnx"
+    shutil.copytree(model, planted)
+    shutil.copy(stock / "rec" / "inference.onnx", planted / "rec" / "inference.onnx")
+    few = _first_test_samples(data_dir, tmp_path / "few-onnx", images=12)
+    name, python = next(iter(built.items()))
+    served = validate_in_runtimes(planted, few, {}, tmp_path / "iv-onnx", timeout_s=900,
+                                  onnx_runtimes={name: str(python)})
+    (read,) = served.runtimes
+    decision = decide({"rec": {"acc": 1.0}}, None, GateConfig(), models=["rec"], served=served)
+    assert not decision.passed, (read.metrics, decision.reasons)
+    assert any(r.startswith("rec acc drifts once exported") and f"in runtime {name} (rapidocr " in r
+               for r in decision.reasons), decision.reasons
 
 
 def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Path, metrics: dict,
@@ -276,6 +325,11 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
     _exported_metrics_printed_and_recorded(first, outcome)
     _consumer_runtimes_read_the_published_model(model, work / "work" / "datasets" / "current" / "images" / image,
                                                 text)
+    with LocalS3Server(work / "s3").start() as server:
+        manifest = Storage(server.settings(BUCKET)).get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
+    _onnx_consumers_read_the_published_model(model, manifest, work / "models" / stock["version"],
+                                             work / "work" / "datasets" / "current",
+                                             work / "work" / "datasets" / "current" / "images" / image, text, tmp_path)
     _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current",
                                                        {**outcome["metrics"], "det": stock["metrics"]["det"]},
                                                        tmp_path)

@@ -131,6 +131,36 @@ def test_local_runner_whole_chain_then_the_consumer_path(local_run, tmp_path):
     assert "dt_polys" in found
 
 
+def test_the_export_writes_onnx_that_rapidocr_reads_as_paddleocr_does(local_run, tmp_path):
+    """Issue 28: the run's export converted det and rec to ONNX beside the Paddle files (rapidocr.yaml with them),
+    and RapidOCR on ONNX Runtime, in each ONNX runtime `make onnx-envs` builds, reads the test split sample for
+    sample as PaddleOCR reads the Paddle files (a 1-epoch model reads badly: the same badly is the point)."""
+    from ocr_tasks.release.infra_validation import ONNX, ONNX_RUNTIMES, validate_in_runtimes
+
+    storage, config, outcome, root = local_run
+    built = {name: str(python) for name, python in ONNX_RUNTIMES.items() if python.is_file()}
+    if not Path(config.onnx.converter).is_file() or not built:
+        if os.environ.get("CI"):
+            pytest.fail("the ONNX converter or runtimes are not built: .ci/run must build them (make onnx-envs)")
+        pytest.skip("the ONNX converter or runtimes are not built: `make onnx-envs` (make test does)")
+    bundle = tmp_path / "bundle"
+    storage.download_prefix("runs/e2e/bundle/", bundle)
+    assert (bundle / "det" / "inference.onnx").is_file() and (bundle / "rec" / "inference.onnx").is_file()
+    assert (bundle / "rapidocr.yaml").is_file()
+    data_dir = config.work.current_dataset
+    served = validate_in_runtimes(bundle, data_dir, {"pipeline": None}, tmp_path / "iv", timeout_s=900,
+                                  onnx_runtimes=built)
+    paddle, *onnx_reads = served.runtimes
+    assert [r.engine for r in onnx_reads] == [ONNX] * len(built) and all(r.loaded for r in onnx_reads), onnx_reads
+    answers = {r.name: json.loads(Path(r.reads).read_text(encoding="utf-8")) for r in served.runtimes}
+    texts = {name: [sample["text"] for sample in answer["rec"]] for name, answer in answers.items()}
+    for read in onnx_reads:
+        same = sum(a == b for a, b in zip(texts[read.name], texts[paddle.name]))
+        assert same >= 0.95 * len(texts[paddle.name]), (read.label(), same, len(texts[paddle.name]))
+        for kind, metric in (("det", "hmean"), ("rec", "acc"), ("e2e", "e2e_hmean")):
+            assert abs(read.metrics[kind][metric] - paddle.metrics[kind][metric]) <= 0.02, (read.label(), kind)
+
+
 def test_dag_runner_whole_chain_then_a_quiet_night(dag_run):
     storage, first, dags_test = dag_run
     log = first.stdout + first.stderr

@@ -37,6 +37,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
     """
     from ocr_tasks.flow.run import ExportedBundle
     from ocr_tasks.release.bundle import assemble_bundle
+    from ocr_tasks.release.onnx_export import export_onnx
     from ocr_tasks.release.postprocess import choose_postprocess, settings_grid
     from ocr_tasks.release.registry import production_version, pull_model
     from ocr_tasks.training.engine import Engine
@@ -59,6 +60,9 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
                                settings_grid(tuning.unclip_ratios, tuning.box_threshes), max_images=tuning.val_images,
                                python=config.infra_validation.runtimes.get("pipeline"),
                                timeout_s=config.infra_validation.timeout_s)
+    # after the choice: rapidocr.yaml carries the same post-processing as det/inference.yml
+    onnx = export_onnx(bundle, config.onnx.converter, config.onnx.opset, ctx.scratch / "onnx",
+                       timeout_s=config.infra_validation.timeout_s)
     prefix = layout.run_bundle_prefix(ctx.run_id)
     storage.delete_prefix(prefix)    # a retried export must not leave an earlier try's files beside its own
     storage.upload_dir(bundle, prefix)
@@ -66,12 +70,12 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
              f" ({', '.join(carried_over)} from production {current})" if carried_over else "", storage.uri(prefix))
     dictionary = read_dataset_info(data_dir).get("dictionary") if REC in models else None
     return ExportedBundle(prefix, sorted(models), {kind: current for kind in carried_over if current}, plain(tuned),
-                          dictionary)
+                          dictionary, plain(onnx))
 
 
 def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
     """Read the test split with the exported bundle in every configured consumer runtime (the gate judges it)."""
-    from ocr_tasks.release.infra_validation import validate_in_runtimes, with_sample_paths
+    from ocr_tasks.release.infra_validation import ONNX, RuntimeRead, validate_in_runtimes, with_sample_paths
 
     settings = ctx.config.infra_validation
     if not settings.runtimes:
@@ -79,7 +83,11 @@ def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBun
     bundle = fetch_bundle(ctx, exported)
     data_dir = local_dataset(ctx, dataset_version(merged))
     served = validate_in_runtimes(bundle, data_dir, settings.runtimes, ctx.scratch / "runtimes",
-                                  timeout_s=settings.timeout_s)
+                                  timeout_s=settings.timeout_s, onnx_runtimes=settings.onnx_runtimes)
+    skipped = (exported.onnx or {}).get("skipped")
+    if skipped and ctx.config.onnx.required:   # the gate refuses it as a runtime that cannot load the model
+        served.runtimes.append(RuntimeRead("onnx", "", engine=ONNX, error={
+            "stage": "export", "type": "NoOnnx", "message": f"the bundle has no ONNX (onnx.required): {skipped}"}))
     root = data_dir.absolute()
     for read in served.runtimes:   # sample by sample, for compare (which may run on another worker)
         if read.reads:
