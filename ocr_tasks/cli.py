@@ -143,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--model", type=Path, help="a pulled model folder (det/, rec/); default: pull production")
     read.add_argument("--dest", type=Path, default=Path("models"), help="where production is pulled (default models/)")
     read.add_argument("--device", default="cpu", help="cpu or gpu:0")
+    read.add_argument("--engine", choices=("paddle", "onnx"), default="paddle",
+                      help="paddle: PaddleOCR 3.x on the Paddle files (default); onnx: RapidOCR on the ONNX files, "
+                           "with the model's rapidocr.yaml")
+    read.add_argument("--onnx-python", help="python of a venv with rapidocr and onnxruntime (default: the first of "
+                                            "infra_validation.onnx_runtimes, else .venv-onnx-newest: make onnx-envs)")
     read.set_defaults(handler=cmd_read)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default: local S3, the real DAG, CPU")
@@ -476,7 +481,19 @@ def cmd_read(args) -> int:
 
         config = _config(args)
         model = pull_model(storage_from_config(config), config.model_name, args.dest.resolve())
-    for line in read_image(model, args.image, device=args.device):
+    if args.engine == "onnx":
+        import tempfile
+
+        from ocr_tasks.release.inference import read_image_onnx
+        from ocr_tasks.release.infra_validation import ONNX_RUNTIMES
+
+        python = args.onnx_python or next(iter(_config(args).infra_validation.onnx_runtimes.values()),
+                                          str(ONNX_RUNTIMES["onnx-newest"]))
+        with tempfile.TemporaryDirectory(prefix="ocr-retrain-read-") as work:
+            lines = read_image_onnx(model, args.image, python, Path(work))
+    else:
+        lines = read_image(model, args.image, device=args.device)
+    for line in lines:
         print(f"{line.text}\t{line.score:.3f}\t{json.dumps(line.box)}")
     return EXIT_OK
 

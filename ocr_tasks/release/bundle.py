@@ -64,15 +64,18 @@ def _dictionary_fact(dictionary: dict) -> str:
 
 
 def write_report(config: PipelineConfig, outcome: Any, trained: dict[str, TrainedModel], out: Path, *,
-                 errors: dict | None = None, dictionary: dict | None = None) -> Path:
+                 errors: dict | None = None, dictionary: dict | None = None, onnx: dict | None = None) -> Path:
     """summary.html and one curves PNG per trained model; `outcome` is the run's RunOutcome, `errors`
     the error analysis (release/error_analysis.py, its pictures already under `out`), `dictionary` the rec dict's
-    record (dataset.json)."""
+    record (dataset.json), `onnx` the export's ONNX record (release/onnx_export.py)."""
     curves = [plot_curves(kind, m.history, out / f"{kind}_curves.png") for kind, m in trained.items()]
     facts = {"run": outcome.run_id, "dataset": outcome.dataset_version, "model version": outcome.model_version or "—",
              "status": outcome.status, "production before": _production_before(outcome.baseline)}
     if dictionary:
         facts["rec dict"] = _dictionary_fact(dictionary)
+    if onnx:
+        facts["ONNX"] = f"none: {onnx['skipped']}" if onnx.get("skipped") else \
+            f"{', '.join(onnx.get('files', {}).values())} (opset {onnx.get('opset')}) and {onnx.get('settings')}"
     baseline = {k: v for k, v in (outcome.baseline or {}).items() if k not in ("version", "stock")}
     return write_summary(out / "summary.html", title=f"{config.model_name} retraining {outcome.run_id}", facts=facts,
                          metrics=outcome.metrics, baseline=baseline, gate=plain(outcome.gate) if outcome.gate else {},

@@ -82,4 +82,30 @@ def read_image(model_dir: Path, image: Path, *, device: str = "cpu") -> list[Rea
     (result,) = ocr.predict(str(image))
     lines = [ReadLine(str(text), float(score), [[int(x), int(y)] for x, y in poly])
              for text, score, poly in zip(result["rec_texts"], result["rec_scores"], result["rec_polys"], strict=True)]
+    return _top_to_bottom(lines)
+
+
+def read_image_onnx(model_dir: Path, image: Path, python: str, work: Path) -> list[ReadLine]:
+    """`read_image` with the model's ONNX files, as RapidOCR reads them with its rapidocr.yaml, in the ONNX runtime
+    at `python` (a venv with rapidocr and onnxruntime: `make onnx-envs`): the reader infra validation ran."""
+    from ocr_tasks.release.infra_validation import ONNX, read_samples
+    from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
+
+    model_dir, image = Path(model_dir).absolute(), Path(image).absolute()
+    if not (model_dir / RAPIDOCR_SETTINGS).is_file():
+        raise UsageError(f"{model_dir}: no {RAPIDOCR_SETTINGS}: this model was published without ONNX (its "
+                         "manifest.json's onnx.skipped says why)")
+    if not image.is_file():
+        raise UsageError(f"image not found: {image}")
+    read, answer = read_samples(model_dir, list(MODEL_KINDS), [str(image)], [], "onnx", python, work, timeout_s=600,
+                                extra_job={"pipeline_only": True}, engine=ONNX)
+    if read.error:
+        raise UsageError(f"the ONNX runtime {read.label()} could not read {image} ({read.error.get('stage')}): "
+                         f"{read.error.get('type')}: {str(read.error.get('message', ''))[:500]}")
+    (found,) = answer["ocr"]
+    return _top_to_bottom([ReadLine(line["text"], line["score"], [[int(x), int(y)] for x, y in line["poly"]])
+                           for line in found["lines"]])
+
+
+def _top_to_bottom(lines: list[ReadLine]) -> list[ReadLine]:
     return sorted(lines, key=lambda line: (min(y for _, y in line.box), min(x for x, _ in line.box)))

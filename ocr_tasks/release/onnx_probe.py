@@ -66,7 +66,7 @@ def _read(job, answer):
     answer["stage"] = "load"
     engine = RapidOCR(params=rapidocr_params(job["bundle"], threads))
     has_det, has_rec = bool(job.get("det_dir")), bool(job.get("rec_dir"))
-    if has_det:
+    if has_det and not job.get("pipeline_only"):
         answer["stage"] = "det"
         for image in job["images"]:
             found = engine(image, use_det=True, use_cls=False, use_rec=False)

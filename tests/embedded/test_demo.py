@@ -174,6 +174,10 @@ def _onnx_consumers_read_the_published_model(model: Path, manifest: dict, stock_
         assert done.returncode == 0, (name, done.stderr[-3000:])
         read = ast.literal_eval(done.stdout.strip().splitlines()[-1])
         assert sorted(read) == sorted(text.split(" | ")), (name, read, text)   # what PaddleOCR read there
+    done = subprocess.run([str(BIN / "ocr-retrain"), "read", "--model", str(model), "--engine", "onnx", str(image)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line.split("\t")[0] for line in done.stdout.splitlines()) == sorted(text.split(" | ")), done.stdout
 
     stock = tmp_path / "stock-onnx"
     shutil.copytree(stock_model, stock)

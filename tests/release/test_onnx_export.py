@@ -107,3 +107,14 @@ def test_the_onnx_envs_are_built():
     if missing and not os.environ.get("CI"):
         pytest.skip(f"ONNX environments {missing} not built: run `make onnx-envs` (make test does)")
     assert not missing, f"ONNX environments {missing} not built: .ci/run must build them (make test)"
+
+
+def test_read_with_onnx_says_when_a_model_has_no_onnx(tmp_path, capsys):
+    from ocr_tasks.cli import main
+
+    bundle = _bundle(tmp_path / "bundle")                     # published before ONNX, or its conversion failed
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(b"")
+    assert main(["read", "--model", str(bundle), "--engine", "onnx", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bundle}: no rapidocr.yaml: this model was published without ONNX" in err and "Traceback" not in err

@@ -231,7 +231,7 @@ def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
             outcome.model_version = reserve_model_version(storage, config.model_name, ctx.run_id)
             outcome.report = str(write_report(config, outcome, evaluation.trained, bundle / "report",
                                               errors=_error_analysis(ctx, merged, compared, bundle / "report"),
-                                              dictionary=exported.dictionary))
+                                              dictionary=exported.dictionary, onnx=exported.onnx))
             publish_model(storage, config.model_name, outcome.model_version, bundle,
                           build_manifest(config, outcome, evaluation.trained, exported, served),
                           if_production_is=gated_against)
@@ -259,7 +259,7 @@ def record(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expor
     report_dir = ctx.scratch / "report"
     outcome.report = str(write_report(ctx.config, outcome, evaluation.trained, report_dir,
                                       errors=_error_analysis(ctx, merged, compared, report_dir),
-                                      dictionary=exported.dictionary))
+                                      dictionary=exported.dictionary, onnx=exported.onnx))
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
     outcome.report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
     if outcome.status == GATE_FAILED:
