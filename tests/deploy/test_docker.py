@@ -322,3 +322,18 @@ def test_default_worker_infra_validates_in_the_newest_and_oldest_consumer_runtim
     for name in ("newest", "oldest"):
         assert default.get(f"infra_validation.runtimes.{name}") == f"/opt/consumer-{name}/bin/python"
         assert (REPO / "runtimes" / f"consumer-{name}.lock").is_file()
+
+
+def test_default_worker_exports_onnx_and_reads_it_in_the_onnx_runtimes():
+    """export and infra_validate run on the default queue: its image holds the converter and both ONNX runtimes,
+    built from their locks, and the image and compose name them alike."""
+    text = (DOCKER / "Dockerfile").read_text()
+    worker = text[text.index("FROM base AS worker-cpu"):]
+    assert re.search(r"for env in convert newest oldest; do", worker) and 'runtimes/onnx-$env.lock' in worker
+    image_env = re.search(r'ENV OCR_RETRAIN_OVERRIDES="([^"]*)"', worker).group(1)
+    for overrides in (_overrides(image_env), _overrides(SERVICES["worker-default"]["environment"]["OCR_RETRAIN_OVERRIDES"])):
+        assert overrides.get("onnx.converter") == "/opt/onnx-convert/bin/python"
+        for name in ("newest", "oldest"):
+            assert overrides.get(f"infra_validation.onnx_runtimes.onnx-{name}") == f"/opt/onnx-{name}/bin/python"
+    for env in ("convert", "newest", "oldest"):
+        assert (REPO / "runtimes" / f"onnx-{env}.lock").is_file()
