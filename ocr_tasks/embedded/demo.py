@@ -42,6 +42,7 @@ from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
 from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES
+from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 
 # shelf labels: article numbers and prices; the stock PP-OCRv4 rec reads no line with the euro sign
@@ -339,6 +340,9 @@ def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, ou
         return False
     model = pull_model(storage, config.model_name, work_dir / "models", version)
     out(f"      production {config.model_name} {version} -> {model} (det/, rec/: PaddleOCR inference layout)")
+    if (model / RAPIDOCR_SETTINGS).is_file():
+        out(f"      ONNX beside them: det/inference.onnx, rec/inference.onnx and {RAPIDOCR_SETTINGS} (RapidOCR: "
+            "README, \"Consumers who run ONNX\"; `ocr-retrain read --engine onnx IMAGE`)")
     report = model / "report"
     if not report.exists():  # pull_model fetches det/ and rec/; the report is for people
         storage.download_prefix(layout.model_report_prefix(config.model_name, version), report)

@@ -146,7 +146,7 @@ def _consumer_runtimes_read_the_published_model(model: Path, image: Path, text: 
 
 
 def _onnx_consumers_read_the_published_model(model: Path, manifest: dict, stock_model: Path, data_dir: Path,
-                                             image: Path, text: str, tmp_path: Path) -> None:
+                                             image: Path, text: str, printed: str, tmp_path: Path) -> None:
     """The bundle carries ONNX (issue 28): the files with their sha256, rapidocr.yaml, and the README's RapidOCR
     snippet, unchanged, reads in each ONNX runtime what the demo read with PaddleOCR. Then a rec ONNX converted
     from another checkpoint (stock's, planted in a copy of the bundle) is refused by the gate, naming the runtime."""
@@ -165,6 +165,7 @@ def _onnx_consumers_read_the_published_model(model: Path, manifest: dict, stock_
     assert onnx["opset"] >= 14 and onnx["settings"] == "rapidocr.yaml" and onnx["converter"]["paddle2onnx"]
     assert {"det/inference.onnx", "rec/inference.onnx", "rapidocr.yaml"} <= set(manifest["files"])
     assert all(len(manifest["files"][f]["sha256"]) == 64 for f in onnx["files"].values())
+    assert "ONNX beside them: det/inference.onnx, rec/inference.onnx and rapidocr.yaml" in printed
 
     snippet = re.search(r"```python\n(import yaml\nfrom pathlib import Path\nfrom rapidocr import RapidOCR\n.*?)```",
                         README.read_text(), re.S).group(1)
@@ -179,21 +180,28 @@ def _onnx_consumers_read_the_published_model(model: Path, manifest: dict, stock_
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(line.split("\t")[0] for line in done.stdout.splitlines()) == sorted(text.split(" | ")), done.stdout
 
+    # planted: stock's rec ONNX (another checkpoint: its 48-pixel input does not run with this bundle's settings),
+    # then this rec's ONNX with its dict reversed (RapidOCR reads the dict from the model: wrong characters, no error)
     stock = tmp_path / "stock-onnx"
     shutil.copytree(stock_model, stock)
     assert export_onnx(stock, converter, 14, tmp_path / "stock-onnx-work").made
-    planted = tmp_path / "planted-onnx"
-    shutil.copytree(model, planted)
-    shutil.copy(stock / "rec" / "inference.onnx", planted / "rec" / "inference.onnx")
+    from_stock, reversed_dict = tmp_path / "planted-stock-rec", tmp_path / "planted-reversed-dict"
+    for planted in (from_stock, reversed_dict):
+        shutil.copytree(model, planted)
+    shutil.copy(stock / "rec" / "inference.onnx", from_stock / "rec" / "inference.onnx")
+    subprocess.run([converter, "-c", "import onnx, sys; m = onnx.load(sys.argv[1]); "
+                    "e = next(p for p in m.metadata_props if p.key == 'character'); "
+                    "e.value = chr(10).join(reversed(e.value.splitlines())); onnx.save(m, sys.argv[1])",
+                    str(reversed_dict / "rec" / "inference.onnx")], check=True, timeout=120)
     few = _first_test_samples(data_dir, tmp_path / "few-onnx", images=12)
     name, python = next(iter(built.items()))
-    served = validate_in_runtimes(planted, few, {}, tmp_path / "iv-onnx", timeout_s=900,
-                                  onnx_runtimes={name: str(python)})
-    (read,) = served.runtimes
-    decision = decide({"rec": {"acc": 1.0}}, None, GateConfig(), models=["rec"], served=served)
-    assert not decision.passed, (read.metrics, decision.reasons)
-    assert any(r.startswith("rec acc drifts once exported") and f"in runtime {name} (rapidocr " in r
-               for r in decision.reasons), decision.reasons
+    for planted, expected in ((from_stock, "the exported models do not load or run in consumer runtime"),
+                              (reversed_dict, "rec acc drifts once exported")):
+        served = validate_in_runtimes(planted, few, {}, tmp_path / f"iv-{planted.name}", timeout_s=900,
+                                      onnx_runtimes={name: str(python)})
+        decision = decide({"rec": {"acc": 1.0}}, None, GateConfig(), models=["rec"], served=served)
+        assert not decision.passed, (planted.name, served.runtimes[0].metrics)
+        assert any(r.startswith(expected) and f"{name} (rapidocr " in r for r in decision.reasons), decision.reasons
 
 
 def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Path, metrics: dict,
@@ -333,7 +341,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
         manifest = Storage(server.settings(BUCKET)).get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
     _onnx_consumers_read_the_published_model(model, manifest, work / "models" / stock["version"],
                                              work / "work" / "datasets" / "current",
-                                             work / "work" / "datasets" / "current" / "images" / image, text, tmp_path)
+                                             work / "work" / "datasets" / "current" / "images" / image, text, first,
+                                             tmp_path)
     _planted_mismatch_and_unloadable_model_are_refused(model, work / "work" / "datasets" / "current",
                                                        {**outcome["metrics"], "det": stock["metrics"]["det"]},
                                                        tmp_path)
@@ -345,7 +354,7 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
     grown = _demo(work, "--add-export", "--epochs", "5", timeout=1200,
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0",
                         # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
-                        "infra_validation.runtimes={pipeline: null}"))
+                        "infra_validation.runtimes={pipeline: null}", "infra_validation.onnx_runtimes={}"))
     assert "prices_extra_001: 200 images" in grown and "done train_rec (" in grown and "skipped: train_det" in grown
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
