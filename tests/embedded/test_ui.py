@@ -68,7 +68,7 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     log = tmp_path / "ui.log"
     # this deployment lets the trigger form lower the gate (trigger.may_relax_gate): the approval runs below pass
     # a 1-epoch det with det_min_hmean 0; by default the form may only tighten it (tests/dags/test_dag.py)
-    # the consumer runtimes are the demo test's: here the pipeline's own reads each run's models (one read, not three);
+    # the consumer runtimes (Paddle and ONNX) are the demo test's: here the pipeline's own reads each run's models (one read);
     # so is choosing the det post-processing on val (postprocess.val_images 0: the det template's values stay)
     # a first export of 200 images (`ui --images`): what is tested is the UI's path, not the model, so each of the
     # two runs trains on 120 images instead of the demo's 480
@@ -76,6 +76,7 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     proc = subprocess.Popen([str(BIN / "ocr-retrain"), "--set", "trigger.may_relax_gate=true",
                              "--set", "baseline.det=null", "--set", "baseline.rec=null",
                              "--set", "infra_validation.runtimes={pipeline: null}",
+                             "--set", "infra_validation.onnx_runtimes={}",
                              "--set", "postprocess.val_images=0", "ui",
                              "--work-dir", str(work), "--port", str(port), "--images", "200"],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
