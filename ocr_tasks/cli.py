@@ -472,14 +472,21 @@ def cmd_infra_validate(args) -> int:
 
 
 def cmd_read(args) -> int:
+    from ocr_tasks.ingest.images import inspect_image
     from ocr_tasks.release.inference import read_image
 
+    config = _config(args)
+    # ingest's own checks, before any model is pulled or loaded: a text file, a truncated or oversized image is
+    # named here, not met as a traceback (or as empty reads) from the runtime
+    facts = inspect_image(args.image, max_pixels=config.validation.max_image_pixels,
+                          max_side=config.validation.max_image_side)
+    if facts.problem:
+        raise UsageError(f"{args.image}: {facts.problem}: nothing read")
     model = args.model
     if model is None:
         from ocr_tasks.release.registry import pull_model
         from ocr_tasks.storage.s3 import storage_from_config
 
-        config = _config(args)
         model = pull_model(storage_from_config(config), config.model_name, args.dest.resolve())
     if args.engine == "onnx":
         import tempfile
@@ -487,7 +494,7 @@ def cmd_read(args) -> int:
         from ocr_tasks.release.inference import read_image_onnx
         from ocr_tasks.release.infra_validation import ONNX_RUNTIMES
 
-        python = args.onnx_python or next(iter(_config(args).infra_validation.onnx_runtimes.values()),
+        python = args.onnx_python or next(iter(config.infra_validation.onnx_runtimes.values()),
                                           str(ONNX_RUNTIMES["onnx-newest"]))
         with tempfile.TemporaryDirectory(prefix="ocr-retrain-read-") as work:
             lines = read_image_onnx(model, args.image, python, Path(work))

@@ -53,3 +53,32 @@ def test_an_unexpected_exception_shows_its_traceback(bug):
     assert done.returncode not in (0, 2), done.stderr
     assert "Traceback (most recent call last)" in done.stderr and f"{bug}: " in done.stderr
     assert "in broken" in done.stderr and "ocr-retrain: error" not in done.stderr
+
+
+def test_read_checks_its_image_before_loading_any_model(tmp_path, capsys):
+    """Issue 29: a text file, a text file named .jpg, a truncated JPEG and a missing file are named, with what is
+    wrong, before a model is pulled or loaded (--model names a folder that holds none: nothing gets that far)."""
+    from ocr_tasks.embedded.synthetic import make_text_line_image
+    from ocr_tasks.ingest.crops import encode_jpeg
+
+    renamed = tmp_path / "notes.jpg"
+    renamed.write_text("not a photo")
+    truncated = tmp_path / "cut.jpg"
+    whole = encode_jpeg(make_text_line_image("20261", height=40, rng=0))
+    truncated.write_bytes(whole[:len(whole) * 2 // 3])                 # an interrupted copy: header whole, data cut
+    for image, says in ((tmp_path / "README.md", "not a readable image"), (renamed, "not a readable image"),
+                        (truncated, "file is truncated"), (tmp_path / "gone.jpg", "image file missing")):
+        if image.name == "README.md":
+            image.write_text("# a README")
+        assert main(["read", "--model", str(tmp_path / "no-model"), str(image)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ocr-retrain: error: {image}: {says}") and "nothing read" in err, err
+        assert err.count("\n") == 1
+
+
+def test_an_endpoint_without_a_scheme_says_which_setting_and_how(monkeypatch, capsys):
+    monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", "127.0.0.1:9000")
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocr-retrain: error: S3 endpoint '127.0.0.1:9000' (OCR_RETRAIN_S3_ENDPOINT") and \
+        "must be an http:// or https:// URL, e.g. http://127.0.0.1:9000" in err, err

@@ -80,6 +80,13 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+def _is_http_url(value: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     bucket: str
@@ -115,6 +122,11 @@ class StorageSettings:
             raise ValueError(f"invalid bucket name: {self.bucket!r}")
         # Normalise once here so every key join below can assume "a/b" (no edge slashes).
         object.__setattr__(self, "prefix", _clean_prefix(self.prefix, what="storage prefix"))
+        if self.endpoint_url is not None and not _is_http_url(self.endpoint_url):
+            # botocore's own answer is "Invalid endpoint", with a traceback, at the first request
+            raise UsageError(f"S3 endpoint {self.endpoint_url!r} (OCR_RETRAIN_S3_ENDPOINT, AWS_ENDPOINT_URL or the "
+                             "Airflow connection's endpoint_url) must be an http:// or https:// URL, e.g. "
+                             f"http://{self.endpoint_url.split('://')[-1]}")
         if self.addressing_style not in _ADDRESSING_STYLES:
             raise ValueError(
                 f"addressing_style must be one of {_ADDRESSING_STYLES}, got {self.addressing_style!r}"
