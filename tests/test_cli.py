@@ -82,3 +82,30 @@ def test_an_endpoint_without_a_scheme_says_which_setting_and_how(monkeypatch, ca
     err = capsys.readouterr().err
     assert err.startswith("ocr-retrain: error: S3 endpoint '127.0.0.1:9000' (OCR_RETRAIN_S3_ENDPOINT") and \
         "must be an http:// or https:// URL, e.g. http://127.0.0.1:9000" in err, err
+
+
+@pytest.mark.parametrize("serves_a_page", [False, True])
+def test_an_endpoint_that_is_not_s3_is_said_to_be_so(serves_a_page, tmp_path, monkeypatch, capsys):
+    """A web server given as the endpoint: its bare 404 must not read as an empty bucket, nor its HTML page as a
+    corrupt production.json (issue 29)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    if serves_a_page:
+        page = tmp_path / "ocr-data" / "models" / "ocr" / "production.json"
+        page.parent.mkdir(parents=True)
+        page.write_text("<!DOCTYPE html><html><body>Welcome</body></html>")
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *args: None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OCR_RETRAIN_S3_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+        assert main(["models"]) == 2
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    said = "is not JSON but a web page" if serves_a_page else "answered HTTP 404 without an S3 error"
+    assert said in err and "it does not look like an S3 server (check OCR_RETRAIN_S3_ENDPOINT" in err, err

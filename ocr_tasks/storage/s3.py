@@ -80,6 +80,10 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+NOT_S3 = ("it does not look like an S3 server (check OCR_RETRAIN_S3_ENDPOINT, AWS_ENDPOINT_URL or the Airflow "
+          "connection's endpoint_url)")
+
+
 def _is_http_url(value: str) -> bool:
     from urllib.parse import urlsplit
 
@@ -460,6 +464,11 @@ class Storage:
                 break
         if code == "NoSuchBucket":
             return ObjectNotFoundError(f"bucket not found: s3://{self.settings.bucket}", code=code)
+        if op in ("GetObject", "ListObjectsV2") and code == "404":
+            # an S3 server says NoSuchKey or NoSuchBucket in an XML body; a bare 404 is some other HTTP service,
+            # which would otherwise read as an empty bucket
+            return StorageError(f"S3 {op} {target}: the endpoint {self.settings.endpoint_url or 'AWS'} answered HTTP "
+                                f"404 without an S3 error: {NOT_S3}")
         if _is_not_found(exc):
             return ObjectNotFoundError(f"object not found: {target}", code=code)
         if isinstance(exc, bce.SSLError):
@@ -680,6 +689,9 @@ class Storage:
         try:
             return json.loads(data)
         except ValueError as exc:
+            if data.lstrip()[:1] == b"<":   # a web page where an S3 object was asked for
+                raise StorageError(f"{self.uri(key)} is not JSON but a web page ({data.lstrip()[:40]!r}...) from the "
+                                   f"endpoint {self.settings.endpoint_url or 'AWS'}: {NOT_S3}") from exc
             raise StorageError(f"invalid JSON in {self.uri(key)}: {exc}") from exc
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
