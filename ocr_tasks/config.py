@@ -238,9 +238,10 @@ class InfraValidationConfig(_Section):
         Field(default_factory=lambda: {"pipeline": None})
     timeout_s: Annotated[int, Expect("a positive number of seconds")] = 1800           # per runtime
     # name -> python of a venv with rapidocr + onnxruntime: they read the bundle's ONNX files (onnx.*), when it has
-    # them, with the bundle's rapidocr.yaml; relative paths are the checkout's (`make onnx-envs`)
+    # them, with the bundle's rapidocr.yaml; relative paths are the checkout's (`make onnx-envs` builds this one with
+    # the converter: a bundle never ships ONNX that no ONNX runtime read)
     onnx_runtimes: Annotated[dict[str, str], Expect("a mapping of runtime names to python interpreter paths")] = \
-        Field(default_factory=dict)
+        Field(default_factory=lambda: {"onnx-newest": str(REPO_ROOT / ".venv-onnx-newest" / "bin" / "python")})
 
     @field_validator("onnx_runtimes")
     @classmethod
@@ -264,7 +265,7 @@ class OnnxConfig(_Section):
 
     # python of a venv with paddle2onnx and the paddle it imports with (runtimes/onnx-convert.in); relative paths are
     # the checkout's; null: no ONNX. Missing, the bundle says so and the Paddle release goes on
-    converter: str | None = ".venv-onnx-convert/bin/python"
+    converter: str | None = str(REPO_ROOT / ".venv-onnx-convert" / "bin" / "python")
     # paddle2onnx's target opset: RapidOCR's own converted PP-OCR models are opset 14; paddle2onnx raises it by itself
     # where an operator needs more
     opset: Annotated[int, Expect("an ONNX opset version, 7 or more")] = 14

@@ -91,6 +91,11 @@ def test_the_settings_travel_with_the_models_consumers_pull(storage, tmp_path):
 
 
 def test_onnx_config_resolves_checkout_paths_and_refuses_an_old_opset():
+    from ocr_tasks.config import PipelineConfig
+
+    for defaults in (PipelineConfig(), load_config()):   # the code's defaults and configs/pipeline.yaml's agree
+        assert defaults.onnx.converter == str(REPO_ROOT / ".venv-onnx-convert" / "bin" / "python")
+        assert defaults.infra_validation.onnx_runtimes == {"onnx-newest": str(REPO_ROOT / ".venv-onnx-newest/bin/python")}
     config = load_config(overrides=["infra_validation.onnx_runtimes={onnx-newest: .venv-onnx-newest/bin/python}"])
     assert config.onnx.converter == str(REPO_ROOT / ".venv-onnx-convert" / "bin" / "python")
     assert config.infra_validation.onnx_runtimes == {"onnx-newest": str(REPO_ROOT / ".venv-onnx-newest/bin/python")}
@@ -113,8 +118,11 @@ def test_read_with_onnx_says_when_a_model_has_no_onnx(tmp_path, capsys):
     from ocr_tasks.cli import main
 
     bundle = _bundle(tmp_path / "bundle")                     # published before ONNX, or its conversion failed
+    from ocr_tasks.embedded.synthetic import make_text_line_image
+    from ocr_tasks.ingest.crops import encode_jpeg
+
     image = tmp_path / "photo.jpg"
-    image.write_bytes(b"")
+    image.write_bytes(encode_jpeg(make_text_line_image("20261", height=40, rng=0)))
     assert main(["read", "--model", str(bundle), "--engine", "onnx", str(image)]) == 2
     err = capsys.readouterr().err
     assert f"{bundle}: no rapidocr.yaml: this model was published without ONNX" in err and "Traceback" not in err
