@@ -12,6 +12,11 @@ paddlepaddle), `consumer_probe.py` runs in that interpreter, offline, and reads:
           and the CPU (or GPU) seconds each image took         -> latency_ms (mean, p50, p95), on
           READ_THREADS CPU threads
 
+The bundle's ONNX files (release/onnx_export.py) are read the same way in each runtime of
+`infra_validation.onnx_runtimes` (a venv with rapidocr and onnxruntime): `onnx_probe.py` takes the same job
+and gives the same answer, RapidOCR reading with the bundle's rapidocr.yaml, so one scorer and one gate serve
+both kinds of consumer.
+
 A runtime that cannot load or run the models answers with its own error; the gate refuses
 with it (ocr_tasks/release/gate.py), as it refuses metrics that drift from eval.py's.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 from ocr_tasks.config import REPO_ROOT
 from ocr_tasks.errors import UsageError
+from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
 from ocr_tasks.release.read_metrics import LabelledBox, det_scores, end_to_end_of, rec_scores
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 
@@ -120,8 +126,6 @@ def validate_in_runtimes(bundle: Path, data_dir: Path, runtimes: dict[str, str |
                          f"infra validation of {' and '.join(kinds)} needs "
                          + " and ".join({DET: "images", REC: "crops"}[k] for k in kinds))
     result = InfraValidation(images=len(boxes), crops=len(crops))
-
-    from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
 
     every = [(name, python, PADDLE) for name, python in runtimes.items()]
     if onnx_runtimes and (bundle / RAPIDOCR_SETTINGS).is_file():
