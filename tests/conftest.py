@@ -33,6 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     list in halves: the first worker starts the demo (about 10 minutes), the second gets the
     other slow tests at the end of its half, and whichever runs dry steals queued fast tests.
     A worker commits to the test after the one it runs, so the demo is followed by a fast one.
+
+    Tests marked `one_worker` share costly module fixtures (tests/flow/test_runners.py: a whole run
+    each): they open the second half, so the worker that does not run the demo takes them together
+    before anything is stolen (stealing takes from the end of a queue). Left at the end, a steal
+    split them and a second worker built the fixtures again (76 s in a CI run).
     """
     def minutes(item: pytest.Item) -> float:
         slow = item.get_closest_marker("slow")
@@ -46,6 +51,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (2, -minutes(item)) if minutes(item) else (1, 0.0)
 
     items.sort(key=place)
+    together = [item for item in items if item.get_closest_marker("one_worker")]
+    if together and getattr(config, "workerinput", {}).get("workercount", 1) > 1:
+        rest = [item for item in items if not item.get_closest_marker("one_worker")]
+        half = (len(rest) + len(together)) // 2    # worksteal's first share: the first half of the list
+        items[:] = rest[:half] + together + rest[half:]
 
 
 @pytest.fixture(scope="session")

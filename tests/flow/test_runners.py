@@ -31,7 +31,7 @@ from ocr_tasks.storage.s3 import Storage
 
 from tests.kit import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_worker]   # local_run and dag_run are built once (tests/conftest.py)
 
 BIN = Path(sys.executable).parent
 EXPORT = ExportSpec("digits_001", n_images=40, seed=7)
