@@ -426,7 +426,7 @@ def run_logged(command: Sequence[str], log_file: Path, *, cwd: Path | None = Non
         sink.write(f"# {' '.join(command)}\n")
         proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=cwd, env=dict(env) if env is not None else None,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
         timer = threading.Timer(timeout_s, stop_for_timeout) if timeout_s else None
         if timer is not None:
             timer.daemon = True
@@ -464,16 +464,21 @@ def _emit(line: str, sink, tail: collections.deque[str], logger: logging.Logger)
     logger.info("%s", line)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started it dies. A task process killed
-    outright (SIGKILL from a supervisor, a lost worker) runs no `finally`, and the child, in a session of
-    its own, would go on training or reading unseen; Linux's PR_SET_PDEATHSIG ends it instead."""
-    try:
-        import ctypes
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For the child, before exec: SIGTERM when the process that started it (`parent`) dies. A task process
+    killed outright (SIGKILL from a supervisor, a lost worker) runs no `finally`, and the child, in a session
+    of its own, would go on training or reading unseen; Linux's PR_SET_PDEATHSIG ends it instead."""
+    def preexec() -> None:
+        try:
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):   # not Linux: the `finally` above is all there is
-        pass
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):   # not Linux: the `finally` above is all there is
+            return
+        if os.getppid() != parent:
+            # the parent died between fork and prctl (a busy machine: a CI run saw it): no signal will come
+            os._exit(128 + signal.SIGTERM)
+    return preexec
 
 
 def _stop(proc: subprocess.Popen) -> None:
