@@ -290,7 +290,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
     for task in ("discover", "should_run", "check_export[0]", "check_export[1]", "merge", "register_baseline",
                  "train_rec", "evaluate", "export", "infra_validate", "compare", "gate", "route", "publish"):
         assert f"done {task} (" in first, task
-    assert "skipped: train_det" in first                # stock det finds every line: not retrained
+    # stock det finds every line: not retrained (a poll of the progress printer may list other skipped tasks with it)
+    assert re.search(r"skipped: [^\n]*\btrain_det\b", first)
     assert "export prices_broken QUARANTINED" in first
     assert re.search(r"train_rec epoch \d+/6,", first)
     (read,) = re.findall(r"read from held-out test image (\S+): '(.*)'   \(labelled: '(.*)'\)", first)
@@ -355,7 +356,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
                   sets=("training.models=[rec]", "training.rec.detector_like_crops.copies=0",
                         # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
                         "infra_validation.runtimes={pipeline: null}", "infra_validation.onnx_runtimes={}"))
-    assert "prices_extra_001: 200 images" in grown and "done train_rec (" in grown and "skipped: train_det" in grown
+    assert "prices_extra_001: 200 images" in grown and "done train_rec (" in grown
+    assert re.search(r"skipped: [^\n]*\btrain_det\b", grown)   # "skipped: register_baseline, train_det" in CI
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))
         runs = _runs(storage)
