@@ -41,7 +41,7 @@ from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
 from ocr_tasks.ingest.ppocrlabel import IGNORE_TRANSCRIPTIONS
-from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES, runtime_label
 from ocr_tasks.release.onnx_export import RAPIDOCR_SETTINGS
 from ocr_tasks.vocabulary import DET, REC, TEST_SPLIT
 
@@ -124,7 +124,7 @@ def embedded_default(work_dir: Path, bucket: str, *, add_export: bool, out: Out,
 def _runtime(name: str, read: dict) -> str:
     versions = read.get("versions") or {}
     if read.get("engine") == ONNX:
-        return f"{name} (rapidocr {versions.get('rapidocr')}, onnxruntime {versions.get('onnxruntime')})"
+        return runtime_label(name, versions, ONNX)
     return f"{name} (paddleocr {versions.get('paddleocr')}, paddle {versions.get('paddlepaddle')})"
 
 

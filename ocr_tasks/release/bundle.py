@@ -113,7 +113,7 @@ def build_manifest(config: PipelineConfig, outcome: Any, trained: dict[str, Trai
         # the det post-processing chosen on val (also in det/inference.yml): pass it to PaddleOCR(...) as text_det_*
         "postprocess": exported.postprocess,
         # ONNX beside the Paddle files (their sha256 with every file's): RapidOCR reads them with rapidocr.yaml
-        "onnx": getattr(exported, "onnx", None) or {"skipped": "not exported by this version of ocr-retrain"},
+        "onnx": exported.onnx or {"skipped": "not exported by this version of ocr-retrain"},
         "gate": plain(outcome.gate),
         "comparison": outcome.comparison,
         "approval": plain(outcome.approval),

@@ -102,7 +102,7 @@ def rapidocr_settings(bundle: Path) -> dict[str, object]:
     not say), the rec's input shape from rec/inference.yml; no angle classifier, every line kept whatever its
     score (PaddleOCR's text_rec_score_thresh is 0; RapidOCR's own default drops lines under 0.5)."""
     params: dict[str, object] = {"Global.use_cls": False, "Global.text_score": 0.0}
-    if (bundle / DET / ONNX_FILE).is_file() or (bundle / DET / "inference.yml").is_file():
+    if (bundle / DET / "inference.yml").is_file():
         det = pipeline_settings(bundle / DET)
         params["Det.model_path"] = f"{DET}/{ONNX_FILE}"
         params.update({_DET_KEYS[key]: value for key, value in det.items() if key in _DET_KEYS})

@@ -80,8 +80,8 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-NOT_S3 = ("it does not look like an S3 server (check OCR_RETRAIN_S3_ENDPOINT, AWS_ENDPOINT_URL or the Airflow "
-          "connection's endpoint_url)")
+ENDPOINT_SETTINGS = "OCR_RETRAIN_S3_ENDPOINT, AWS_ENDPOINT_URL or the Airflow connection's endpoint_url"
+NOT_S3 = f"it does not look like an S3 server (check {ENDPOINT_SETTINGS})"
 
 
 def _is_http_url(value: str) -> bool:
@@ -128,9 +128,8 @@ class StorageSettings:
         object.__setattr__(self, "prefix", _clean_prefix(self.prefix, what="storage prefix"))
         if self.endpoint_url is not None and not _is_http_url(self.endpoint_url):
             # botocore's own answer is "Invalid endpoint", with a traceback, at the first request
-            raise UsageError(f"S3 endpoint {self.endpoint_url!r} (OCR_RETRAIN_S3_ENDPOINT, AWS_ENDPOINT_URL or the "
-                             "Airflow connection's endpoint_url) must be an http:// or https:// URL, e.g. "
-                             f"http://{self.endpoint_url.split('://')[-1]}")
+            raise UsageError(f"S3 endpoint {self.endpoint_url!r} ({ENDPOINT_SETTINGS}) must be an http:// or https:// "
+                             f"URL, e.g. http://{self.endpoint_url.split('://')[-1]}")
         if self.addressing_style not in _ADDRESSING_STYLES:
             raise ValueError(
                 f"addressing_style must be one of {_ADDRESSING_STYLES}, got {self.addressing_style!r}"
