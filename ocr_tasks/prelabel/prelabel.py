@@ -5,7 +5,8 @@ as a folder a labeller opens in PPOCRLabel to correct instead of draw, hardest i
 
     prelabeled/<batch>/<version>/<batch>/    the PPOCRLabel folder: the batch's images, Cache.cach (the
                                              model's boxes and texts), empty fileState.txt and Label.txt
-    prelabeled/<batch>/<version>/ranking.csv, ranking.html, thumbs/   hardest first (prelabel/ranking.py)
+    prelabeled/<batch>/<version>/ranking.csv, ranking.html, thumbs/   hardest first, each image with the
+                                             model's boxes, reads and why it ranks there (prelabel/ranking.py)
     prelabeled/<batch>/<version>/done.json   written last: a batch done by a version is never redone
 
 The model is pulled (sha256-verified) and read offline by the consumer probe, the same PaddleOCR 3.x
@@ -154,10 +155,11 @@ def _fetch_images(storage: Storage, batch: str, folder: Path, left_out: list[str
 def _reads_by_name(answer: dict) -> dict[str, dict]:
     reads: dict[str, dict] = {}
     for item in answer.get("ocr") or []:
-        reads[Path(item["image"]).name] = {"lines": item["lines"], "box_scores": []}
+        reads[Path(item["image"]).name] = {"lines": item["lines"], "box_scores": [], "box_polys": []}
     for item in answer.get("det") or []:
-        entry = reads.setdefault(Path(item["image"]).name, {"lines": [], "box_scores": []})
+        entry = reads.setdefault(Path(item["image"]).name, {"lines": [], "box_scores": [], "box_polys": []})
         entry["box_scores"] = list(item.get("scores") or [])
+        entry["box_polys"] = list(item.get("polys") or [])     # one per score: the ranking page draws them
         if not answer.get("ocr"):   # a det-only model: its boxes, no texts, for the labeller to type
             entry["lines"] = [{"poly": poly, "text": "", "score": None} for poly in item["polys"]]
     return reads
