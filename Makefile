@@ -5,7 +5,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install consumer-envs onnx-envs ppocrlabel-env browser-env stock-models demo ui test test-fast lock bench
+.PHONY: install consumer-envs onnx-envs ppocrlabel-env browser-env docs-env docs stock-models demo ui test test-fast lock bench
 
 install: $(BIN)/ocr-retrain
 
@@ -76,6 +76,20 @@ browser-env: .venv-browser/bin/playwright .venv-browser/cdn/.done
 	uv pip sync --python .venv-browser/bin/python runtimes/browser.lock
 	touch $@
 
+# The docs site (mkdocs.yml, docs/): MkDocs with Material from runtimes/docs.lock, in .venv-docs. Cached like
+# .venv: rebuilt only when the lock changes. `make docs` builds it offline with --strict (a broken link or a page
+# left out of the nav fails) into work/site/; tests/test_docs.py builds it too.
+docs-env: .venv-docs/bin/mkdocs
+
+.venv-docs/bin/mkdocs: runtimes/docs.lock
+	command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==0.13.8" || pip install --quiet "uv==0.13.8"
+	uv venv --allow-existing --python $(PY) .venv-docs
+	uv pip sync --python .venv-docs/bin/python runtimes/docs.lock
+	touch $@
+
+docs: docs-env
+	.venv-docs/bin/mkdocs build --strict -d work/site
+
 # The main job on the embedded default: local S3 server, synthetic PPOCRLabel exports,
 # the real DAG in Airflow (SQLite), CPU training through the real gate, publish, read back.
 # Run it again: nothing new, the run short-circuits. `ocr-retrain demo --add-export`: retrains.
@@ -92,7 +106,7 @@ ui: install stock-models onnx-envs
 # process, so the demo runs on one while everything else runs on the other (tests/conftest.py
 # starts the longest first). TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 2
-test: install consumer-envs onnx-envs ppocrlabel-env browser-env stock-models
+test: install consumer-envs onnx-envs ppocrlabel-env browser-env docs-env stock-models
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 # Stock PP-OCRv4 mobile det and rec as teams run them, for `training.<kind>.pretrained` (upload a folder to your
@@ -123,7 +137,7 @@ lock:
 	  --excludes requirements.exclude --overrides requirements.overrides --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock.new
 	cat requirements.holdbacks requirements.lock.new > requirements.lock && rm requirements.lock.new
-	for env in consumer-newest consumer-oldest onnx-convert onnx-newest onnx-oldest ppocrlabel browser; do uv pip compile runtimes/$$env.in --python-version 3.11 \
+	for env in consumer-newest consumer-oldest onnx-convert onnx-newest onnx-oldest ppocrlabel browser docs; do uv pip compile runtimes/$$env.in --python-version 3.11 \
 	  --custom-compile-command "make lock" -o runtimes/$$env.lock; done
 
 bench: install

@@ -33,7 +33,7 @@ from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
 
 BIN = Path(sys.executable).parent
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "consumers.md"   # the consumer snippets (the README links there)
 BUCKET = "ocr-data"
 
 

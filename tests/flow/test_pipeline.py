@@ -44,10 +44,11 @@ def test_the_graph_draws_each_nodes_direct_needs_only():
     assert sum(len(e) for e in edges.values()) == 20     # the DAG adds discover -> check_export (the map)
 
 
-def test_the_readme_picture_is_the_declaration():
+@pytest.mark.parametrize("page", ["README.md", "docs/pipeline.md"])
+def test_the_readme_picture_is_the_declaration(page):
     picture = RETRAINING.picture()
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert picture in readme, "README's pipeline picture differs from `ocr-retrain graph`: paste it again"
+    text = (REPO / page).read_text(encoding="utf-8")
+    assert picture in text, f"{page}'s pipeline picture differs from `ocr-retrain graph`: paste it again"
 
 
 def test_the_local_runner_runs_every_role(storage, tmp_path):
