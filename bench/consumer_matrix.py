@@ -2,8 +2,8 @@
 
 For each paddleocr minor line x paddlepaddle 3.x, builds a venv (uv, under
 work/bench/consumers/, cached: a second run reuses them) the way a consumer installs
-them, then reads one held-out image with the README's consumer snippet, with PaddleOCR's
-defaults (oneDNN on, on CPU) and with enable_mkldnn=False. Prints one table per model.
+them, then reads one held-out image with the consumer snippet of docs/consumers.md, with
+PaddleOCR's defaults (oneDNN on, on CPU) and with enable_mkldnn=False. Prints one table per model.
 
     .venv/bin/python bench/consumer_matrix.py --model portable=work/demo/models/<v> \\
         --image work/demo/work/datasets/current/images/<test image>.jpg --expect 992965
@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PADDLEOCR_LINES = ("3.0.3", "3.1.1", "3.2.0", "3.3.3", "3.4.1", "3.5.0", "3.6.0", "3.7.0")
 PADDLES = ("3.0.0", "3.1.1", "3.2.2", "3.3.1")
 
-# The README's consumer snippet, as a consumer runs it (plus the oneDNN switch of the second column).
+# The consumer snippet of docs/consumers.md, "PaddleOCR 3.x", as a consumer runs it (plus the oneDNN
+# switch of the second column).
 READ = r'''
 import json, os, sys
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")

@@ -10,7 +10,7 @@ under test cannot tell a synthetic export from a real one. The pixels are drawn 
 
 The defaults (black-on-white 4-6 digit strings, 320x160 images with 1-3 lines) are
 the data on which CTC recognition and DB detection were seen to learn from scratch on
-a 2-core CPU in minutes (the README's "CPU profiles that pass the real gate"); harder
+a 2-core CPU in minutes (docs/training.md, "CPU profiles that pass the real gate"); harder
 data would make the demo's quality gate unreachable in CPU time.
 
 Output is a pure function of the spec: every random draw comes from generators seeded

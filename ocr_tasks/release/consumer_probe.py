@@ -7,8 +7,8 @@ of each configured consumer runtime: a venv holding nothing but paddleocr and
 paddlepaddle, as consumers install them. Standalone on purpose (stdlib + paddleocr): that
 interpreter has no ocr_tasks.
 
-Everything runs as a consumer's code following the README would: PaddleOCR's defaults (no
-enable_mkldnn) but for `cpu_threads`, which the job sets (one: the same reads, at a fraction of
+Everything runs as a consumer's code following docs/consumers.md, "PaddleOCR 3.x", would: PaddleOCR's
+defaults (no enable_mkldnn) but for `cpu_threads`, which the job sets (one: the same reads, at a fraction of
 the CPU on a shared worker; see infra_validation.READ_THREADS), plus the det post-processing the
 bundle's det/inference.yml carries, passed to
 the `PaddleOCR(...)` pipeline as `text_det_*` arguments (`pipeline_args`: the pipeline takes

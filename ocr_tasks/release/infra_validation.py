@@ -175,7 +175,7 @@ def read_samples(bundle: Path, kinds: list[str], images: list[str], crops: list[
     for kind in kinds:
         job[f"{kind}_dir"], job[f"{kind}_model_name"] = str(bundle / kind), model_name_of(bundle / kind)
     if DET in kinds:
-        job["pipeline_args"] = pipeline_settings(bundle / DET)   # as the README's consumer snippet passes them
+        job["pipeline_args"] = pipeline_settings(bundle / DET)   # as docs/consumers.md's snippet passes them
     job.update(extra_job or {})
     job_file = work / f"{name}.job.json"
     job_file.write_text(json.dumps(job), encoding="utf-8")

@@ -87,7 +87,7 @@ def export_onnx(bundle: Path, converter: str | None, opset: int, work: Path, *, 
     settings = rapidocr_settings(bundle)
     (bundle / RAPIDOCR_SETTINGS).write_text(
         "# RapidOCR 3.x params read as the gate measured (generated from det/ and rec/inference.yml); paths are\n"
-        "# relative to this folder. README: \"Consumers who run ONNX\".\n"
+        "# relative to this folder. docs/consumers.md, \"ONNX (RapidOCR)\".\n"
         + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True), encoding="utf-8")
     opsets = {model["opset"] for model in answer["models"].values()}
     log.info("ONNX (opset %s, paddle2onnx %s) written in %.0f s: %s", sorted(opsets),

@@ -7,10 +7,10 @@ consumer_probe.py's counterpart for consumers who never load Paddle: run by the 
 venv holding rapidocr and onnxruntime as consumers install them (`make onnx-envs`). Standalone on purpose
 (stdlib + rapidocr, whose PyYAML reads the settings): that interpreter has no ocr_tasks.
 
-It reads as the README's RapidOCR snippet does: the bundle's rapidocr.yaml (release/onnx_export.py writes it from
-det/ and rec/inference.yml: pre-processing, input shape, the det post-processing chosen on val), model paths
-relative to the bundle, and nothing else but the job's CPU thread count. The job and the answer are
-consumer_probe.py's, so one scorer serves both:
+It reads as the RapidOCR snippet in docs/consumers.md, "ONNX (RapidOCR)", does: the bundle's rapidocr.yaml
+(release/onnx_export.py writes it from det/ and rec/inference.yml: pre-processing, input shape, the det
+post-processing chosen on val), model paths relative to the bundle, and nothing else but the job's CPU
+thread count. The job and the answer are consumer_probe.py's, so one scorer serves both:
 
     {"runtime": {"python", "rapidocr", "onnxruntime"},
      "det": [{"image", "polys", "scores"}], "rec": [{"crop", "text", "score"}],

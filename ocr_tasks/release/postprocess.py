@@ -5,7 +5,7 @@ and so what it reads (PaddleOCR #12030: tune per scenario). The export step read
 (never the test split the gate judges) with the exported det+rec in the pipeline's own runtime,
 once per setting of the configured grid (`postprocess`, configs/pipeline.yaml), and writes the setting with the best end-to-end hmean into
 `det/inference.yml` (PostProcess), where TextDetection reads it; the PaddleOCR(...) pipeline gets it as
-`text_det_*` arguments (release/inference.pipeline_settings, the README's consumer snippet).
+`text_det_*` arguments (release/inference.pipeline_settings, the consumer snippet in docs/consumers.md).
 
     choose_postprocess(bundle, data_dir, work, grid) -> PostprocessChoice (and bundle/det/inference.yml updated)
 """

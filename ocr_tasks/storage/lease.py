@@ -14,7 +14,8 @@ that atomic. A store that ignores the headers (the embedded rclone server, measu
 same PUT, then a pause of `settle_s` and a read back: of two writers that both found the lease
 free, the later PUT is what both read, so only its writer goes on. That relies on a writer's
 read and its PUT being less than `settle_s` apart, which holds on one machine and a LAN but is
-timing, not a guarantee; the README's concurrency section says so.
+timing, not a guarantee; docs/storage.md, "Concurrency: what may run at once, and
+what protects it", says so.
 
 A lease whose object is older than `ttl_s` by the store's own clock (its Last-Modified against the
 response's Date, so worker clocks do not matter) belongs to a holder that died: it is taken over.

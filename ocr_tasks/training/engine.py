@@ -5,8 +5,8 @@ PaddleOCR's engine is driven the way its users drive it by hand,
 parent would tie the Airflow worker to paddle's threads, signals and GPU state, and a
 crash in the engine must not take the pipeline down with it. The engine is either the
 installed ``unstructured_paddleocr`` package (PaddleOCR 2.10's ``tools/`` and ``ppocr/`` as
-a wheel, ``unstructured.paddleocr==2.10.0``; pinned with the rest of the stack, see the
-README's "Dependencies") or a user's own PaddleOCR checkout or fork with the same ``tools/``.
+a wheel, ``unstructured.paddleocr==2.10.0``; pinned with the rest of the stack, see
+docs/development.md, "Dependencies") or a user's own PaddleOCR checkout or fork with the same ``tools/``.
 
 Progress comes from the tool's log lines, parsed by ``train_log.LogParser``.
 
