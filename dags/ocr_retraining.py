@@ -25,6 +25,7 @@ from airflow.sdk import Asset, CronTriggerTimetable, Param, dag
 from ocr_tasks.config import load_config_for_parsing
 from ocr_tasks.flow.airflow_runner import GPU_POOL, GPU_QUEUE, STORAGE_CONNECTION, build_tasks, on_failure  # noqa: F401
 from ocr_tasks.flow.retraining import RETRAINING
+from ocr_tasks.flow.run import APPROVAL_CHOICES
 
 DAG_ID = RETRAINING.name
 SCHEDULE = os.environ.get("OCR_RETRAIN_SCHEDULE", "0 2 * * *")   # nightly; "" or "none" -> manual only
@@ -49,7 +50,8 @@ APPROVAL_TIMEOUT = timedelta(hours=CONFIG.approval.timeout_h if CONFIG else 24)
     doc_md=f"{__doc__}\n```\n{RETRAINING.picture()}\n```\n",
     default_args={"owner": "ocr-retrain", "retries": 0, "on_failure_callback": on_failure},
     params={
-        "force": Param(False, type="boolean", description="Train even when no export is new."),
+        "force": Param(False, type="boolean",
+                       description="Train even when no export is new: on the latest dataset version."),
         "models": Param("both", type="string", enum=["both", "det", "rec"],
                         description="both = as configured (training.models); det or rec narrows it."),
         "epochs": Param(None, type=["null", "integer"], minimum=1,
@@ -58,10 +60,14 @@ APPROVAL_TIMEOUT = timedelta(hours=CONFIG.approval.timeout_h if CONFIG else 24)
                              description="Gate override: rec acc on the test split must be greater."),
         "det_min_hmean": Param(None, type=["null", "number"], minimum=0, maximum=1,
                                description="Gate override: det hmean on the test split must be at least this."),
-        "dry_run": Param(False, type="boolean", description="Train, evaluate and gate, but publish nothing."),
-        "require_approval": Param(None, type=["null", "boolean"],
-                                  description="Ask a person (Required Actions) before publishing a model that passed "
-                                              "the gate; empty = as configured (approval.required)."),
+        "dry_run": Param(False, type="boolean",
+                         description="Train, evaluate and gate, then stop: nothing is published, and the next night "
+                                     "still trains on this data. Trains even when nothing is new (no need for force)."),
+        "require_approval": Param("as configured", type="string", enum=list(APPROVAL_CHOICES),
+                                  description="ask: a person approves or rejects in Required Actions before a model "
+                                              "that passed the gate is published. do not ask: publish when it "
+                                              "passes (only where the deployment allows it: "
+                                              "trigger.may_skip_approval). as configured: approval.required."),
     },
 )
 def ocr_retraining() -> None:

@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     pull_model.add_argument("--name", help="model name (default: config model_name)")
     pull_model.add_argument("--version", help="a published version (default: production)")
     pull_model.add_argument("--dest", type=Path, required=True)
+    pull_model.add_argument("--report", action="store_true",
+                            help="also its report (report/summary.html with its pictures), sha256-verified")
     pull_model.set_defaults(handler=cmd_pull_model)
 
     rollback = commands.add_parser("rollback", help="storage: point production back to an earlier published version")
@@ -393,7 +395,12 @@ def cmd_pull_model(args) -> int:
     from ocr_tasks.storage.s3 import storage_from_config
 
     config = _config(args)
-    print(pull_model(storage_from_config(config), args.name or config.model_name, args.dest.resolve(), args.version))
+    target = pull_model(storage_from_config(config), args.name or config.model_name, args.dest.resolve(), args.version,
+                        include_report=args.report)
+    print(target)
+    if args.report:
+        report = target / "report" / "summary.html"
+        print(f"report: {report}" if report.is_file() else "report: none published with this version")
     return EXIT_OK
 
 

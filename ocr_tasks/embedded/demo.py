@@ -36,7 +36,7 @@ import yaml
 from ocr_tasks.storage import layout
 from ocr_tasks.config import DEFAULT_CONFIG, REPO_ROOT, PipelineConfig, apply_override, load_config
 from ocr_tasks.errors import UsageError
-from ocr_tasks.embedded.local_airflow import DagRunResult, LocalAirflow
+from ocr_tasks.embedded.local_airflow import SIZED_TO_THE_MACHINE, DagRunResult, LocalAirflow, task_slots
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
@@ -342,7 +342,7 @@ def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, ou
     out(f"      production {config.model_name} {version} -> {model} (det/, rec/: PaddleOCR inference layout)")
     if (model / RAPIDOCR_SETTINGS).is_file():
         out(f"      ONNX beside them: det/inference.onnx, rec/inference.onnx and {RAPIDOCR_SETTINGS} (RapidOCR: "
-            "README, \"Consumers who run ONNX\"; `ocr-retrain read --engine onnx IMAGE`)")
+            "docs/consumers.md, \"ONNX (RapidOCR)\"; `ocr-retrain read --engine onnx IMAGE`)")
     report = model / "report"
     if not report.exists():  # pull_model fetches det/ and rec/; the report is for people
         storage.download_prefix(layout.model_report_prefix(config.model_name, version), report)
@@ -387,7 +387,7 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overri
     """`airflow standalone` over the demo's state, the DAG unpaused and ready to trigger by hand
     (manual only: opening the UI should not start a training run by itself, see MANUAL_ONLY)."""
     work_dir = work_dir.resolve()
-    airflow_env = {**MANUAL_ONLY, "AIRFLOW__API__PORT": str(port),
+    airflow_env = {**MANUAL_ONLY, **SIZED_TO_THE_MACHINE, "AIRFLOW__API__PORT": str(port),
                    # where task processes report to: this api-server, not :8080
                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/"}
     with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env,
@@ -396,8 +396,15 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overri
         airflow.cli("dags", "reserialize")
         airflow.cli("dags", "unpause", "ocr_retraining")
         airflow.cli("dags", "unpause", PRELABEL_DAG)      # each publish pre-labels the next batch
-        out(f"Airflow UI: http://127.0.0.1:{port}/dags/ocr_retraining  (no login on localhost)")
-        out("  Trigger -> the Params form: force, models, epochs, thresholds, dry_run. Ctrl-C stops everything.")
-        out("  More exports: `ocr-retrain demo --add-export` in another shell uploads one (or copy your own into "
-            f"{work_dir / 's3' / bucket / 'incoming'}/<name>/).")
-        return airflow.standalone()
+        out(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer; {task_slots()} task slots): "
+            "its address follows once it answers, in about a minute.")
+
+        def ready() -> None:
+            out(f"Airflow UI: http://127.0.0.1:{port}/dags/ocr_retraining  (no login on localhost)")
+            out("  Trigger -> the Params form: force, models, epochs, thresholds, dry_run, require_approval. "
+                "Ctrl-C stops everything.")
+            out("  Each run's outcome is its note; its report is the run's Report tab.")
+            out("  More exports: `ocr-retrain demo --add-export` in another shell uploads one (or copy your own into "
+                f"{work_dir / 's3' / bucket / 'incoming'}/<name>/).")
+
+        return airflow.standalone(port, on_ready=ready)

@@ -39,6 +39,19 @@ from ocr_tasks.errors import UsageError
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 DAG_ID = "ocr_retraining"
+
+
+def task_slots() -> int:
+    """Airflow's parallelism on this machine. The LocalExecutor starts that many worker processes up front
+    (Airflow's default 32: ~40 idle processes and ~2 GB on a 2-core laptop); a run needs a few at once (the
+    exports checked side by side, the stock baseline beside training), and the gpu pool caps training anyway."""
+    return max(4, min(16, 2 * (os.cpu_count() or 2)))
+
+
+# the components' sizes on a laptop-sized machine (the demo, `make ui`): see task_slots
+SIZED_TO_THE_MACHINE = {"AIRFLOW__CORE__PARALLELISM": str(task_slots()),
+                        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",   # two DAG files
+                        "AIRFLOW__API__WORKERS": "1"}
 CONNECTION_ENV = "AIRFLOW_CONN_OCR_RETRAIN_S3"
 
 
@@ -115,8 +128,7 @@ class LocalAirflow:
             # one secret for the components of this session: tokens the api-server signs must verify
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            # a handful of task processes at most on a laptop-sized machine (the gpu pool caps training)
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            **SIZED_TO_THE_MACHINE,
         })
         logs = self.home / "services"
         logs.mkdir(parents=True, exist_ok=True)
@@ -220,13 +232,27 @@ class LocalAirflow:
                                      f"{follower.run_logs.parents[2] / 'services'}") from exc
         return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs)
 
-    def standalone(self) -> int:
+    def standalone(self, port: int, on_ready: Callable[[], None] | None = None) -> int:
         """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until
-        Ctrl-C or SIGTERM; then every process it started is stopped, none is left behind."""
+        Ctrl-C or SIGTERM; then every process it started is stopped, none is left behind. `on_ready` is called
+        once the api-server on `port` serves the DAG (the address is worth printing then, not before)."""
+        import threading
+
         # its own session: a signal to our process group reaches us first, and we stop the whole tree
         # while standalone is still alive to name its children (they would be orphaned otherwise)
         proc = subprocess.Popen([str(self.executable), "standalone"], env=self.env(), cwd=self.home,
                                 start_new_session=True)
+
+        def announce() -> None:
+            api = AirflowApi(port)
+            while proc.poll() is None:
+                if api.ready(DAG_ID):
+                    if on_ready is not None:
+                        on_ready()
+                    return
+                time.sleep(1)
+
+        threading.Thread(target=announce, daemon=True).start()
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return proc.wait()

@@ -34,6 +34,10 @@ log = logging.getLogger("ocr_retraining")
 GPU_POOL = "gpu"
 GPU_QUEUE = "gpu"
 STORAGE_CONNECTION = "ocr_retrain_s3"
+# who the tasks are when they write the run's note through Airflow's REST API (HTTP type: login/password of a user
+# allowed to edit DAG runs; host = the api-server when it is not the execution API's). Not needed where the simple
+# auth manager lets everyone in (`make ui`, the demo): the api-server hands out a token without a password there.
+API_CONNECTION = "ocr_retrain_airflow_api"
 GPU_RETRIES = 2
 ANSWER_KEY = "answer"        # the approval's XCom: the person's answer as the HITL operator gives it
 ARTIFACT_KEY = "artifact"    # a node's artifact; the return value is kept for what Airflow reads there:
@@ -71,12 +75,13 @@ def context_from_params(params: Mapping[str, Any], run_id: str, credentials: Map
     StorageSettings keeps the secrets out of its repr, so logging the context is safe.
     """
     from ocr_tasks.config import load_config
-    from ocr_tasks.flow.run import GATE_PARAMS, RunContext, RunRequest, Trigger, run_overrides, sanitize_run_id
+    from ocr_tasks.flow.run import (GATE_PARAMS, RunContext, RunRequest, Trigger, approval_choice, run_overrides,
+                                    sanitize_run_id)
     from ocr_tasks.storage.s3 import storage_from_config
 
     deployed = load_config()
     overrides, overridden = run_overrides(deployed, thresholds={key: params.get(key) for key in GATE_PARAMS},
-                                          require_approval=params.get("require_approval"))
+                                          require_approval=approval_choice(params.get("require_approval")))
     config = load_config(overrides=overrides, overrides_from="trigger form Param") if overrides else deployed
     epochs = params.get("epochs")
     trigger = Trigger(run_type, triggered_by, params=dict(params), overridden=overridden)
@@ -95,6 +100,86 @@ def _task_context(node: Node) -> Any:
                                triggered_by=getattr(dag_run, "triggering_user_name", None)).for_step(node.name)
 
 
+# --------------------------------------------------------------------------- the run's note (its outcome at a glance)
+
+
+def _api_base() -> str:
+    """The api-server the tasks talk to (the execution API's server, or the connection's host)."""
+    from airflow.configuration import conf
+
+    execution = conf.get("core", "execution_api_server_url", fallback="") or ""
+    return execution.split("/execution", 1)[0].rstrip("/") or "http://localhost:8080"
+
+
+def ui_path(path: str) -> str:
+    """A path on the Airflow UI's origin, under the deployment's base URL path (`[api] base_url`)."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    prefix = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return prefix + path
+
+
+def _api_token(base: str) -> str:
+    import json
+    import urllib.request
+
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import Connection
+
+    try:
+        connection = Connection.get(API_CONNECTION)
+    except AirflowNotFoundException:
+        connection = None
+    if connection is not None and connection.login:
+        base = (f"{connection.schema or 'http'}://{connection.host}:{connection.port or 8080}"
+                if connection.host else base)
+        body = json.dumps({"username": connection.login, "password": connection.password or ""}).encode()
+        request = urllib.request.Request(f"{base}/auth/token", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+    else:   # the simple auth manager's all-admins mode (no login): a token for the asking
+        request = urllib.request.Request(f"{base}/auth/token")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)["access_token"]
+
+
+def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
+    """The run's note in the UI (Markdown), through Airflow's REST API: tasks have no other way to write it in
+    Airflow 3. Best effort: a note that cannot be written is a warning naming the fix, never a failed task."""
+    import json
+    import urllib.request
+    from urllib.parse import quote
+
+    base = _api_base()
+    try:
+        token = _api_token(base)
+        request = urllib.request.Request(
+            f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}?update_mask=note",
+            data=json.dumps({"note": note[:1000]}).encode(), method="PATCH",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10):
+            return True
+    except Exception as exc:  # noqa: BLE001
+        log.warning("the run's note (its outcome in the UI) was not set: %s: %s. Where the UI has a login, add the "
+                    "Airflow connection %s (login/password of a user who may edit DAG runs)",
+                    type(exc).__name__, exc, API_CONNECTION)
+        return False
+
+
+def _show_headline(node: Node, ctx: Any, result: Any, inputs: list[Any]) -> None:
+    if node.headline is None:
+        return
+    airflow = get_current_context()
+    dag_id, run_id = airflow["dag"].dag_id, airflow["run_id"]
+    from ocr_tasks.flow.headline import report_path
+
+    text = node.headline(ctx, result, *inputs, report=ui_path(report_path(dag_id, run_id)))
+    if text:
+        log.info("outcome: %s", text.splitlines()[0])
+        set_run_note(dag_id, run_id, text)
+
+
 def on_failure(context: dict[str, Any]) -> None:
     """One clear line per failed task: which task, which run, what went wrong (no secrets, no traceback)."""
     ti = context.get("task_instance") or context.get("ti")
@@ -109,6 +194,10 @@ def on_failure(context: dict[str, Any]) -> None:
     run_id = context.get("run_id", "?")
     dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(ti, "dag_id", "?")
     log.error("%s FAILED: task %s, run %s, try %s: %s", dag_id, where, run_id, attempt, summary)
+    from ocr_tasks.untrusted import for_markdown   # called once retries are spent: the run fails here
+
+    set_run_note(str(dag_id), str(run_id), f"**Failed** in task `{where}` (try {attempt}): {for_markdown(summary)}"
+                                           "\n\nThe task's log has the details.")
     try:  # the optional webhook / email (ocr_tasks/flow/notify.py); a notification problem never masks the failure
         from ocr_tasks.config import load_config
         from ocr_tasks.flow.notify import notify, task_failed
@@ -156,7 +245,9 @@ def _callable(pipeline: Pipeline, node: Node):
         if node.when is not None and not node.when(ctx):
             raise AirflowSkipException(f"{node.name}: not asked for in this run ({node.when.__name__})")
         ti = get_current_context()["ti"]
-        result = node.run(ctx, *_inputs(pipeline, node, ti, item))
+        inputs = _inputs(pipeline, node, ti, item)
+        result = node.run(ctx, *inputs)
+        _show_headline(node, ctx, result, inputs)
         if node.role in (Role.SHORT_CIRCUIT, Role.BRANCH):
             return result
         ti.xcom_push(key=ARTIFACT_KEY, value=codec.dump(result))
@@ -171,19 +262,33 @@ def _callable(pipeline: Pipeline, node: Node):
 
 class ApprovalTask(HITLBranchOperator):
     """An APPROVAL node: HITLBranchOperator whose subject and body the node's `request` writes when the
-    task starts (the report is written then, so the person can read it first). The answer (options,
-    comment, who, when) is kept as the XCom "answer" for the nodes after it."""
+    task starts (the report is written then, so the person can read it first, one click away in the body). The
+    answer (options, comment, who, when) is kept as the XCom "answer" for the nodes after it.
+
+    No option is the operator's `defaults`: Airflow's form draws the defaults as the filled primary button, and a
+    Reject drawn primary beside a grey Approve invites the wrong click. No answer in time still counts as the
+    node's default (Reject): the scheduler resumes the task with a timeout, answered here as that option."""
 
     def __init__(self, *, pipeline: Pipeline, node: Node, **kwargs: Any) -> None:
         super().__init__(subject=f"{node.name}?", **kwargs)
         self._pipeline, self._node = pipeline, node
 
     def execute(self, context: Any) -> Any:
+        from ocr_tasks.flow.headline import report_path
+
         ctx = _task_context(self._node)
-        self.subject, self.body = self._node.approval.request(ctx, *_inputs(self._pipeline, self._node, context["ti"]))
+        inputs = _inputs(self._pipeline, self._node, context["ti"])
+        link = ui_path(report_path(context["dag"].dag_id, context["run_id"]))
+        self.subject, self.body = self._node.approval.request(ctx, *inputs, report_link=link)
+        _show_headline(self._node, ctx, None, inputs)
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event.get("error_type") == "timeout":   # nobody answered in time: the node's default, by nobody
+            from airflow.sdk.timezone import utcnow
+
+            event = {"chosen_options": [self._node.approval.default], "params_input": {},
+                     "responded_at": utcnow(), "responded_by_user": None}
         # pushed first: branching ends the task by raising (Airflow 3 skips the other branch that way)
         at = event.get("responded_at")
         context["ti"].xcom_push(key=ANSWER_KEY, value={
@@ -209,9 +314,11 @@ def build_tasks(pipeline: Pipeline, *, approval_timeout: timedelta, gpu_retry_de
         if node.role is Role.APPROVAL:
             made[node.name] = ApprovalTask(
                 pipeline=pipeline, node=node, task_id=node.name, options=list(node.approval.options),
-                options_mapping=dict(node.approval.options), defaults=[node.approval.default],
-                response_timeout=approval_timeout, doc_md=node.doc,
-                params={"comment": Param("", type="string", description="Why (kept in run.json and the manifest).")})
+                options_mapping=dict(node.approval.options), response_timeout=approval_timeout, doc_md=node.doc,
+                params={"comment": Param("", type="string", title="Your reason (required)",
+                                         description="Why you approve or reject: both buttons stay disabled until "
+                                                     "it is filled. It is kept in run.json and, for a publish, in "
+                                                     "the model's manifest, beside your name and the time.")})
             continue
         decorator = {Role.SHORT_CIRCUIT: task.short_circuit, Role.BRANCH: task.branch}.get(node.role, task)
         operator = decorator(**options)(_callable(pipeline, node))

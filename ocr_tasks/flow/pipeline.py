@@ -49,6 +49,9 @@ class Node:
     on_gpu: bool = False                        # the gpu pool and queue, with retries that resume
     publishes: bool = False                     # it moves the production model (the DAG's Asset)
     joins_optional: bool = False                # runs when no upstream failed, though some were skipped
+    # (ctx, artifact, *inputs, report=link) -> the run's outcome in a line of Markdown, when this node decides it
+    # (ocr_tasks/flow/headline.py): the Airflow run's note
+    headline: Callable[..., str | None] | None = None
     doc: str = ""
 
     def __post_init__(self) -> None:

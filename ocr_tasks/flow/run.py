@@ -53,6 +53,17 @@ class Trigger:
 
 
 GATE_PARAMS = ("rec_min_acc", "det_min_hmean")   # thresholds a run may set (stricter, or looser if allowed)
+# the trigger form's `require_approval` choices, and what each asks of approval.required (None: as deployed)
+APPROVAL_CHOICES: dict[str, bool | None] = {"as configured": None, "ask": True, "do not ask": False}
+
+
+def approval_choice(value: object) -> bool | None:
+    """The form's `require_approval` (a choice; true/false/null from the REST API as before) as an override."""
+    if value is None or isinstance(value, bool):
+        return value
+    if value not in APPROVAL_CHOICES:
+        raise UsageError(f"require_approval must be one of {', '.join(map(repr, APPROVAL_CHOICES))}, got {value!r}")
+    return APPROVAL_CHOICES[str(value)]
 
 
 def run_overrides(config: PipelineConfig, *, thresholds: Mapping[str, float | None],
@@ -79,7 +90,7 @@ def run_overrides(config: PipelineConfig, *, thresholds: Mapping[str, float | No
         if require_approval != config.approval.required:
             overridden["approval.required"] = {"deployed": config.approval.required, "run": require_approval}
         if config.approval.required and not require_approval and not config.trigger.may_skip_approval:
-            refused.append("require_approval=false would skip the deployed approval.required=true")
+            refused.append("require_approval 'do not ask' (false) would skip the deployed approval.required=true")
     if refused:
         raise UsageError("a run may make the gate stricter or ask for approval, not relax the deployed config: "
                          + "; ".join(refused) + " (the deployment allows it with trigger.may_relax_gate / "
@@ -95,7 +106,7 @@ class RunRequest:
     models: tuple[str, ...] = MODEL_KINDS    # which model kinds to train this run
     force: bool = False                      # train even when nothing is new
     epochs: int | None = None                # every stage's epochs; None: as configured
-    dry_run: bool = False                    # train, evaluate and gate, publish nothing
+    dry_run: bool = False                    # train, evaluate and gate, publish nothing (trains even when nothing is new)
     approved_by: str | None = None           # `ocr-retrain run --approved-by`: who approves, when approval is required
     trigger: Trigger | None = field(default=None, compare=False)   # who started it, with which Params (run.json, manifest)
 
@@ -105,6 +116,12 @@ class RunRequest:
             raise UsageError(f"models must be some of {', '.join(MODEL_KINDS)}, got {list(self.models)}")
         if self.epochs is not None and self.epochs < 1:
             raise UsageError(f"epochs must be >= 1, got {self.epochs}")
+
+    @property
+    def trains_anyway(self) -> bool:
+        """Train though nothing is new: forced, or a dry run (asked for to see a run through, not to find that
+        nothing is new; it does not mark the data trained on, so the next night still trains)."""
+        return self.force or self.dry_run
 
     @staticmethod
     def models_from_choice(config: PipelineConfig, choice: str) -> tuple[str, ...]:

@@ -24,8 +24,10 @@ from ocr_tasks.vocabulary import Decision, timestamp
 APPROVE, REJECT = "Approve", "Reject"
 
 
-def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: str) -> tuple[str, str]:
-    """The subject and Markdown body a person reads before deciding."""
+def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: str, *,
+                      report_link: str | None = None) -> tuple[str, str]:
+    """The subject and Markdown body a person reads before deciding; `report_link`: the report as the browser
+    opens it (the Airflow UI serves it), else its storage URI alone."""
     baseline = outcome.baseline or {}
     lines = [f"Run **{outcome.run_id}** trained on dataset `{outcome.dataset_version}` and **passed the gate**. "
              f"Approve publishes it as the next version of `{model}` and makes it production "
@@ -50,8 +52,14 @@ def approval_markdown(model: str, outcome: Any, timeout_h: float, report_uri: st
                   f"{_fmt((entry.get('production') or {}).get(KEY_METRICS[kind]))} |"
                   for name, kinds in sorted(references.items()) for kind, entry in sorted(kinds.items())]
     checks = outcome.gate.checks if outcome.gate else []
-    lines += ["", f"Gate: {sum(1 for c in checks if c.passed)} of {len(checks)} checks passed.",
-              f"Report (worst samples as pictures, curves): `{report_uri}`"]
+    lines += ["", f"Gate: {sum(1 for c in checks if c.passed)} of {len(checks)} checks passed.", ""]
+    if report_link:
+        lines += [f"**[Open the report]({report_link})**: the worst samples as pictures, new beside production, and "
+                  f"the training curves (stored at `{report_uri}`)."]
+    else:
+        lines += [f"Report (worst samples as pictures, curves): `{report_uri}`"]
+    lines += ["", "Write your reason below, then Approve or Reject: it is kept with your name in run.json and, "
+                  "for a publish, in the model's manifest."]
     return f"Publish {model} from run {outcome.run_id}?", "\n".join(lines)
 
 

@@ -303,11 +303,12 @@ def next_model_version(storage: Storage, name: str, now: datetime | None = None)
 
 
 def pull_model(
-    storage: Storage, name: str, dest: Path, version: str | None = None, *, include_checkpoints: bool = False
+    storage: Storage, name: str, dest: Path, version: str | None = None, *, include_checkpoints: bool = False,
+    include_report: bool = False,
 ) -> Path:
     """Download a published version (default: production) into dest/<version>/.
 
-    det/, rec/ and manifest.json (plus checkpoints/ when asked), every file checked
+    det/, rec/ and manifest.json (plus checkpoints/ and report/ when asked), every file checked
     against the manifest's sha256 and size. Files land in a staging folder inside
     `dest` that becomes dest/<version> only once all of them verify, so a failed pull
     leaves no partial model behind; nothing outside `dest` is touched. An existing,
@@ -328,7 +329,7 @@ def pull_model(
         if exc.code == "NoSuchBucket":
             raise
         raise PublishError(f"model {name} has no published version {version} (no {storage.uri(manifest_key)})") from None
-    wanted = _wanted_files(storage, manifest_key, manifest_bytes, include_checkpoints)
+    wanted = _wanted_files(storage, manifest_key, manifest_bytes, include_checkpoints, include_report)
 
     dest = Path(dest)
     target = dest / version
@@ -453,7 +454,7 @@ def _read_pointer(storage: Storage, name: str) -> dict[str, Any] | None:
 
 
 def _wanted_files(storage: Storage, manifest_key: str, manifest_bytes: bytes,
-                  include_checkpoints: bool) -> dict[str, dict[str, Any]]:
+                  include_checkpoints: bool, include_report: bool = False) -> dict[str, dict[str, Any]]:
     where = storage.uri(manifest_key)
     try:
         manifest = json.loads(manifest_bytes)
@@ -462,7 +463,7 @@ def _wanted_files(storage: Storage, manifest_key: str, manifest_bytes: bytes,
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         raise ModelIntegrityError(f"{where} has no \"files\" listing")
-    dirs = MODEL_DIRS + (("checkpoints",) if include_checkpoints else ())
+    dirs = MODEL_DIRS + (("checkpoints",) if include_checkpoints else ()) + (("report",) if include_report else ())
     wanted: dict[str, dict[str, Any]] = {}
     for rel, record in files.items():
         if rel.split("/", 1)[0] not in dirs and rel not in CONSUMER_FILES:

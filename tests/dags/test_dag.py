@@ -140,8 +140,22 @@ def test_other_tasks_on_the_default_queue_and_pool(dag):
 
 def test_params_and_defaults(dag):
     assert dag.params.dump() == {"force": False, "models": "both", "epochs": None, "rec_min_acc": None,
-                                 "det_min_hmean": None, "dry_run": False, "require_approval": None}
+                                 "det_min_hmean": None, "dry_run": False, "require_approval": "as configured"}
     assert dag.params.get_param("models").schema["enum"] == ["both", "det", "rec"]
+    # a choice that says what each value does, not a switch whose "off" sends null (issue 29)
+    assert dag.params.get_param("require_approval").schema["enum"] == ["as configured", "ask", "do not ask"]
+    assert "nothing is new" in dag.params.get_param("dry_run").description
+
+
+def test_the_approval_choice_maps_to_the_override(monkeypatch):
+    assert context_from_params({"require_approval": "as configured"}, "r", FAKE_KEYS).config.approval.required is False
+    assert context_from_params({"require_approval": "ask"}, "r", FAKE_KEYS).config.approval.required is True
+    with pytest.raises(UsageError, match="require_approval must be one of 'as configured', 'ask', 'do not ask'"):
+        context_from_params({"require_approval": "yes please"}, "r", FAKE_KEYS)
+    monkeypatch.setenv("OCR_RETRAIN_OVERRIDES", "approval.required=true")
+    with pytest.raises(UsageError, match="require_approval 'do not ask'"):
+        context_from_params({"require_approval": "do not ask"}, "r", FAKE_KEYS)
+    assert context_from_params({"require_approval": "as configured"}, "r", FAKE_KEYS).config.approval.required
 
 
 def test_publish_emits_the_production_asset(dag):
@@ -231,7 +245,7 @@ def test_the_deployed_config_is_the_floor_for_the_trigger_form(monkeypatch):
         "approval.required": {"deployed": False, "run": True}}
 
     monkeypatch.setenv("OCR_RETRAIN_OVERRIDES", "approval.required=true")
-    with pytest.raises(UsageError, match="require_approval=false would skip the deployed approval.required=true"):
+    with pytest.raises(UsageError, match="require_approval 'do not ask' \\(false\\) would skip the deployed approval.required=true"):
         context_from_params({"require_approval": False}, "r", FAKE_KEYS)
     monkeypatch.setenv("OCR_RETRAIN_OVERRIDES",
                        "approval.required=true trigger.may_relax_gate=true trigger.may_skip_approval=true")

@@ -275,6 +275,13 @@ def test_cli_models_pull_model_and_rollback(storage, s3_server, tmp_path, monkey
     assert listing[0].startswith("  v1") and listing[1].startswith("* v2")
     assert main(base + ["pull-model", "--dest", str(tmp_path / "pulled")]) == 0
     assert (tmp_path / "pulled" / "v2" / "rec" / "inference.pdiparams").is_file()
+    assert not (tmp_path / "pulled" / "v2" / "report").exists()
+    capsys.readouterr()
+    # --report: the report too, verified like the models, its path printed (issue 29: the report one command away)
+    assert main(base + ["pull-model", "--dest", str(tmp_path / "pulled"), "--report"]) == 0
+    report = tmp_path / "pulled" / "v2" / "report" / "summary.html"
+    assert report.read_bytes() == (tmp_path / "b2" / "report" / "summary.html").read_bytes()
+    assert f"report: {report}" in capsys.readouterr().out
     assert main(base + ["rollback", "v1"]) == 0
     assert "production is now v1" in capsys.readouterr().out
     assert main(base + ["rollback", "v9"]) == 2

@@ -47,8 +47,8 @@ def discover(ctx: RunContext) -> Discovery:
 
 
 def should_run(ctx: RunContext, discovery: Discovery) -> bool:
-    """Go on when forced, when there are new exports, or when the latest dataset was never trained on."""
-    go = bool(ctx.request.force or discovery.new or discovery.untrained_dataset)
+    """Go on when forced (or a dry run), when there are new exports, or when the latest dataset was never trained on."""
+    go = bool(ctx.request.trains_anyway or discovery.new or discovery.untrained_dataset)
     if not go:
         log.info("no new exports, the latest dataset is trained on, not forced: nothing to do tonight")
     return go
@@ -82,7 +82,7 @@ def merge(ctx: RunContext, checks: Sequence[ExportCheck] | None) -> MergedDatase
     merged = plain(merge_exports(ctx.storage, passed, ctx.config, {c.export.name: c.left_out for c in partial})) \
         if passed else None
     latest = load_ledger(ctx.storage).get("dataset_version")
-    version = dataset_to_train(ctx.storage, latest, force=ctx.request.force)
+    version = dataset_to_train(ctx.storage, latest, force=ctx.request.trains_anyway)
     log.info("dataset to train on: %s; quarantined: %s", version, for_log(sorted(quarantined)) if quarantined else "none")
     return MergedDataset(version, merged, quarantined,
                          {c.export.name: {"images": len(c.left_out), "report": c.report_uri} for c in partial})

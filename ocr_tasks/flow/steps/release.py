@@ -180,9 +180,11 @@ def approval_by_hand(ctx: RunContext) -> tuple[str, ApprovalRecord]:
 
 
 def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, served: InfraValidation,
-                     decision: GateDecision, compared: Comparison | None = None) -> tuple[str, str]:
+                     decision: GateDecision, compared: Comparison | None = None, *,
+                     report_link: str | None = None) -> tuple[str, str]:
     """(subject, body) of the approval a person gives in the Airflow UI: the gate's checks, the slice table,
-    the reference sets, and the report (written now, under runs/<run_id>/report/, so it can be read first)."""
+    the reference sets, and the report (written now, under runs/<run_id>/report/, so it can be read first;
+    `report_link`: where the browser opens it)."""
     from ocr_tasks.release.approval import approval_markdown
     from ocr_tasks.release.bundle import write_report
 
@@ -193,7 +195,8 @@ def approval_request(ctx: RunContext, merged: MergedDataset, evaluation: Evaluat
     ctx.storage.upload_dir(report_dir, layout.run_report_prefix(ctx.run_id))
     report_uri = ctx.storage.uri(layout.run_report_prefix(ctx.run_id) + "summary.html")
     log.info("approval asked for run %s; report %s", ctx.run_id, report_uri)
-    return approval_markdown(ctx.config.model_name, outcome, ctx.config.approval.timeout_h, report_uri)
+    return approval_markdown(ctx.config.model_name, outcome, ctx.config.approval.timeout_h, report_uri,
+                             report_link=report_link)
 
 
 def publish(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, exported: ExportedBundle,
