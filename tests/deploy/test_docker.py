@@ -80,7 +80,8 @@ def test_secrets_come_only_from_the_env_file():
     secret_keys = ("PASSWORD", "SECRET", "FERNET_KEY", "ACCESS_KEY", "SECRET_KEY")
     for line in text.splitlines():
         key, sep, value = line.strip().partition(":")
-        if sep and any(s in key.upper() for s in secret_keys) and value.strip():
+        # a *_FILE key is where a secret lies (the simple auth manager's passwords file), not the secret
+        if sep and any(s in key.upper() for s in secret_keys) and not key.upper().endswith("_FILE") and value.strip():
             assert "${" in value or "$$" in value, f"literal secret in docker-compose.yml: {line.strip()}"
     example = (DOCKER / "env.example").read_text()
     needed = set(re.findall(r"\$\{([A-Z_]+)[}:]", text))
@@ -90,6 +91,20 @@ def test_secrets_come_only_from_the_env_file():
         if any(s in line for s in ("PASSWORD=", "SECRET=", "FERNET_KEY=", "SECRET_KEY=")):
             assert line.split("=", 1)[1] == "", f"env.example must not ship a secret value: {line}"
     assert "docker/.env" in (REPO / ".gitignore").read_text()
+
+
+def test_the_pipeline_may_write_each_runs_note_with_its_own_user():
+    """The run's outcome (its note) is written through the REST API as the pipeline's user, whose password the env
+    file sets and airflow-init puts where the api-server reads it and into the connection the tasks use."""
+    env = COMPOSE["x-airflow-env"]
+    assert "ocr-retrain:user" in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    passwords = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    init = COMPOSE["services"]["airflow-init"]
+    command = " ".join(init["command"])
+    assert passwords in command and "airflow connections add ocr_retrain_airflow_api" in command
+    assert "--conn-login ocr-retrain" in command and "$$AIRFLOW_PIPELINE_PASSWORD" in command
+    shared = f"airflow-auth:{passwords.rsplit('/', 1)[0]}"
+    assert shared in init["volumes"] and shared in COMPOSE["services"]["airflow-apiserver"]["volumes"]
 
 
 def test_minio_bucket_is_made_at_start():
