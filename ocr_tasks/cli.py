@@ -512,11 +512,21 @@ def cmd_read(args) -> int:
     return EXIT_OK
 
 
+def _check_overrides(args) -> None:
+    """`--set` checked against the shipped config before the demo or the UI writes anything: a typo or a value out
+    of range is named as the flag the user typed, not as the demo's pipeline.yaml it would be written into."""
+    from ocr_tasks.config import DEFAULT_CONFIG, load_config
+
+    if args.overrides:
+        load_config(DEFAULT_CONFIG, list(args.overrides))
+
+
 def cmd_demo(args) -> int:
     from ocr_tasks.embedded.demo import run_demo
 
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be >= 1")
+    _check_overrides(args)
     return run_demo(args.work_dir, add_export=args.add_export, epochs=args.epochs, force=args.force,
                     overrides=list(args.overrides), out=lambda line: print(line, flush=True))
 
@@ -526,6 +536,7 @@ def cmd_ui(args) -> int:
 
     if args.images < 20:
         raise UsageError(f"--images must be >= 20 (6:2:2 splits of fewer leave a split nearly empty), got {args.images}")
+    _check_overrides(args)
     return run_ui(args.work_dir, port=args.port, overrides=list(args.overrides), images=args.images,
                   out=lambda line: print(line, flush=True))
 

@@ -109,3 +109,17 @@ def test_an_endpoint_that_is_not_s3_is_said_to_be_so(serves_a_page, tmp_path, mo
     err = capsys.readouterr().err
     said = "is not JSON but a web page" if serves_a_page else "answered HTTP 404 without an S3 error"
     assert said in err and "it does not look like an S3 server (check OCR_RETRAIN_S3_ENDPOINT" in err, err
+
+
+@pytest.mark.parametrize("command", ["demo", "ui"])
+@pytest.mark.parametrize("item, says", [
+    ("gate.rec_min_ac=0.5", "--set gate.rec_min_ac=0.5: unknown config key gate.rec_min_ac (known: "),
+    ("gate.rec_min_acc=1.5", "--set gate.rec_min_acc=1.5: gate.rec_min_acc: must be between 0 and 1, got 1.5"),
+])
+def test_a_bad_set_for_the_demo_names_the_flag_and_writes_nothing(command, item, says, tmp_path, capsys):
+    """Issue 29: a typo in --set was blamed on work/demo/pipeline.yaml, after the demo had uploaded its exports."""
+    work = tmp_path / "demo"
+    assert main(["--set", item, command, "--work-dir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "pipeline.yaml" not in err
+    assert not work.exists()
