@@ -252,6 +252,8 @@ def summarise_run(storage: Storage, result: DagRunResult, out: Out) -> bool:
 
     run_id = sanitize_run_id(result.run_id)
     outcome = storage.get_json(layout.run_record_key(run_id), default=None)
+    if result.note:   # what the UI shows on the run
+        out(f"      the run's note in the Airflow UI: {result.note.splitlines()[0]}")
     if outcome is None:
         out(f"      run {result.run_id}: nothing new, nothing to train: short-circuited in {result.seconds:.0f} s")
         return True

@@ -62,6 +62,7 @@ class DagRunResult:
     seconds: float
     log_file: Path              # the run's task logs: a folder per task
     consumers: dict[str, "DagRunResult"] = field(default_factory=dict)   # runs the Asset started, by DAG
+    note: str | None = None     # the run's note as the UI shows it: its outcome (ocr_tasks/flow/headline.py)
 
 
 @dataclass
@@ -230,7 +231,11 @@ class LocalAirflow:
                 if time.monotonic() - unanswered_since > 120:
                     raise UsageError(f"Airflow's api-server stopped answering ({exc}); logs in "
                                      f"{follower.run_logs.parents[2] / 'services'}") from exc
-        return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs)
+        try:
+            note = api.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}").get("note")
+        except (OSError, ValueError):
+            note = None
+        return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs, note=note)
 
     def standalone(self, port: int, on_ready: Callable[[], None] | None = None) -> int:
         """`airflow standalone` in the foreground (api-server, scheduler, dag-processor, triggerer) until

@@ -91,7 +91,7 @@ def approver(by: str | None, via: str = "airflow") -> str:
     if not by:
         return "nobody"
     if via == "airflow" and by.lower() == "anonymous":
-        return "Anonymous (this Airflow has no login: anyone who opens the UI can answer)"
+        return "Anonymous (no login: anyone who opens this UI can answer)"
     return f"`{for_markdown(by)}`"
 
 

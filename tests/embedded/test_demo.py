@@ -293,6 +293,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
     # stock det finds every line: not retrained (a poll of the progress printer may list other skipped tasks with it)
     assert re.search(r"skipped: [^\n]*\btrain_det\b", first)
     assert "export prices_broken QUARANTINED" in first
+    # the outcome at a glance: the run's note in the UI, set by publish through Airflow's REST API (issue 29)
+    assert re.search(r"the run's note in the Airflow UI: \*\*Published\*\* `ocr` `\S+`, now production\.", first)
     assert re.search(r"train_rec epoch \d+/6,", first)
     (read,) = re.findall(r"read from held-out test image (\S+): '(.*)'   \(labelled: '(.*)'\)", first)
     image, text, labelled = read
@@ -357,6 +359,8 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
                         # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
                         "infra_validation.runtimes={pipeline: null}", "infra_validation.onnx_runtimes={}"))
     assert "prices_extra_001: 200 images" in grown and "done train_rec (" in grown
+    assert re.search(r"the run's note in the Airflow UI: \*\*Refused by the gate\*\* \(\d checks? failed\); "
+                     r"production unchanged:", grown)
     assert re.search(r"skipped: [^\n]*\btrain_det\b", grown)   # "skipped: register_baseline, train_det" in CI
     with LocalS3Server(work / "s3").start() as server:
         storage = Storage(server.settings(BUCKET))

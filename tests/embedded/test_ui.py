@@ -1,23 +1,26 @@
-"""`ocr-retrain ui` (make ui): airflow standalone over the demo's state, a run triggered by hand.
+"""`ocr-retrain ui` (make ui), tried as a person does (issue 29): airflow standalone over the demo's state, and a
+person's clicks in Chromium, driven by Playwright (tests/browser/airflow_ui.py): the Trigger form filled with
+Params, the run's outcome read on its page (the note) and its report opened from the run's Report tab, each approval
+answered in Required Actions (Reject, then Approve), with the request's report link clicked.
 
-Slow (a few minutes): starts the real `airflow standalone` (api-server, scheduler,
-dag-processor, triggerer; LocalExecutor, SQLite) the way a user does, then triggers two
-runs through the REST API, which is what the UI's Trigger button calls, with the Params
-form's values (det only, 1 epoch, a lowered gate, approval required), and answers each
-approval as a person does in Required Actions: Reject, then Approve. Asserted from the
-API's task instances and from what the runs left in storage. (The form's dry_run and
-models=rec are Params -> RunRequest mapping and routing, tests/dags/test_dag.py and
-tests/release/test_approval.py; a third whole run here cost ~2 minutes of CI.)
+Slow (a few minutes): the real `airflow standalone` (api-server, scheduler, dag-processor, triggerer; LocalExecutor,
+SQLite) and two short runs (det only, 1 epoch, a lowered gate, approval asked). Screenshots of the trigger form, the
+approval form, the answered form, the outcomes and the report tab go to work/test-artifacts/airflow-ui/ (printed).
+Needs Debian's chromium and `make browser-env` (.ci/run and make set both up); skipped, saying which, without them.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pytest
@@ -27,11 +30,18 @@ from ocr_tasks.flow.run import sanitize_run_id
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
-from tests.kit import free_port
-
-pytestmark = pytest.mark.slow(minutes=5)
+from tests.kit import REPO, free_port
 
 BIN = Path(sys.executable).parent
+BROWSER_PYTHON = REPO / ".venv-browser" / "bin" / "python"
+CHROMIUM = Path("/usr/bin/chromium")
+DRIVER = REPO / "tests" / "browser" / "airflow_ui.py"
+SCREENSHOTS = REPO / "work" / "test-artifacts" / "airflow-ui"
+
+pytestmark = [pytest.mark.slow(minutes=5), pytest.mark.skipif(
+    not CHROMIUM.exists() or not BROWSER_PYTHON.exists(),
+    reason="clicks in a real browser: needs Chromium at /usr/bin/chromium (apt-get install chromium) and "
+           "`make browser-env` (Playwright's driver)")]
 
 
 def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path):
@@ -48,24 +58,34 @@ def _wait(what: str, check, timeout: float, proc: subprocess.Popen, log: Path):
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def _asked(api: AirflowApi, run_id: str) -> dict | None:
-    """The approve task's request once it waits for a person (state awaiting_input), else None."""
+def _click(*args: str) -> dict:
+    """One person's action in Chromium (tests/browser/airflow_ui.py); what the page showed."""
+    done = subprocess.run([str(BROWSER_PYTHON), str(DRIVER), *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{args[0]} in the browser failed (screenshot in {SCREENSHOTS}):\n" \
+                                 f"{done.stderr[-4000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _asked(api: AirflowApi, run_id: str) -> bool:
+    """True once the approve task waits for a person (state awaiting_input)."""
     states = {t["task_id"]: t["state"] for t in api.task_instances("ocr_retraining", run_id)}
     assert states.get("record") != "success", f"the run did not ask for approval: {states}"
     assert api.run_state("ocr_retraining", run_id) != "failed", states
     if states.get("approve") != "awaiting_input":
-        return None
+        return False
     # A person answers in seconds at the fastest. An answer within a second of the pause raced the
     # scheduler's handling of the paused task process (Airflow 3.3.2, LocalExecutor: "finished with
     # state success, but the task instance's state attribute is queued", and the task failed): wait as one would.
     time.sleep(10)
-    return api.hitl_detail("ocr_retraining", run_id, "approve")
+    return True
 
 
-def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path):
+def test_ui_a_person_triggers_from_the_form_sees_the_outcome_approves_and_opens_the_report(tmp_path):
     port = free_port()
     work = tmp_path / "demo"
     log = tmp_path / "ui.log"
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
     # this deployment lets the trigger form lower the gate (trigger.may_relax_gate): the approval runs below pass
     # a 1-epoch det with det_min_hmean 0; by default the form may only tighten it (tests/dags/test_dag.py)
     # the consumer runtimes (Paddle and ONNX) are the demo test's: here the pipeline's own reads each run's models (one read);
@@ -76,28 +96,46 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
     proc = subprocess.Popen([str(BIN / "ocr-retrain"), "--set", "trigger.may_relax_gate=true",
                              "--set", "baseline.det=null", "--set", "baseline.rec=null",
                              "--set", "infra_validation.runtimes={pipeline: null}",
-                             "--set", "infra_validation.onnx_runtimes={}",
+                             "--set", "infra_validation.onnx_runtimes={}", "--set", "onnx.converter=null",
                              "--set", "postprocess.val_images=0", "ui",
                              "--work-dir", str(work), "--port", str(port), "--images", "200"],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")})
-    api = AirflowApi(port)   # the REST API the UI calls (the demo drives its runs with it too)
+    api = AirflowApi(port)   # the REST API: to wait for the runs, as a person waits watching the grid
     try:
-        dag = _wait("the api-server and the DAG", lambda: api.get("dags/ocr_retraining"), 300, proc, log)
-        assert dag["is_paused"] is False                    # ready to trigger
-        assert "Airflow UI: http://127.0.0.1:" in log.read_text()
+        # the address is printed once the api-server serves the DAG, not before (it answers at once)
+        _wait("the UI's address", lambda: "Airflow UI: http://127.0.0.1:" in log.read_text(), 300, proc, log)
+        assert api.ready("ocr_retraining") and api.get("dags/ocr_retraining")["is_paused"] is False
+        assert "task slots" in log.read_text()
 
-        # a person approves or rejects in Required Actions: through the REST API the UI calls.
-        # det alone, 1 epoch, gate floor 0: it passes, so the approval is asked
-        ask = {"models": "det", "epochs": 1, "det_min_hmean": 0, "force": True, "require_approval": True}
         answers = {}
-        for option, comment in (("Reject", "slice export=prices_200 looks off"), ("Approve", "checked the report")):
-            run_id = api.trigger("ocr_retraining", ask)
-            detail = _wait("the approval to be asked", lambda: _asked(api, run_id), 1500, proc, log)
-            assert detail["subject"].startswith("Publish ocr from run ") and detail["options"] == ["Approve", "Reject"]
-            assert "passed the gate" in detail["body"] and "/report/summary.html" in detail["body"]
-            assert "| det | export=prices_200 |" in detail["body"]                      # the slice table
-            api.respond("ocr_retraining", run_id, "approve", [option], {"comment": comment})
+        for option, comment, outcome in (("Reject", "slice export=prices_200 looks off", "Rejected"),
+                                         ("Approve", "checked the report", "Published")):
+            # det alone, 1 epoch, gate floor 0, approval asked: clicked into the Trigger form
+            form = {"force": True, "models": "det", "epochs": 1, "det_min_hmean": 0, "dry_run": False,
+                    "require_approval": "ask"}
+            triggered = _click("trigger", str(port), str(SCREENSHOTS), json.dumps(form))
+            run_id = triggered["run_id"]
+            assert triggered["conf"]["require_approval"] == "ask" and triggered["conf"]["models"] == "det"
+            assert "Trains even when nothing is new" in triggered["help"]["dry_run"]   # each Param says what it does
+            _wait("the approval to be asked", lambda: _asked(api, run_id), 1500, proc, log)
+            note = api.get(f"dags/ocr_retraining/dagRuns/{quote(run_id, safe='')}")["note"]
+            assert note.startswith("**Waiting for approval**: passed the gate"), note
+
+            answered = _click("answer", str(port), str(SCREENSHOTS), run_id, option, comment)
+            # Approve and Reject look alike and both wait for the reason, which the form says is required and why
+            looks = answered["looks"]
+            assert not looks["Approve"]["enabled_without_reason"] and not looks["Reject"]["enabled_without_reason"]
+            assert looks["Approve"]["enabled_with_reason"] and looks["Reject"]["enabled_with_reason"]
+            assert looks["Approve"]["background_with_reason"] == looks["Reject"]["background_with_reason"], looks
+            assert "passed the gate" in answered["body"] and "Your reason (required)" in answered["body"]
+            assert "both buttons stay disabled until it is filled" in answered["body"]
+            assert "export=prices_200" in answered["body"]                                # the slice table
+            # the request's report link, clicked: the run's report, served by the api-server from storage
+            assert answered["report_links"] == 1
+            assert answered["report"]["title"].startswith("ocr retraining") and "Gate: PASSED" in answered["report"]["text"]
+            assert "/ocr-retrain/reports/ocr_retraining/" in answered["report"]["url"]
+
             state = _wait("the answered run to finish",
                           lambda: (s := api.run_state("ocr_retraining", run_id)) in ("success", "failed") and s,
                           900, proc, log)
@@ -106,7 +144,18 @@ def test_ui_starts_airflow_with_the_dag_ready_and_runs_a_triggered_run(tmp_path)
             chosen, other = ("publish_approved", "reject") if option == "Approve" else ("reject", "publish_approved")
             assert tis[chosen] == "success" and tis[other] == "skipped" and tis["publish"] == "skipped", tis
             assert tis["train_det"] == "success" and tis["train_rec"] == "skipped", tis      # the form's models=det
+
+            # the outcome at a glance on the run's page (its note), the report one click away (the Report tab)
+            seen = _click("outcome", str(port), str(SCREENSHOTS), run_id, outcome)
+            if option == "Reject":
+                assert "Rejected: passed the gate, rejected by Anonymous (no login: anyone who opens this UI" in seen["shown"]
+            else:
+                assert re.search(r"Published ocr \S+, now production, approved by Anonymous", seen["shown"])
+                assert "approved by Anonymous (no login: anyone who opens this UI" in seen["shown"]
+            assert seen["tab"]["title"] == f"ocr retraining {sanitize_run_id(run_id)}"
+            assert re.search(rf"status\s+{outcome.lower()}", seen["tab"]["text"]), seen["tab"]["text"][:800]
             answers[option] = run_id
+        print(f"screenshots: {SCREENSHOTS}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

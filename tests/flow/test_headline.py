@@ -62,7 +62,7 @@ def test_no_login_is_said_plainly_where_the_approver_is_anonymous(tmp_path):
     approved = RunOutcome("r1", RunStatus.PUBLISHED, "v3", model_version="v0002", approval=ApprovalRecord(
         Decision.APPROVED, by="Anonymous", at="t", comment="ok"))
     text = headline.run_ended(_ctx(tmp_path), approved)
-    assert "approved by Anonymous (this Airflow has no login: anyone who opens the UI can answer)" in text
+    assert "approved by Anonymous (no login: anyone who opens this UI can answer)" in text
     assert headline.approver("Anonymous", via="cli") == "`Anonymous`"   # a name given on the command line is a name
 
 
