@@ -40,19 +40,13 @@ def _storage() -> Any:
     from airflow.models.connection import Connection
 
     from ocr_tasks.config import load_config
-    from ocr_tasks.flow.airflow_runner import STORAGE_CONNECTION
+    from ocr_tasks.flow.airflow_runner import STORAGE_CONNECTION, credentials_of
     from ocr_tasks.storage.s3 import storage_from_config
 
-    credentials = None
-    try:
-        connection = Connection.get_connection_from_secrets(STORAGE_CONNECTION)
-        extra = connection.extra_dejson or {}
-        credentials = {"access_key_id": connection.login or None, "secret_access_key": connection.password or None,
-                       "session_token": extra.get("aws_session_token"),
-                       "endpoint_url": extra.get("endpoint_url") or connection.host or None,
-                       "region": extra.get("region_name") or extra.get("region")}
+    try:   # the api-server reads connections from its own secrets backends (the task SDK's Connection is for tasks)
+        credentials = credentials_of(Connection.get_connection_from_secrets(STORAGE_CONNECTION))
     except AirflowNotFoundException:
-        pass
+        credentials = None
     return storage_from_config(load_config(), credentials=credentials)
 
 

@@ -55,9 +55,13 @@ def storage_credentials() -> dict[str, Any] | None:
     from airflow.sdk import Connection
 
     try:
-        connection = Connection.get(STORAGE_CONNECTION)
+        return credentials_of(Connection.get(STORAGE_CONNECTION))
     except AirflowNotFoundException:
         return None
+
+
+def credentials_of(connection: Any) -> dict[str, Any]:
+    """Storage settings from an AWS-type Airflow connection (the task SDK's or the api-server's)."""
     extra = getattr(connection, "extra_dejson", None) or {}
     return {"access_key_id": connection.login or None, "secret_access_key": connection.password or None,
             "session_token": extra.get("aws_session_token"),
