@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
+import sys
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -106,8 +107,14 @@ def _app() -> Any:
     return app
 
 
+def _in_the_api_server() -> bool:
+    """Every Airflow process loads the plugins (each task process too, for macros and listeners); only the
+    api-server serves the app, and building it imports Airflow's API stack (~0.8 s of CPU per task process)."""
+    return "airflow.api_fastapi.app" in sys.modules
+
+
 class OcrRetrainPlugin(AirflowPlugin):
     name = "ocr_retrain"
-    fastapi_apps = [{"app": _app(), "url_prefix": MOUNT, "name": "ocr-retrain reports"}]
+    fastapi_apps = [{"app": _app(), "url_prefix": MOUNT, "name": "ocr-retrain reports"}] if _in_the_api_server() else []
     external_views = [{"name": "Report", "href": f"{REPORT_ROUTE}/{{DAG_ID}}/{{RUN_ID}}/summary.html",
                        "destination": "dag_run", "url_route": "ocr_retrain_report"}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("airflow")
+import airflow.api_fastapi.app  # noqa: E402,F401  (as in the api-server, the one process that builds the app)
 
 from ocr_tasks.flow.airflow_plugin import MOUNT, OcrRetrainPlugin, report_prefix  # noqa: E402
 from ocr_tasks.flow.headline import report_path  # noqa: E402
@@ -34,3 +35,14 @@ def test_the_note_the_request_and_the_report_tab_name_one_address():
     filled = view["href"].replace("{DAG_ID}", "ocr_retraining").replace("{RUN_ID}", "manual__2026-12-04T10%3A00%3A00%2B00%3A00")
     assert filled == report_path("ocr_retraining", run)
     assert filled.startswith(MOUNT + "/") and OcrRetrainPlugin.fastapi_apps[0]["url_prefix"] == MOUNT
+
+
+def test_a_task_process_does_not_pay_for_the_api_app():
+    """Task processes load every plugin: importing this one must not build the app (Airflow's API stack)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, airflow.sdk; from ocr_tasks.flow.airflow_plugin import OcrRetrainPlugin; "
+            "print(len(OcrRetrainPlugin.fastapi_apps), 'airflow.api_fastapi.core_api.security' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["0", "False"], out
