@@ -340,14 +340,12 @@ def show_production(storage: Storage, config: PipelineConfig, work_dir: Path, ou
     if version is None:
         out(f"      no production model yet ({storage.uri(layout.production_key(config.model_name))} is absent)")
         return False
-    model = pull_model(storage, config.model_name, work_dir / "models", version)
+    model = pull_model(storage, config.model_name, work_dir / "models", version, include_report=True)
     out(f"      production {config.model_name} {version} -> {model} (det/, rec/: PaddleOCR inference layout)")
     if (model / RAPIDOCR_SETTINGS).is_file():
         out(f"      ONNX beside them: det/inference.onnx, rec/inference.onnx and {RAPIDOCR_SETTINGS} (RapidOCR: "
             "docs/consumers.md, \"ONNX (RapidOCR)\"; `ocr-retrain read --engine onnx IMAGE`)")
     report = model / "report"
-    if not report.exists():  # pull_model fetches det/ and rec/; the report is for people
-        storage.download_prefix(layout.model_report_prefix(config.model_name, version), report)
     out(f"      report: {report / 'summary.html'}")
     for curve in sorted(report.glob("*.png")):
         out(f"      training curve: {curve}")

@@ -27,12 +27,17 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from ocr_tasks.flow.airflow_runner import ui_path
 from ocr_tasks.flow.headline import REPORT_ROUTE
 
 log = logging.getLogger(__name__)
 
 MOUNT = REPORT_ROUTE.rsplit("/", 1)[0]        # /ocr-retrain: the app's root on the api-server
-_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")   # a report file's path segments (no .., no hidden files)
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")   # a report file's path segments (no .., no hidden files)
+# what a report page may do on Airflow's origin: show its own pictures and styles, run nothing, fetch nothing else
+REPORT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                  "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+                                             "frame-ancestors 'self'"}
 
 
 def _storage() -> Any:
@@ -51,18 +56,25 @@ def _storage() -> Any:
     return storage_from_config(load_config(), credentials=credentials)
 
 
-def report_prefix(storage: Any, run_id: str) -> str:
-    """Where a run's report lies in the bucket: the one its run.json names (the published model's report for a
-    publish), else runs/<run_id>/report/ (asked for approval, or not ended yet)."""
+def report_prefix(storage: Any, run_id: str, model_name: str) -> str:
+    """Where a run's report lies in the bucket: the published model's report/ when its run.json names one (a
+    publish), else runs/<run_id>/report/ (asked for approval, refused, or not ended yet). Only those two shapes:
+    a run.json naming any other place is not followed."""
     from ocr_tasks.flow.run import sanitize_run_id
+    from ocr_tasks.release.registry import check_name
     from ocr_tasks.storage import layout
 
     run = sanitize_run_id(run_id)
     record = storage.get_json(layout.run_record_key(run), default=None) or {}
-    uri = record.get("report_uri") or ""
-    inside = storage.uri("").rstrip("/") + "/"
-    if uri.startswith(inside) and uri.endswith("/summary.html"):
-        return uri[len(inside):-len("summary.html")]
+    version = record.get("model_version")
+    if isinstance(version, str) and record.get("report_uri"):
+        try:
+            check_name(version, "model version")
+        except Exception:  # noqa: BLE001 - not a version this pipeline publishes: the run's own report
+            return layout.run_report_prefix(run)
+        published = layout.model_report_prefix(model_name, version)
+        if record["report_uri"] == storage.uri(published + "summary.html"):
+            return published
     return layout.run_report_prefix(run)
 
 
@@ -86,11 +98,17 @@ def _app() -> Any:
 
         from ocr_tasks.flow.retraining import RETRAINING
 
+        from ocr_tasks.config import load_config
+        from ocr_tasks.errors import UsageError
+
         parts = path.split("/")
-        if dag_id != RETRAINING.name or not all(_SAFE_PART.match(part) for part in parts):
+        if dag_id != RETRAINING.name or not all(_SAFE_PART.fullmatch(part) for part in parts):
             raise HTTPException(404, "no such report file")
         storage = _storage()
-        key = report_prefix(storage, run_id) + "/".join(parts)
+        try:
+            key = report_prefix(storage, run_id, load_config().model_name) + "/".join(parts)
+        except (UsageError, ValueError):   # a run id with nothing usable in it
+            raise HTTPException(404, "no such report file") from None
         found = storage.get_object(key)
         if found is None:
             if path != "summary.html":
@@ -99,10 +117,9 @@ def _app() -> Any:
                 f"<!doctype html><meta charset=utf-8><title>No report yet</title><p>No report for run "
                 f"<code>{escape(run_id)}</code> yet. A run writes it when it asks for approval or when it ends "
                 "(published, refused by the gate, dry run, rejected); a run that found nothing new has none.</p>",
-                status_code=404)
+                status_code=404, headers=REPORT_HEADERS)
         media = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        return Response(found.data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
-                                                         "Cache-Control": "no-store"})
+        return Response(found.data, media_type=media, headers=REPORT_HEADERS)
 
     return app
 
@@ -116,5 +133,6 @@ def _in_the_api_server() -> bool:
 class OcrRetrainPlugin(AirflowPlugin):
     name = "ocr_retrain"
     fastapi_apps = [{"app": _app(), "url_prefix": MOUNT, "name": "ocr-retrain reports"}] if _in_the_api_server() else []
-    external_views = [{"name": "Report", "href": f"{REPORT_ROUTE}/{{DAG_ID}}/{{RUN_ID}}/summary.html",
+    # under the deployment's base URL path, which Airflow's UI does not add to an external view's href
+    external_views = [{"name": "Report", "href": ui_path(f"{REPORT_ROUTE}/{{DAG_ID}}/{{RUN_ID}}/summary.html"),
                        "destination": "dag_run", "url_route": "ocr_retrain_report"}]

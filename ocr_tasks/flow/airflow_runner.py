@@ -107,14 +107,6 @@ def _task_context(node: Node) -> Any:
 # --------------------------------------------------------------------------- the run's note (its outcome at a glance)
 
 
-def _api_base() -> str:
-    """The api-server the tasks talk to (the execution API's server, or the connection's host)."""
-    from airflow.configuration import conf
-
-    execution = conf.get("core", "execution_api_server_url", fallback="") or ""
-    return execution.split("/execution", 1)[0].rstrip("/") or "http://localhost:8080"
-
-
 def ui_path(path: str) -> str:
     """A path on the Airflow UI's origin, under the deployment's base URL path (`[api] base_url`)."""
     from urllib.parse import urlparse
@@ -125,27 +117,33 @@ def ui_path(path: str) -> str:
     return prefix + path
 
 
-def _api_token(base: str) -> str:
+def _api_session() -> tuple[str, str]:
+    """(api-server URL, bearer token) for Airflow's REST API as the pipeline: the connection `ocr_retrain_airflow_api`
+    (its user logs in, at its host when it names one), else the api-server the tasks already report to (the
+    execution API's), whose all-admins mode hands out a token without a password (`make ui`, the demo)."""
     import json
     import urllib.request
 
+    from airflow.configuration import conf
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import Connection
 
+    execution = conf.get("core", "execution_api_server_url", fallback="") or ""
+    base = execution.split("/execution", 1)[0].rstrip("/") or "http://localhost:8080"
     try:
         connection = Connection.get(API_CONNECTION)
     except AirflowNotFoundException:
         connection = None
     if connection is not None and connection.login:
-        base = (f"{connection.schema or 'http'}://{connection.host}:{connection.port or 8080}"
-                if connection.host else base)
+        if connection.host:
+            base = f"{connection.schema or 'http'}://{connection.host}:{connection.port or 8080}"
         body = json.dumps({"username": connection.login, "password": connection.password or ""}).encode()
         request = urllib.request.Request(f"{base}/auth/token", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
-    else:   # the simple auth manager's all-admins mode (no login): a token for the asking
+    else:
         request = urllib.request.Request(f"{base}/auth/token")
     with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)["access_token"]
+        return base, json.load(answer)["access_token"]
 
 
 def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
@@ -155,9 +153,8 @@ def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
     import urllib.request
     from urllib.parse import quote
 
-    base = _api_base()
     try:
-        token = _api_token(base)
+        base, token = _api_session()
         request = urllib.request.Request(
             f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}?update_mask=note",
             data=json.dumps({"note": note[:1000]}).encode(), method="PATCH",
@@ -172,13 +169,19 @@ def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
 
 
 def _show_headline(node: Node, ctx: Any, result: Any, inputs: list[Any]) -> None:
+    """The node's headline as the run's note. Never fails the task: the step's work is done by now (a publish has
+    moved production), and a note is worth a warning, not a failed run."""
     if node.headline is None:
         return
-    airflow = get_current_context()
-    dag_id, run_id = airflow["dag"].dag_id, airflow["run_id"]
     from ocr_tasks.flow.headline import report_path
 
-    text = node.headline(ctx, result, *inputs, report=ui_path(report_path(dag_id, run_id)))
+    try:
+        airflow = get_current_context()
+        dag_id, run_id = airflow["dag"].dag_id, airflow["run_id"]
+        text = node.headline(ctx, result, *inputs, report=ui_path(report_path(dag_id, run_id)))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: the run's note was not written: %s: %s", node.name, type(exc).__name__, exc)
+        return
     if text:
         log.info("outcome: %s", text.splitlines()[0])
         set_run_note(dag_id, run_id, text)
@@ -289,10 +292,7 @@ class ApprovalTask(HITLBranchOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if event.get("error_type") == "timeout":   # nobody answered in time: the node's default, by nobody
-            from airflow.sdk.timezone import utcnow
-
-            event = {"chosen_options": [self._node.approval.default], "params_input": {},
-                     "responded_at": utcnow(), "responded_by_user": None}
+            event = self._answer_timeout(context)
         # pushed first: branching ends the task by raising (Airflow 3 skips the other branch that way)
         at = event.get("responded_at")
         context["ti"].xcom_push(key=ANSWER_KEY, value={
@@ -301,6 +301,22 @@ class ApprovalTask(HITLBranchOperator):
             "responded_at": at.isoformat() if hasattr(at, "isoformat") else at,
             "responded_by_user": event.get("responded_by_user")})
         return super().execute_complete(context=context, event=event)
+
+
+    def _answer_timeout(self, context: Any) -> dict[str, Any]:
+        """The default as the request's answer, so Required Actions closes it (a late click is refused there) and
+        run.json says timed out. Should a person answer in that very instant, the API refuses this second answer:
+        the run still takes the timeout, and says so in a warning."""
+        from airflow.sdk.execution_time.hitl import update_hitl_detail_response
+        from airflow.sdk.timezone import utcnow
+
+        answer = {"chosen_options": [self._node.approval.default], "params_input": {}, "responded_at": utcnow(),
+                  "responded_by_user": None}
+        try:
+            update_hitl_detail_response(context["ti"].id, answer["chosen_options"], {})
+        except Exception as exc:  # noqa: BLE001
+            log.warning("approval timed out; the request could not be closed in Required Actions: %s", exc)
+        return answer
 
 
 def build_tasks(pipeline: Pipeline, *, approval_timeout: timedelta, gpu_retry_delay: timedelta,

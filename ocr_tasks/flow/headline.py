@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ocr_tasks.flow.run import Discovery, MergedDataset, RunContext, RunOutcome
 
 FIRST_REASONS = 3                       # the gate's reasons a note shows; the report has them all
+REASON_CHARS = 200                      # each cut there: Airflow keeps 1000 characters of a note, the link included
 REPORT_ROUTE = "/ocr-retrain/reports"   # where the Airflow plugin serves a run's report (ocr_tasks/flow/airflow_plugin.py)
 
 
@@ -69,7 +70,7 @@ def run_ended(ctx: RunContext, outcome: RunOutcome, *_: Any, report: str | None 
                 f"moved production after this run's gate.{link}")
     if outcome.status == GATE_FAILED:
         reasons = list(outcome.gate.reasons if outcome.gate else [])
-        shown = "".join(f"\n- {for_markdown(reason)}" for reason in reasons[:FIRST_REASONS])
+        shown = "".join(f"\n- {for_markdown(_cut(reason))}" for reason in reasons[:FIRST_REASONS])
         more = f"\n- … and {len(reasons) - FIRST_REASONS} more in the report" if len(reasons) > FIRST_REASONS else ""
         return (f"**Refused by the gate** ({len(reasons)} check{'s' if len(reasons) != 1 else ''} failed); "
                 f"production unchanged:{shown}{more}{link}")
@@ -79,7 +80,7 @@ def run_ended(ctx: RunContext, outcome: RunOutcome, *_: Any, report: str | None 
             who = "nobody answered in time (counts as Reject)"
         else:
             who = f"rejected by {approver(record.by, record.via) if record else 'nobody'}"
-        why = f": “{for_markdown(record.comment)}”" if record and record.comment else ""
+        why = f": “{for_markdown(_cut(record.comment))}”" if record and record.comment else ""
         return f"**Rejected**: passed the gate, {who}{why}; nothing published.{link}"
     if outcome.status == DRY_RUN:
         return f"**Dry run**: passed the gate; nothing published (the `dry_run` Param).{_metrics(outcome)}{link}"
@@ -92,7 +93,11 @@ def approver(by: str | None, via: str = "airflow") -> str:
         return "nobody"
     if via == "airflow" and by.lower() == "anonymous":
         return "Anonymous (no login: anyone who opens this UI can answer)"
-    return f"`{for_markdown(by)}`"
+    return for_markdown(by)   # escaped text, not a code span: escapes are not undone inside backticks
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 1] + "…"
 
 
 def _metrics(outcome: RunOutcome) -> str:

@@ -58,7 +58,8 @@ APPROVAL_CHOICES: dict[str, bool | None] = {"as configured": None, "ask": True, 
 
 
 def approval_choice(value: object) -> bool | None:
-    """The form's `require_approval` (a choice; true/false/null from the REST API as before) as an override."""
+    """The form's `require_approval` choice as an override. True/False/None are taken too, for callers that build a
+    RunRequest in Python; the DAG's Param itself admits only the choices (a REST trigger sends "ask", not true)."""
     if value is None or isinstance(value, bool):
         return value
     if value not in APPROVAL_CHOICES:

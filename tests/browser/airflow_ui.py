@@ -101,8 +101,13 @@ def outcome(page: Page, base: str, out: Path, run_id: str, expected: str) -> dic
     page.get_by_text("Report", exact=True).click()                           # the run's Report tab
     frame = page.frame_locator("iframe").first
     expect(frame.locator("h1").first).to_be_visible(timeout=WAIT_MS)
+    pictures = frame.locator("img")
+    expect(pictures.first).to_be_visible(timeout=WAIT_MS)
+    next(f for f in page.frames if "/ocr-retrain/reports/" in f.url).wait_for_load_state("load")   # its pictures too
     tab = {"title": frame.locator("h1").first.inner_text(), "text": frame.locator("body").inner_text()[:6000],
-           "url": page.url}
+           "src": page.locator("iframe").first.get_attribute("src"),
+           "pictures": pictures.count(),
+           "pictures_shown": pictures.evaluate_all("imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length")}
     page.screenshot(path=str(out / f"5-report-tab-{expected.lower().replace(' ', '-')}.png"))
     return {"shown": shown, "tab": tab}
 
@@ -119,19 +124,6 @@ def _open_link(page: Page, name: str) -> dict:
         target = page
     target.wait_for_load_state()
     return {"url": target.url, "title": target.title(), "text": target.locator("body").inner_text()[:6000]}
-
-
-class _same:
-    """The report opened in the same tab: the page itself, after the click."""
-
-    def __init__(self, page: Page) -> None:
-        self.value = page
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def main() -> int:

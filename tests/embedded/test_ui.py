@@ -153,6 +153,8 @@ def test_ui_a_person_triggers_from_the_form_sees_the_outcome_approves_and_opens_
                 assert re.search(r"Published ocr \S+, now production, approved by Anonymous", seen["shown"])
                 assert "approved by Anonymous (no login: anyone who opens this UI" in seen["shown"]
             assert seen["tab"]["title"] == f"ocr retraining {sanitize_run_id(run_id)}"
+            assert "/ocr-retrain/reports/ocr_retraining/" in seen["tab"]["src"]
+            assert seen["tab"]["pictures"] and seen["tab"]["pictures_shown"] == seen["tab"]["pictures"], seen["tab"]
             assert re.search(rf"status\s+{outcome.lower()}", seen["tab"]["text"]), seen["tab"]["text"][:800]
             answers[option] = run_id
         print(f"screenshots: {SCREENSHOTS}")

@@ -34,6 +34,9 @@ def test_every_end_of_a_run_has_a_headline_that_says_which(tmp_path):
     assert refused.startswith("**Refused by the gate** (5 checks failed); production unchanged:")
     assert "- reason 0" in refused and "- reason 2" in refused and "reason 3" not in refused   # the first three
     assert "2 more in the report" in refused
+    long = headline.run_ended(ctx, RunOutcome("r1", RunStatus.GATE_FAILED, "v3", gate=GateDecision(False, ["x" * 5000] * 3)),
+                              report=LINK)
+    assert len(long) < 1000 and long.endswith(f"[Open the report]({LINK})")   # Airflow keeps 1000 characters
 
     dry = headline.run_ended(ctx, RunOutcome("r1", RunStatus.DRY_RUN, "v3", metrics=metrics))
     assert dry.startswith("**Dry run**: passed the gate; nothing published")
@@ -42,7 +45,7 @@ def test_every_end_of_a_run_has_a_headline_that_says_which(tmp_path):
 
     rejected = RunOutcome("r1", RunStatus.REJECTED, "v3", approval=ApprovalRecord(
         Decision.REJECTED, by="mia", at="t", comment="slice looks off"))
-    assert headline.run_ended(ctx, rejected) == ("**Rejected**: passed the gate, rejected by `mia`: “slice looks off”; "
+    assert headline.run_ended(ctx, rejected) == ("**Rejected**: passed the gate, rejected by mia: “slice looks off”; "
                                                  "nothing published.")
     timed_out = RunOutcome("r1", RunStatus.REJECTED, "v3", approval=ApprovalRecord(
         Decision.REJECTED, by=None, at="t", timed_out=True))
@@ -63,7 +66,7 @@ def test_no_login_is_said_plainly_where_the_approver_is_anonymous(tmp_path):
         Decision.APPROVED, by="Anonymous", at="t", comment="ok"))
     text = headline.run_ended(_ctx(tmp_path), approved)
     assert "approved by Anonymous (no login: anyone who opens this UI can answer)" in text
-    assert headline.approver("Anonymous", via="cli") == "`Anonymous`"   # a name given on the command line is a name
+    assert headline.approver("Anonymous", via="cli") == "Anonymous"   # a name given on the command line is a name
 
 
 def test_upload_text_in_a_headline_makes_no_markup_or_links(tmp_path):
