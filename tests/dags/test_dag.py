@@ -350,3 +350,29 @@ def test_steps_forced_without_any_dataset_is_a_usage_error(storage, tmp_path):
     assert steps.merge(RunContext(config, storage, RunRequest("r")), []).dataset_version is None
     with pytest.raises(UsageError, match="no dataset version"):
         steps.merge(RunContext(config, storage, RunRequest("r", force=True)), [])
+
+
+def test_an_unanswered_approval_is_a_reject_by_nobody(dag, monkeypatch):
+    """The approval declares no `defaults` (Airflow would draw Reject as the primary button), so the scheduler
+    resumes a timed-out request with a timeout error: the task answers it as Reject, timed out, by nobody."""
+    import uuid
+
+    from ocr_tasks.release.approval import approval_record
+    from ocr_tasks.vocabulary import Decision
+
+    task = dag.get_task("approve")
+    assert task.defaults is None and task.options == ["Approve", "Reject"]
+    pushed, branches = {}, []
+
+    class TaskInstance:
+        id = uuid.uuid4()
+
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    monkeypatch.setattr(type(task), "do_branch", lambda self, context, branches_to_execute: branches.append(
+        branches_to_execute))
+    task.execute_complete({"ti": TaskInstance()}, {"error": "no response in time", "error_type": "timeout"})
+    assert branches == [["reject"]]
+    record = approval_record(pushed["answer"])
+    assert record.decision is Decision.REJECTED and record.timed_out and record.by is None
