@@ -29,13 +29,13 @@ os.environ.setdefault(OVERRIDES_ENV, "incoming.quiet_period_s=0")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The longest test first, the other slow tests last, as `slow(minutes=...)` estimates them.
 
-    `make test` runs two workers with xdist's worksteal scheduling, which first splits the
-    list in halves: the first worker starts the demo (about 10 minutes), the second gets the
-    other slow tests at the end of its half, and whichever runs dry steals queued fast tests.
+    `make test` runs three workers with xdist's worksteal scheduling, which first cuts the list
+    into one share per worker: the first worker starts the demo (the longest), the last gets the
+    other slow tests at the end of its share, and whichever runs dry steals queued fast tests.
     A worker commits to the test after the one it runs, so the demo is followed by a fast one.
 
     Tests marked `one_worker` share costly module fixtures (tests/flow/test_runners.py: a whole run
-    each): they open the second half, so the worker that does not run the demo takes them together
+    each): they open the second share, so one worker that does not run the demo takes them together
     before anything is stolen (stealing takes from the end of a queue). Left at the end, a steal
     split them and a second worker built the fixtures again (76 s in a CI run).
     """
@@ -52,10 +52,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     items.sort(key=place)
     together = [item for item in items if item.get_closest_marker("one_worker")]
-    if together and getattr(config, "workerinput", {}).get("workercount", 1) > 1:
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if together and workers > 1:
         rest = [item for item in items if not item.get_closest_marker("one_worker")]
-        half = (len(rest) + len(together)) // 2    # worksteal's first share: the first half of the list
-        items[:] = rest[:half] + together + rest[half:]
+        share = (len(rest) + len(together)) // workers    # worksteal's shares: the list cut in `workers` pieces
+        items[:] = rest[:share] + together + rest[share:]
 
 
 @pytest.fixture(scope="session")
