@@ -232,7 +232,7 @@ class LocalAirflow:
                     raise UsageError(f"Airflow's api-server stopped answering ({exc}); logs in "
                                      f"{follower.run_logs.parents[2] / 'services'}") from exc
         try:
-            note = api.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}").get("note")
+            note = api.run(dag_id, run_id).get("note")
         except (OSError, ValueError):
             note = None
         return DagRunResult(run_id, state, time.monotonic() - started, follower.run_logs, note=note)
@@ -311,17 +311,30 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class AirflowApi:
-    """Airflow's REST API (v2) on 127.0.0.1, as the UI calls it; the simple auth manager's
-    all-admins mode hands out a token without a password (localhost only)."""
+    """Airflow's REST API (v2), as the UI calls it: on 127.0.0.1:`port` (the embedded default), or at `base`. With
+    `credentials` (user, password) it logs in; without, the simple auth manager's all-admins mode hands out a token
+    without a password (`make ui`, the demo)."""
 
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, port: int | None = None, *, base: str | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        self.base = (base or f"http://127.0.0.1:{port}").rstrip("/")
+        self._credentials = credentials
         self._token: str | None = None
+
+    def _login(self) -> str:
+        if self._credentials:
+            user, password = self._credentials
+            request = urllib.request.Request(f"{self.base}/auth/token", method="POST",
+                                             data=json.dumps({"username": user, "password": password}).encode(),
+                                             headers={"Content-Type": "application/json"})
+        else:
+            request = urllib.request.Request(f"{self.base}/auth/token")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)["access_token"]
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         if self._token is None:
-            with urllib.request.urlopen(f"{self.base}/auth/token", timeout=10) as answer:
-                self._token = json.load(answer)["access_token"]
+            self._token = self._login()
         request = urllib.request.Request(f"{self.base}/api/v2/{path}", method=method,
                                          data=json.dumps(body).encode() if body is not None else None,
                                          headers={"Authorization": f"Bearer {self._token}",
@@ -353,8 +366,15 @@ class AirflowApi:
     def trigger(self, dag_id: str, conf: dict[str, object]) -> str:
         return self._call("POST", f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
+        return self.run(dag_id, run_id)["state"]
+
+    def set_note(self, dag_id: str, run_id: str, note: str) -> None:
+        self._call("PATCH", f"dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}?update_mask=note",
+                   {"note": note})
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000")["task_instances"]

@@ -40,12 +40,11 @@ REPORT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-stor
                                              "frame-ancestors 'self'"}
 
 
-def _storage() -> Any:
+def _storage(config: Any) -> Any:
     """Storage with the api-server's credentials: the Airflow connection, as the tasks use it, else the environment."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
-    from ocr_tasks.config import load_config
     from ocr_tasks.flow.airflow_runner import STORAGE_CONNECTION, credentials_of
     from ocr_tasks.storage.s3 import storage_from_config
 
@@ -53,7 +52,7 @@ def _storage() -> Any:
         credentials = credentials_of(Connection.get_connection_from_secrets(STORAGE_CONNECTION))
     except AirflowNotFoundException:
         credentials = None
-    return storage_from_config(load_config(), credentials=credentials)
+    return storage_from_config(config, credentials=credentials)
 
 
 def report_prefix(storage: Any, run_id: str, model_name: str) -> str:
@@ -104,9 +103,10 @@ def _app() -> Any:
         parts = path.split("/")
         if dag_id != RETRAINING.name or not all(_SAFE_PART.fullmatch(part) for part in parts):
             raise HTTPException(404, "no such report file")
-        storage = _storage()
+        config = load_config()
+        storage = _storage(config)
         try:
-            key = report_prefix(storage, run_id, load_config().model_name) + "/".join(parts)
+            key = report_prefix(storage, run_id, config.model_name) + "/".join(parts)
         except (UsageError, ValueError):   # a run id with nothing usable in it
             raise HTTPException(404, "no such report file") from None
         found = storage.get_object(key)

@@ -117,16 +117,15 @@ def ui_path(path: str) -> str:
     return prefix + path
 
 
-def _api_session() -> tuple[str, str]:
-    """(api-server URL, bearer token) for Airflow's REST API as the pipeline: the connection `ocr_retrain_airflow_api`
-    (its user logs in, at its host when it names one), else the api-server the tasks already report to (the
-    execution API's), whose all-admins mode hands out a token without a password (`make ui`, the demo)."""
-    import json
-    import urllib.request
-
+def _pipeline_api() -> Any:
+    """Airflow's REST API as the pipeline: the connection `ocr_retrain_airflow_api` (its user logs in, at its host
+    when it names one), else the api-server the tasks already report to (the execution API's), whose all-admins
+    mode hands out a token without a password (`make ui`, the demo)."""
     from airflow.configuration import conf
     from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import Connection
+
+    from ocr_tasks.embedded.local_airflow import AirflowApi
 
     execution = conf.get("core", "execution_api_server_url", fallback="") or ""
     base = execution.split("/execution", 1)[0].rstrip("/") or "http://localhost:8080"
@@ -134,33 +133,19 @@ def _api_session() -> tuple[str, str]:
         connection = Connection.get(API_CONNECTION)
     except AirflowNotFoundException:
         connection = None
-    if connection is not None and connection.login:
-        if connection.host:
-            base = f"{connection.schema or 'http'}://{connection.host}:{connection.port or 8080}"
-        body = json.dumps({"username": connection.login, "password": connection.password or ""}).encode()
-        request = urllib.request.Request(f"{base}/auth/token", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-    else:
-        request = urllib.request.Request(f"{base}/auth/token")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return base, json.load(answer)["access_token"]
+    if connection is None or not connection.login:
+        return AirflowApi(base=base)
+    if connection.host:
+        base = f"{connection.schema or 'http'}://{connection.host}:{connection.port or 8080}"
+    return AirflowApi(base=base, credentials=(connection.login, connection.password or ""))
 
 
 def set_run_note(dag_id: str, run_id: str, note: str) -> bool:
     """The run's note in the UI (Markdown), through Airflow's REST API: tasks have no other way to write it in
     Airflow 3. Best effort: a note that cannot be written is a warning naming the fix, never a failed task."""
-    import json
-    import urllib.request
-    from urllib.parse import quote
-
     try:
-        base, token = _api_session()
-        request = urllib.request.Request(
-            f"{base}/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}?update_mask=note",
-            data=json.dumps({"note": note[:1000]}).encode(), method="PATCH",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10):
-            return True
+        _pipeline_api().set_note(dag_id, run_id, note[:1000])
+        return True
     except Exception as exc:  # noqa: BLE001
         log.warning("the run's note (its outcome in the UI) was not set: %s: %s. Where the UI has a login, add the "
                     "Airflow connection %s (login/password of a user who may edit DAG runs)",

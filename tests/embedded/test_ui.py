@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import psutil
 import pytest
@@ -119,7 +118,7 @@ def test_ui_a_person_triggers_from_the_form_sees_the_outcome_approves_and_opens_
             assert triggered["conf"]["require_approval"] == "ask" and triggered["conf"]["models"] == "det"
             assert "Trains even when nothing is new" in triggered["help"]["dry_run"]   # each Param says what it does
             _wait("the approval to be asked", lambda: _asked(api, run_id), 1500, proc, log)
-            note = api.get(f"dags/ocr_retraining/dagRuns/{quote(run_id, safe='')}")["note"]
+            note = api.run("ocr_retraining", run_id)["note"]
             assert note.startswith("**Waiting for approval**: passed the gate"), note
 
             answered = _click("answer", str(port), str(SCREENSHOTS), run_id, option, comment)
