@@ -27,36 +27,49 @@ os.environ.setdefault(OVERRIDES_ENV, "incoming.quiet_period_s=0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest test first, the other slow tests last, as `slow(minutes=...)` estimates them.
+    """Each worker opens with its own slow tests, as `slow(minutes=...)` estimates them; fast tests fill the rest.
 
-    `make test` runs three workers with xdist's worksteal scheduling, which first cuts the list
-    into one share per worker: the first worker starts the demo (the longest), the last gets the
-    other slow tests at the end of its share, and whichever runs dry steals queued fast tests.
-    A worker commits to the test after the one it runs, so the demo is followed by a fast one.
+    `make test` runs three workers with xdist's worksteal scheduling, which first cuts the list into one
+    contiguous share per worker (the first `n // workers` items, then the rest split alike), and later lets a
+    worker that ran dry steal the back half of another's queue. So the longest test (the demo) opens the first
+    share, the tests marked `one_worker` the second, and the other slow tests, longest first, open the shares
+    after the first: no worker gets two long tests while another has none (with every slow test at
+    the end of the last share, one worker ran the UI, distributed and stock tests one after another, 947 s,
+    as long as the demo). Each goes to the share with the fewest estimated minutes so far. The fast tests
+    behind them are what a worker that runs dry steals.
 
-    Tests marked `one_worker` share costly module fixtures (tests/flow/test_runners.py: a whole run
-    each): they open the second share, so one worker that does not run the demo takes them together
-    before anything is stolen (stealing takes from the end of a queue). Left at the end, a steal
-    split them and a second worker built the fixtures again (76 s in a CI run).
+    `one_worker` tests share costly module fixtures (tests/flow/test_runners.py: a whole run each): kept
+    together at the front of a share, one worker takes them before anything is stolen (stealing takes from
+    the end of a queue). Left at the end, a steal split them and a second worker built the fixtures again.
     """
     def minutes(item: pytest.Item) -> float:
         slow = item.get_closest_marker("slow")
         return 0.0 if slow is None else float(slow.kwargs.get("minutes", 1))
 
     longest = max((minutes(item) for item in items), default=0.0)
-
-    def place(item: pytest.Item) -> tuple[int, float]:
-        if longest and minutes(item) == longest:
-            return 0, 0.0
-        return (2, -minutes(item)) if minutes(item) else (1, 0.0)
-
-    items.sort(key=place)
-    together = [item for item in items if item.get_closest_marker("one_worker")]
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
-    if together and workers > 1:
-        rest = [item for item in items if not item.get_closest_marker("one_worker")]
-        share = (len(rest) + len(together)) // workers    # worksteal's shares: the list cut in `workers` pieces
-        items[:] = rest[:share] + together + rest[share:]
+    first = [item for item in items if longest and minutes(item) == longest]
+    together = [item for item in items if item.get_closest_marker("one_worker") and item not in first]
+    slow = sorted((item for item in items if minutes(item) and item not in first and item not in together),
+                  key=lambda item: -minutes(item))
+    fast = [item for item in items if not minutes(item) and item not in together]
+    if workers <= 1:
+        items[:] = first + together + fast + slow
+        return
+    heads: list[list[pytest.Item]] = [list(first)] + [[] for _ in range(workers - 1)]
+    heads[1] += together
+    for item in slow:   # to the share with the fewest estimated minutes so far
+        lightest = min(range(1, workers), key=lambda share: sum(minutes(each) for each in heads[share]))
+        heads[lightest].append(item)
+    laid: list[pytest.Item] = []
+    remaining = len(items)
+    for share, head in enumerate(heads):
+        size = remaining // (workers - share)           # worksteal's first cut
+        padding = max(0, size - len(head))
+        laid += head + fast[:padding]
+        fast = fast[padding:]
+        remaining -= len(head) + padding
+    items[:] = laid + fast
 
 
 @pytest.fixture(scope="session")
