@@ -1,6 +1,7 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (9.8 minutes in a fresh-clone CI run beside the rest, 2026-12-04: the first run 5.4 min, the refused run 2.9; the suite's longest test): Airflow's scheduler
+Slow (9.7 minutes alone on an idle 2-core machine, 2026-12-04: the first run 6.9 min, then the refused run, 2.6 min,
+beside the checks of the published model; the suite's longest test): Airflow's scheduler
 runs the DAG with the stock PP-OCRv4 baseline registered beside rec training (real PaddleOCR training of the CPU
 profile on the 800-image synthetic export of shelf prices, half with a euro sign stock cannot read), the real gate
 (the fine-tune must beat stock end to end), publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
