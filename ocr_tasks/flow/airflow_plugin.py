@@ -60,7 +60,7 @@ def report_prefix(storage: Any, run_id: str, model_name: str) -> str:
     publish), else runs/<run_id>/report/ (asked for approval, refused, or not ended yet). Only those two shapes:
     a run.json naming any other place is not followed."""
     from ocr_tasks.flow.run import sanitize_run_id
-    from ocr_tasks.release.registry import check_name
+    from ocr_tasks.release.registry import PublishError, check_name
     from ocr_tasks.storage import layout
 
     run = sanitize_run_id(run_id)
@@ -69,7 +69,7 @@ def report_prefix(storage: Any, run_id: str, model_name: str) -> str:
     if isinstance(version, str) and record.get("report_uri"):
         try:
             check_name(version, "model version")
-        except Exception:  # noqa: BLE001 - not a version this pipeline publishes: the run's own report
+        except PublishError:   # not a version this pipeline publishes: the run's own report
             return layout.run_report_prefix(run)
         published = layout.model_report_prefix(model_name, version)
         if record["report_uri"] == storage.uri(published + "summary.html"):

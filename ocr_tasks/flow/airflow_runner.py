@@ -287,7 +287,6 @@ class ApprovalTask(HITLBranchOperator):
             "responded_by_user": event.get("responded_by_user")})
         return super().execute_complete(context=context, event=event)
 
-
     def _answer_timeout(self, context: Any) -> dict[str, Any]:
         """The default as the request's answer, so Required Actions closes it (a late click is refused there) and
         run.json says timed out. Should a person answer in that very instant, the API refuses this second answer:
