@@ -196,9 +196,11 @@ def cluster(tmp_path_factory, s3_server):
     port = free_port()
     config = root / "pipeline.yaml"
     # the test uploads its exports before it triggers: no quiet period to wait out. Choosing the det
-    # post-processing on val is export's business (tests/release/test_postprocess.py, the demo): not paid for here
+    # post-processing on val is export's business (tests/release/test_postprocess.py, the demo): not paid for here;
+    # nor is ONNX (converted and read in RapidOCR by the demo and tests/flow/test_runners.py)
     config.write_text(f"storage:\n  bucket: {bucket}\nwork_dir: {root / 'work'}\n"
-                      "incoming:\n  quiet_period_s: 0\ngate:\n  rec_min_acc: 0.9\npostprocess:\n  val_images: 0\n")
+                      "incoming:\n  quiet_period_s: 0\ngate:\n  rec_min_acc: 0.9\npostprocess:\n  val_images: 0\n"
+                      "onnx:\n  converter: null\ninfra_validation:\n  onnx_runtimes: {}\n")
     pg_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "OCR_RETRAIN_"))}
     env.update({
