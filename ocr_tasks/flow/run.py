@@ -186,6 +186,9 @@ class Evaluation:
     production_version: str | None = None
     baseline: dict[str, dict[str, float]] = field(default_factory=dict)   # production's metrics, per kind
     production_is_stock: bool = False     # production is the stock baseline (release/baseline.py), never trained here
+    # production's reads of this test split, sample by sample, when this run registered it (the stock baseline
+    # was read on the split to be scored): the storage key compare takes them from instead of reading again
+    production_test_reads: str | None = None
 
     def baseline_record(self) -> dict[str, Any] | None:
         """Production's metrics as run.json and the manifest record them: {"version", <kind>: metrics}, and

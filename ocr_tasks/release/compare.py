@@ -6,7 +6,8 @@ and the reference sets (TFX's Evaluator with a baseline, for PaddleOCR).
 Both bundles are read by the consumer probe in the pipeline's own interpreter, det alone on every
 image and rec alone on every crop (and the test split end to end), and scored per slice
 (release/slices.py). The new bundle's test split was read so already by infra validation when
-its runtimes include the pipeline's own (`null`): those reads are used, not made twice. The gate refuses a
+its runtimes include the pipeline's own (`null`): those reads are used, not made twice; likewise production's
+when it is the stock baseline this run registered, read so on this split (release/baseline.py). The gate refuses a
 slice or a reference set that regressed beyond tolerance (gate.max_slice_regression,
 gate.max_reference_regression); the report shows the table and the worst samples, from the
 per-sample reads kept beside it.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,11 +63,13 @@ class Comparison:
 def compare_with_production(new: Path, production: Path | None, production_version: str | None, test_dir: Path,
                             references: dict[str, Path], work: Path, *, python: str | None, timeout_s: float,
                             kinds: list[str], new_test_read: tuple[RuntimeRead, dict[str, Any]] | None = None,
-                            ) -> Comparison:
+                            production_test_answer: dict[str, Any] | None = None) -> Comparison:
     """Read the test split and each reference set with the new bundle and (when there is one) production's.
 
     `new_test_read`: the new bundle's reads of this test split in the same runtime, already made (infra
-    validation in the pipeline's own interpreter): used as they are, not read twice."""
+    validation in the pipeline's own interpreter): used as they are, not read twice. `production_test_answer`:
+    production's, made likewise (the stock baseline this run registered, read on this split in the pipeline's
+    own interpreter: release/baseline.py)."""
     result = Comparison(production_version)
     models = {NEW: Path(new).absolute()}
     if production is not None:
@@ -80,8 +84,12 @@ def compare_with_production(new: Path, production: Path | None, production_versi
             usable = [k for k in (MODEL_KINDS if dataset == "test" else kinds) if (bundle / k / "inference.yml").is_file()]
             # the test split also end to end (both bundles, one runtime): e2e may not regress against production
             answer_file = Path(work) / "compare" / f"{dataset}-{model}.json"
-            if dataset == "test" and model == NEW and new_test_read is not None:
-                read, answer = new_test_read
+            made = new_test_read if model == NEW else None
+            if model == PRODUCTION and production_test_answer is not None:
+                made = RuntimeRead("pipeline", sys.executable, versions=production_test_answer.get("runtime") or {},
+                                   error=production_test_answer.get("error")), production_test_answer
+            if dataset == "test" and made is not None:
+                read, answer = made
                 answer_file.parent.mkdir(parents=True, exist_ok=True)
                 answer_file.write_text(json.dumps(answer), encoding="utf-8")
             else:

@@ -160,6 +160,12 @@ def run_compare_prefix(run_id: str) -> str:
     return run_prefix(run_id) + "compare/"
 
 
+def run_baseline_reads_key(run_id: str) -> str:
+    """runs/<run_id>/baseline/test-reads.json: the stock baseline this run registered, read on the run's test split
+    sample by sample (release/baseline.py), which compare uses as production's reads instead of reading them again."""
+    return f"{run_prefix(run_id)}baseline/test-reads.json"
+
+
 def run_infra_validation_key(run_id: str) -> str:
     return run_prefix(run_id) + "infra_validation.json"
 

@@ -1,23 +1,26 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (9.7 minutes alone on an idle 2-core machine, 2026-12-04: the first run 6.9 min, then the refused run, 2.6 min,
-beside the checks of the published model; the suite's longest test): Airflow's scheduler
-runs the DAG with the stock PP-OCRv4 baseline registered beside rec training (real PaddleOCR training of the CPU
-profile on the 800-image synthetic export of shelf prices, half with a euro sign stock cannot read), the real gate
-(the fine-tune must beat stock end to end), publish, pull, and PaddleOCR 3.x reading a held-out test image. Then the follow-up the README promises:
-a run after one more export trains again on the grown dataset (rec alone, on tight label crops as before issue 26:
-its rec acc passes and the gate refuses it on end to end; production must stay where it was), run by hand with
-`ocr-retrain run` beside the checks of the published model (consumer snippets, ONNX, planted exports). The README's other
-follow-up, a quiet night (nothing new: the run short-circuits), is the same DAG's branch, run by
-tests/flow/test_runners.py (`airflow dags test`) and tests/deploy/test_distributed.py: not paid for again here.
-Everything is checked against what the run left in S3 (read back through a fresh local
-server over the demo's folder), not only against what it printed.
+Slow (about 6 minutes alone on an idle 2-core machine, 2026-12-04: the run 5.2 min, then the checks of the published
+model; the suite's longest test): Airflow's scheduler runs the DAG with the stock PP-OCRv4 baseline registered beside
+rec training (real PaddleOCR training of the CPU profile on the 800-image synthetic export of shelf prices, half with a
+euro sign stock cannot read), the real gate (the fine-tune must beat stock end to end), publish, pull, and PaddleOCR
+3.x reading a held-out test image. Then what consumers read: the README's snippets in every PaddleOCR 3.x and ONNX
+runtime, and bundles planted from the published one that the gate must refuse (post-processing eval.py did not use,
+a model that does not load, another checkpoint's ONNX, a reversed dict, and boxes that hug the text: det and rec
+perfect alone, lines misread end to end, issue 26's failure).
+
+What is not paid for again here: the README's follow-ups. A quiet night (nothing new: the run short-circuits) is the
+same DAG's branch, run by tests/flow/test_runners.py and tests/deploy/test_distributed.py. A retrain after one more
+export (`demo --add-export`) is the same DAG on a grown dataset: a rec retrained on tight label crops alone there
+passes rec acc and is refused end to end, as docs/benchmarks.md measures with the command that reproduces it
+(2.5 min of CPU in this test until 2026-12-04; the refusal itself is checked above on real reads). Everything is
+checked against what the run left in S3 (read back through a fresh local server over the demo's folder), not only
+against what it printed.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import re
@@ -25,13 +28,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES, READ_THREADS
+from ocr_tasks.release.infra_validation import CONSUMER_RUNTIMES, ONNX, ONNX_RUNTIMES, PADDLE, READ_THREADS
 from ocr_tasks.storage import layout
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage
@@ -65,6 +67,11 @@ def _the_stock_model_was_the_baseline_and_the_fine_tune_beats_it(outcome: dict, 
     assert 0.3 < baseline["rec"]["acc"] < 0.7 and baseline["rec"]["acc"] == stock["metrics"]["rec"]["acc"]
     e2e = outcome["comparison"]["e2e"]
     assert e2e["production"]["e2e_hmean"] < 0.75 < 0.93 <= e2e["new"]["e2e_hmean"], e2e
+    # compare scored stock from the reads register_baseline made of this split, in the same runtime: not read twice
+    assert storage.exists(layout.run_baseline_reads_key(outcome["run_id"]))
+    assert not [o.key for o in storage.list(layout.run_compare_prefix(outcome["run_id"]))
+                if o.key.endswith("test-production.json")]
+    assert e2e["production"]["e2e_hmean"] == stock["read"]["e2e"]["e2e_hmean"]
     beaten = [c for c in outcome["gate"]["checks"] if c["model"] == "e2e" and c["op"] == ">"]
     # a check names its runtime with its versions ("pipeline (paddleocr 3.7.0, paddlepaddle 3.2.2)")
     assert {c["runtime"].split()[0] for c in beaten} == set(outcome["exported_metrics"]), beaten
@@ -123,8 +130,19 @@ def _exported_metrics_printed_and_recorded(printed: str, outcome: dict) -> None:
         assert read["cpu_threads"] == READ_THREADS, name   # PaddleOCR 3.0 to 3.7 took the setting
         versions = r"rapidocr [\d.]+, onnxruntime [\d.]+" if read["engine"] == ONNX else r"paddleocr [\d.]+, paddle [\d.]+"
         assert re.search(rf"exported, read in {name} \({versions}\): acc", printed), name
-    # the same program in every runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3)
-    assert len({json.dumps(read["metrics"], sort_keys=True) for read in exported.values()}) == 1
+    # the same program in every PaddleOCR runtime: what they read is the same (oneDNN on or off, paddle 3.0 to 3.3);
+    # the same ONNX files in every RapidOCR runtime likewise. ONNX is a converted program with RapidOCR's own pre- and
+    # post-processing: a line in a few hundred may read otherwise (e2e 0.994 against 0.997 on this machine, 2026-12-04),
+    # well inside the drift the gate allows (gate.max_export_drift, 0.02)
+    by_engine = {}
+    for read in exported.values():
+        by_engine.setdefault(read["engine"], set()).add(json.dumps(read["metrics"], sort_keys=True))
+    assert all(len(reads) == 1 for reads in by_engine.values()), by_engine
+    paddle = json.loads(next(iter(by_engine.pop(PADDLE))))
+    for (onnx,) in by_engine.values():
+        onnx = json.loads(onnx)
+        for kind, metric in (("det", "hmean"), ("rec", "acc"), ("e2e", "e2e_hmean")):
+            assert abs(onnx[kind][metric] - paddle[kind][metric]) <= 0.01, (kind, onnx, paddle)
     assert {c["runtime"].split()[0] for c in outcome["gate"]["checks"] if c["kind"] == "runtime"} == expected
 
 
@@ -239,14 +257,49 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     assert "consumer runtime pipeline" in reason and served.runtimes[0].error["type"] in reason, reason
 
 
+def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path, metrics: dict,
+                                                      tmp_path: Path) -> None:
+    """Issue 26's failure, read for real: the published det with the post-processing of a detector that hugs the
+    text (unclip_ratio 1.0 where val chose 1.9) finds every line (det hmean 1.0 read alone) and the rec reads every
+    label crop (1.0 alone), yet end to end the lines come out cut and misread (0.48 on these 12 images, 2026-12-04).
+    The gate refuses it on end to end, on the floor and below production (read by compare in the same runtime),
+    and on nothing else. The same happens to a rec retrained on tight label crops alone: docs/benchmarks.md
+    measures that retrain (0.744-0.870 end to end, refused) with the command that reproduces it."""
+    from ocr_tasks.config import GateConfig
+    from ocr_tasks.release.compare import compare_with_production
+    from ocr_tasks.release.gate import decide
+    from ocr_tasks.release.infra_validation import validate_in_runtimes
+
+    few = _first_test_samples(data_dir, tmp_path / "few-e2e", images=12)
+    tight = tmp_path / "tight-boxes"
+    shutil.copytree(model, tight)
+    spec = tight / "det" / "inference.yml"
+    raw = yaml.safe_load(spec.read_text())
+    assert raw["PostProcess"]["unclip_ratio"] > 1.2, raw["PostProcess"]   # what val chose: boxes with a margin
+    raw["PostProcess"]["unclip_ratio"] = 1.0
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    served = validate_in_runtimes(tight, few, {"pipeline": None}, tmp_path / "iv-tight", timeout_s=900)
+    (read,) = served.runtimes
+    assert read.metrics["det"]["hmean"] == 1.0 and read.metrics["rec"]["acc"] == 1.0, read.metrics
+    compared = compare_with_production(tight, model, "published", few, {}, tmp_path / "compare-tight", python=None,
+                                       timeout_s=900, kinds=["rec"],
+                                       new_test_read=(read, json.loads(Path(read.reads).read_text(encoding="utf-8"))))
+    assert compared.e2e["production"]["e2e_hmean"] >= 0.93 > 0.85 > compared.e2e["new"]["e2e_hmean"], compared.e2e
+    decision = decide(metrics, None, GateConfig(), models=["rec"], served=served, compared=compared)
+    assert not decision.passed and decision.reasons, decision.reasons
+    assert all(r.startswith("end-to-end hmean ") and " in runtime pipeline (paddleocr " in r
+               for r in decision.reasons), decision.reasons
+    assert any("below production" in r for r in decision.reasons), decision.reasons
+
+
 def _first_test_samples(data_dir: Path, target: Path, *, images: int) -> Path:
     """A dataset folder over the same images whose test split is its first `images` images and their crops."""
     for kind, keep in (("det", images), ("rec", 3 * images)):
         (target / kind).mkdir(parents=True)
         lines = (data_dir / kind / "test.txt").read_text(encoding="utf-8").splitlines()[:keep]
         (target / kind / "test.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for folder in ("images", "crops"):
-        (target / folder).symlink_to(data_dir / folder)
+    for name in ("images", "crops", "images.jsonl", "crops.jsonl"):   # the samples, and their exports for slices
+        (target / name).symlink_to(data_dir / name)
     return target
 
 
@@ -279,44 +332,13 @@ def _the_publish_prelabelled_the_next_batch(work: Path, printed: str, version: s
     assert len(read_right) >= len(truth) // 2, shown                   # and most with a text already right
 
 
-@contextlib.contextmanager
-def _grown_dataset_run(work: Path, log: Path, *, epochs: int, sets: tuple[str, ...]) -> Iterator[Path]:
-    """One more export uploaded as the demo's `--add-export` does, then `ocr-retrain run` over the demo's storage
-    and config (with `sets`), in the background while the caller's block runs; its output in `log` after."""
-    from ocr_tasks.embedded.demo import upload_exports, write_demo_config
-
-    config = write_demo_config(work, BUCKET, list(sets))
-    with LocalS3Server(work / "s3").start() as server:
-        settings = server.settings(BUCKET)
-        with log.open("w", encoding="utf-8") as out:
-            upload_exports(Storage(settings), work / "labeller", add_export=True,
-                           out=lambda line: print(line, file=out, flush=True))
-        env = {**os.environ, "OCR_RETRAIN_CONFIG": str(config), "OCR_RETRAIN_S3_ENDPOINT": settings.endpoint_url,
-               "AWS_ACCESS_KEY_ID": settings.access_key_id, "AWS_SECRET_ACCESS_KEY": settings.secret_access_key}
-        started = time.monotonic()
-        with log.open("a", encoding="utf-8") as out:
-            run = subprocess.Popen([str(BIN / "ocr-retrain"), "run", "--epochs", str(epochs)], stdout=out,
-                                   stderr=subprocess.STDOUT, env=env)
-        try:
-            yield log
-            run.wait(timeout=1500)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-    printed = log.read_text(encoding="utf-8")
-    print(printed[-6000:])
-    print(f"ocr-retrain run on the grown dataset: {time.monotonic() - started:.0f} s")
-    assert run.returncode == 0 and "Traceback" not in printed, printed[-4000:]
-
-
 def _runs(storage: Storage) -> dict[str, dict]:
     return {o.key.split("/")[1]: storage.get_json(o.key) for o in storage.list(layout.RUNS)
             if o.key.endswith("/run.json")}
 
 
-@pytest.mark.slow(minutes=10)   # 584 s alone on an idle 2-core machine, 2026-12-04 (the grown run beside the checks)
-def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_retrain_is_refused(tmp_path):
+@pytest.mark.slow(minutes=6)   # ~6 min alone on an idle 2-core machine, 2026-12-04
+def test_make_demo_beats_the_stock_model_publishes_and_consumers_read_what_the_gate_certified(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
 
@@ -367,57 +389,18 @@ def test_make_demo_beats_the_stock_model_publishes_and_reads_then_a_tight_crop_r
         assert "prices_800: merged without 1 image; which and why: s3://" in report
         assert "prices_broken: refused whole (quarantined)" in report
         assert "stock vs fine-tuned" in report
-        first_dataset = outcome["dataset_version"]
 
     model = work / "models" / outcome["model_version"]
     _the_publish_prelabelled_the_next_batch(work, first, outcome["model_version"], tmp_path)
     _exported_metrics_printed_and_recorded(first, outcome)
     with LocalS3Server(work / "s3").start() as server:
         manifest = Storage(server.settings(BUCKET)).get_json(layout.model_manifest_key("ocr", outcome["model_version"]))
-    # the next run replaces the scratch copy of the dataset: the checks of the published model read their own copy
-    first_data = tmp_path / "first-dataset"
-    shutil.copytree(work / "work" / "datasets" / "current", first_data)
+    first_data = work / "work" / "datasets" / "current"    # the run's dataset, its test split held out
 
-    # a new export arrives -> the next run trains on the grown dataset: rec alone, the way this pipeline trained it
-    # before issue 26 (crops of the label boxes only; 5 epochs here: with stock det, rec acc 0.980 and e2e 0.870, or
-    # 0.954 and 0.831, against production's 1.000; with this pipeline's own det 0.983 and 0.782): it reads its test
-    # crops above the gate's floor, and misreads lines end to end; the default gate refuses it on end to end, naming
-    # the runtime. It runs through `ocr-retrain run` (the same pipeline declaration, run in one process) beside the
-    # checks of the published model below, which read only local files: the Airflow path of a run, its notes
-    # included, is the first run's above and tests/embedded/test_ui.py's; Airflow again here cost ~60 s of CPU
-    with _grown_dataset_run(work, tmp_path / "grown.log", epochs=5, sets=(
-            "training.models=[rec]", "training.rec.detector_like_crops.copies=0",
-            # read in the pipeline's runtime alone: every runtime reads alike (the first run shows it)
-            "infra_validation.runtimes={pipeline: null}", "infra_validation.onnx_runtimes={}",
-            "onnx.converter=null",   # and no ONNX to convert that no runtime reads
-            "postprocess.val_images=0")) as grown:   # the det's post-processing is production's, chosen above
-        _consumer_runtimes_read_the_published_model(model, first_data / "images" / image, text)
-        _onnx_consumers_read_the_published_model(model, manifest, work / "models" / stock["version"], first_data,
-                                                 first_data / "images" / image, text, first, tmp_path)
-        _planted_mismatch_and_unloadable_model_are_refused(model, first_data,
-                                                           {**outcome["metrics"], "det": stock["metrics"]["det"]},
-                                                           tmp_path)
-    printed = grown.read_text(encoding="utf-8")
-    assert "prices_extra_001: 200 images" in printed and re.search(r"^run \S+: gate-failed$", printed, re.M), printed
-    with LocalS3Server(work / "s3").start() as server:
-        storage = Storage(server.settings(BUCKET))
-        runs = _runs(storage)
-        assert len(runs) == 2
-        (second,) = [r for r in runs.values() if r["run_id"] != outcome["run_id"]]
-        assert second["dataset_version"] != first_dataset
-        assert storage.get_json(layout.LEDGER)["exports"]["prices_extra_001"]["status"] == "merged"
-        assert second["status"] == "gate-failed"
-        assert storage.get_json(layout.production_key("ocr"))["version"] == production["version"]
-        assert second["metrics"]["rec"]["acc"] > 0.9                    # rec alone passes its floor
-        reasons = second["gate"]["reasons"]
-        assert not any(r.startswith("rec acc ") and " is not > " in r for r in reasons), reasons
-        # end to end it reads far below what det and rec promise alone, and below production: refused, naming it
-        (read,) = second["exported_metrics"].values()
-        certified = read["metrics"]["det"]["hmean"] * second["metrics"]["rec"]["acc"]
-        assert read["metrics"]["e2e"]["e2e_hmean"] < certified - 0.05, (read["metrics"], certified)
-        # below production always (its e2e reads >= 0.93); below the floor too on some nights (0.870 and 0.831 seen)
-        e2e_reasons = [r for r in reasons if r.startswith("end-to-end hmean ")]
-        assert e2e_reasons and all(" in runtime pipeline (paddleocr " in r for r in e2e_reasons), reasons
-        assert any("below production" in r for r in e2e_reasons), reasons
-        assert second["comparison"]["e2e"]["production"]["e2e_hmean"] >= 0.93   # production, on the grown test split
-        assert second["comparison"]["e2e"]["runtime"].startswith("pipeline (paddleocr ")
+    _consumer_runtimes_read_the_published_model(model, first_data / "images" / image, text)
+    _onnx_consumers_read_the_published_model(model, manifest, work / "models" / stock["version"], first_data,
+                                             first_data / "images" / image, text, first, tmp_path)
+    _planted_mismatch_and_unloadable_model_are_refused(model, first_data,
+                                                       {**outcome["metrics"], "det": stock["metrics"]["det"]},
+                                                       tmp_path)
+    _lines_cut_by_tight_boxes_are_refused_end_to_end(model, first_data, {"rec": outcome["metrics"]["rec"]}, tmp_path)

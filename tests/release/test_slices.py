@@ -175,3 +175,31 @@ def test_compare_scores_the_new_model_from_infra_validations_reads_on_another_wo
     assert result.slices["det"]["export=shop_a"]["new"]["hmean"] == 1.0
     kept_file = Path(result.reads["test/new"])
     assert kept_file.is_file() and str(elsewhere) in kept_file.read_text()   # the report reads them from here
+
+
+def test_compare_scores_production_from_the_reads_of_the_baseline_this_run_registered(dataset, tmp_path):
+    """The stock baseline registered this run was read on this test split already (release/baseline.py): compare
+    scores production from those reads and runs no probe for it."""
+    from ocr_tasks.release.compare import compare_with_production
+    from ocr_tasks.release.infra_validation import RuntimeRead
+
+    index = SampleIndex.of(dataset)
+    bundles = {}
+    for model in ("new", "production"):
+        bundles[model] = tmp_path / model
+        for kind in ("det", "rec"):
+            (bundles[model] / kind).mkdir(parents=True)
+            (bundles[model] / kind / "inference.yml").write_text("Global: {}\n")
+    production = {**reads(index, misread_export="shop_a"), "ocr": [], "tuning": [],
+                  "runtime": {"paddleocr": "3.7.0", "paddlepaddle": "3.2.2"}}
+    new = {**reads(index), "ocr": [], "tuning": []}
+    result = compare_with_production(
+        bundles["new"], bundles["production"], "20261204T000000Z", dataset, {}, tmp_path / "work",
+        python=str(tmp_path / "no-such-python"), timeout_s=60, kinds=["rec"],
+        new_test_read=(RuntimeRead("pipeline", "/usr/bin/python3"), new), production_test_answer=production)
+    # a probe for production could not have started (no interpreter): its failure would be a note
+    assert result.problems == [] and result.notes == []
+    assert Path(result.reads["test/production"]).is_file()
+    assert result.slices["rec"]["export=shop_a"]["production"]["acc"] == 0.0
+    assert result.slices["rec"]["export=shop_b"]["production"]["acc"] == 1.0
+    assert result.slices["rec"]["export=shop_a"]["new"]["acc"] == 1.0

@@ -116,14 +116,21 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     work = ctx.scratch / "runtimes"
     data_dir = local_dataset(ctx, dataset_version(merged))
     own = _own_runtime_read(ctx, served, data_dir)
+    root = data_dir.absolute()
+    registered = None
+    if production is not None and evaluation.production_test_reads:
+        registered = with_sample_paths(storage.get_json(evaluation.production_test_reads), lambda path: str(root / path))
     result = compare_with_production(bundle, production, evaluation.production_version, data_dir, references, work,
                                      python=None, timeout_s=config.infra_validation.timeout_s,
-                                     kinds=sorted(evaluation.trained), new_test_read=own)
+                                     kinds=sorted(evaluation.trained), new_test_read=own,
+                                     production_test_answer=registered)
     result.problems[:0] = problems
-    root = data_dir.absolute()
     for name, local in list(result.reads.items()):   # the report may be written on another worker
         if name == "test/new" and own is not None:
             result.reads[name] = own[0].reads         # infra validation's upload of the same reads
+            continue
+        if name == "test/production" and registered is not None:
+            result.reads[name] = evaluation.production_test_reads   # register_baseline's upload of them
             continue
         key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
         answer = json.loads(Path(local).read_text(encoding="utf-8"))
