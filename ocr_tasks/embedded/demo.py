@@ -36,7 +36,7 @@ import yaml
 from ocr_tasks.storage import layout
 from ocr_tasks.config import DEFAULT_CONFIG, REPO_ROOT, PipelineConfig, apply_override, load_config
 from ocr_tasks.errors import UsageError
-from ocr_tasks.embedded.local_airflow import SIZED_TO_THE_MACHINE, DagRunResult, LocalAirflow, task_slots
+from ocr_tasks.embedded.local_airflow import DAG_ID, SIZED_TO_THE_MACHINE, DagRunResult, LocalAirflow, task_slots
 from ocr_tasks.embedded.s3server import LocalS3Server
 from ocr_tasks.storage.s3 import Storage, StorageSettings
 from ocr_tasks.embedded.synthetic import ExportSpec, break_label_file, break_one_polygon, make_export
@@ -393,9 +393,6 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overri
     with embedded_default(work_dir, bucket, add_export=False, out=out, airflow_env=airflow_env,
                           overrides=overrides, main_images=images) as (_, _, airflow):
         airflow.prepare(DEMO_GPU_SLOTS)
-        airflow.cli("dags", "reserialize")
-        airflow.cli("dags", "unpause", "ocr_retraining")
-        airflow.cli("dags", "unpause", PRELABEL_DAG)      # each publish pre-labels the next batch
         out(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer; {task_slots()} task slots): "
             "its address follows once it answers, in about a minute.")
 
@@ -407,4 +404,5 @@ def run_ui(work_dir: Path, *, port: int = 8080, bucket: str = "ocr-data", overri
             out("  More exports: `ocr-retrain demo --add-export` in another shell uploads one (or copy your own into "
                 f"{work_dir / 's3' / bucket / 'incoming'}/<name>/).")
 
-        return airflow.standalone(port, on_ready=ready)
+        # unpaused as the dag-processor finds them; the prelabel DAG too: each publish pre-labels the next batch
+        return airflow.standalone(port, on_ready=ready, unpause=(DAG_ID, PRELABEL_DAG))
