@@ -1,7 +1,7 @@
 """The README's main job, `make demo`, as a user runs it: the real DAG in Airflow on the embedded default.
 
-Slow (about 6 minutes alone on an idle 2-core machine, 2026-12-04: the run 5.2 min, then the checks of the published
-model; the suite's longest test): Airflow's scheduler runs the DAG with the stock PP-OCRv4 baseline registered beside
+Slow (354 s alone on an idle 2-core machine, 2026-12-04, with rec 6 epochs: the run 314 s, then the checks of the
+published model; rec 4 epochs since, a minute less; the suite's longest test): Airflow's scheduler runs the DAG with the stock PP-OCRv4 baseline registered beside
 rec training (real PaddleOCR training of the CPU profile on the 800-image synthetic export of shelf prices, half with a
 euro sign stock cannot read), the real gate (the fine-tune must beat stock end to end), publish, pull, and PaddleOCR
 3.x reading a held-out test image. Then what consumers read: the README's snippets in every PaddleOCR 3.x and ONNX
@@ -337,7 +337,7 @@ def _runs(storage: Storage) -> dict[str, dict]:
             if o.key.endswith("/run.json")}
 
 
-@pytest.mark.slow(minutes=6)   # ~6 min alone on an idle 2-core machine, 2026-12-04
+@pytest.mark.slow(minutes=6)   # 354 s alone on an idle 2-core machine with rec 6 epochs (4 since), 2026-12-04
 def test_make_demo_beats_the_stock_model_publishes_and_consumers_read_what_the_gate_certified(tmp_path):
     work = tmp_path / "demo"
     first = _demo(work, timeout=2400)
