@@ -170,7 +170,7 @@ def test_the_default_profile_is_the_cpu_one_the_pipeline_yaml_used_to_hold():
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.det.stages] == [("finetune", 6, None, {})]
     assert training.rec.template == "configs/profiles/rec_cpu_small.yml"
     assert [(s.name, s.epochs, s.learning_rate, s.overrides) for s in training.rec.stages] == [
-        ("finetune", 6, 0.01, CPU_OVERRIDES)]
+        ("finetune", 4, 0.01, CPU_OVERRIDES)]
     assert (training.rec.detector_like_crops.copies, training.rec.detector_like_crops.margin) == (2, (-0.05, 0.3))
 
 
