@@ -103,8 +103,9 @@ ui: install stock-models onnx-envs
 # The whole suite: unit tests, real local S3 server, GX validation, real PaddleOCR training
 # on tiny synthetic data, the demo through the real DAG, and Airflow's CeleryExecutor on the
 # machine's Postgres and Redis. Three workers (pytest-xdist, worksteal) on a 2-core machine: the Airflow
-# tests wait on the scheduler much of the time, and a third worker fills those waits (fresh clone, this
-# 2-core machine, 2026-12-04: 972 s with three workers, the CPU 96 % busy; 1137 s with two). tests/conftest.py
+# tests wait on the scheduler much of the time, and a third worker fills those waits (fresh clone, a
+# 2-core machine, 2026-12-04: 972 s with three workers, the CPU 96 % busy; 1137 s with two; that evening, with
+# less CPU per test, 733 s). tests/conftest.py
 # starts the longest (the demo) first. TEST_WORKERS=0 runs them in one process, one after another.
 TEST_WORKERS ?= 3
 test: install consumer-envs onnx-envs ppocrlabel-env browser-env docs-env stock-models

@@ -65,7 +65,7 @@ def register_stock_baseline(storage: Storage, config: PipelineConfig, data_dir: 
         models[kind] = TrainedModel(kind, STOCK_RUN, checkpoint=str(weights), config=str(rendered))
     bundle = assemble_bundle(config, work / "bundle", data_dir, models, engine, production=None,
                              rec_dict=work / "dict.txt")
-    read = _read_as_its_users_do(bundle, data_dir, config, test_split_reads(work).parent)
+    read = _read_as_its_users_do(bundle, data_dir, config, reads_of_the_test_split(work).parent)
     metrics = {kind: read[kind] for kind in MODEL_KINDS}
     version = version or next_model_version(storage, config.model_name)   # ordered with the fine-tunes after it
     manifest = {
@@ -83,7 +83,7 @@ def register_stock_baseline(storage: Storage, config: PipelineConfig, data_dir: 
     return written
 
 
-def test_split_reads(work: Path) -> Path:
+def reads_of_the_test_split(work: Path) -> Path:
     """Where register_stock_baseline(..., work) leaves its reads of the test split, sample by sample (the consumer
     probe's answer, in the pipeline's runtime): compare can take them as production's on that split."""
     return work / "read" / "pipeline.json"

@@ -43,7 +43,7 @@ def wants(kind: ModelKind) -> Callable[[RunContext], bool]:
 def register_baseline(ctx: RunContext, merged: MergedDataset) -> dict | None:
     """The stock model (baseline.*) published as production, scored on this dataset's test split: the first
     fine-tune is then compared with and gated against the model the team runs today (release/baseline.py)."""
-    from ocr_tasks.release.baseline import register_stock_baseline, test_split_reads
+    from ocr_tasks.release.baseline import register_stock_baseline, reads_of_the_test_split
     from ocr_tasks.release.infra_validation import with_sample_paths
     from ocr_tasks.release.registry import ProductionMoved
 
@@ -60,7 +60,7 @@ def register_baseline(ctx: RunContext, merged: MergedDataset) -> dict | None:
     # infra validation's, since compare may run on another worker
     if ctx.config.infra_validation.runtimes.get("pipeline") is None:
         root = data_dir.absolute()
-        answer = json.loads(test_split_reads(work).read_text(encoding="utf-8"))
+        answer = json.loads(reads_of_the_test_split(work).read_text(encoding="utf-8"))
         registered["test_reads"] = layout.run_baseline_reads_key(ctx.run_id)
         ctx.storage.put_json(registered["test_reads"],
                              with_sample_paths(answer, lambda path: str(Path(path).relative_to(root))))
