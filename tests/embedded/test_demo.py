@@ -257,11 +257,11 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     assert "consumer runtime pipeline" in reason and served.runtimes[0].error["type"] in reason, reason
 
 
-def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path, metrics: dict,
-                                                      tmp_path: Path) -> None:
+def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path, tmp_path: Path) -> None:
     """Issue 26's failure, read for real: the published det with the post-processing of a detector that hugs the
     text (unclip_ratio 1.0 where val chose 1.9) finds every line (det hmean 1.0 read alone) and the rec reads every
-    label crop (1.0 alone), yet end to end the lines come out cut and misread (0.48 on these 12 images, 2026-12-04).
+    label crop (1.0 alone, 2026-12-04; at least 0.95 asked: the rec is the run's), yet end to end the lines come out
+    cut and misread (0.48 on these 12 images).
     The gate refuses it on end to end, on the floor and below production (read by compare in the same runtime),
     and on nothing else. The same happens to a rec retrained on tight label crops alone: docs/benchmarks.md
     measures that retrain (0.744-0.870 end to end, refused) with the command that reproduces it."""
@@ -280,12 +280,15 @@ def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     served = validate_in_runtimes(tight, few, {"pipeline": None}, tmp_path / "iv-tight", timeout_s=900)
     (read,) = served.runtimes
-    assert read.metrics["det"]["hmean"] == 1.0 and read.metrics["rec"]["acc"] == 1.0, read.metrics
+    assert read.metrics["det"]["hmean"] >= 0.95 and read.metrics["rec"]["acc"] >= 0.95, read.metrics
     compared = compare_with_production(tight, model, "published", few, {}, tmp_path / "compare-tight", python=None,
                                        timeout_s=900, kinds=["rec"],
                                        new_test_read=(read, json.loads(Path(read.reads).read_text(encoding="utf-8"))))
     assert compared.e2e["production"]["e2e_hmean"] >= 0.93 > 0.85 > compared.e2e["new"]["e2e_hmean"], compared.e2e
-    decision = decide(metrics, None, GateConfig(), models=["rec"], served=served, compared=compared)
+    # the rec is the published one, unchanged: its read of these crops alone stands for tools/eval.py's here (the
+    # drift between the two is the other plants' business; on 36 crops one misread is a drift of 0.028)
+    decision = decide({"rec": read.metrics["rec"]}, None, GateConfig(), models=["rec"], served=served,
+                      compared=compared)
     assert not decision.passed and decision.reasons, decision.reasons
     assert all(r.startswith("end-to-end hmean ") and " in runtime pipeline (paddleocr " in r
                for r in decision.reasons), decision.reasons
@@ -403,4 +406,4 @@ def test_make_demo_beats_the_stock_model_publishes_and_consumers_read_what_the_g
     _planted_mismatch_and_unloadable_model_are_refused(model, first_data,
                                                        {**outcome["metrics"], "det": stock["metrics"]["det"]},
                                                        tmp_path)
-    _lines_cut_by_tight_boxes_are_refused_end_to_end(model, first_data, {"rec": outcome["metrics"]["rec"]}, tmp_path)
+    _lines_cut_by_tight_boxes_are_refused_end_to_end(model, first_data, tmp_path)
