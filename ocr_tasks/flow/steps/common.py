@@ -1,5 +1,6 @@
 """What several steps share: the dataset version as a local data_dir (one pull at a time per worker),
-the trained models and the exported bundle fetched back from storage into the step's own scratch."""
+the trained models and the exported bundle fetched back from storage into the step's own scratch, and the
+consumer probe's per-sample reads kept in storage for the steps after (which may run on another worker)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import fcntl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ocr_tasks.errors import UsageError
 
@@ -60,3 +61,21 @@ def fetch_bundle(ctx: RunContext, exported: ExportedBundle) -> Path:
     return bundle
 
 
+
+
+def keep_reads(ctx: RunContext, key: str, answer: dict[str, Any], data_dir: Path) -> str:
+    """A probe's per-sample answer stored at `key`, its sample paths relative to the dataset folder: another
+    worker's dataset folder is elsewhere. Returns `key`."""
+    from ocr_tasks.release.infra_validation import with_sample_paths
+
+    root = data_dir.absolute()
+    ctx.storage.put_json(key, with_sample_paths(answer, lambda path: str(Path(path).relative_to(root))))
+    return key
+
+
+def kept_reads(ctx: RunContext, key: str, data_dir: Path) -> dict[str, Any]:
+    """What keep_reads stored at `key`, its sample paths under this worker's dataset folder `data_dir`."""
+    from ocr_tasks.release.infra_validation import with_sample_paths
+
+    root = data_dir.absolute()
+    return with_sample_paths(ctx.storage.get_json(key), lambda path: str(root / path))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
 from ocr_tasks.codec import plain
-from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, local_dataset
+from ocr_tasks.flow.steps.common import dataset_version, fetch_all, fetch_bundle, keep_reads, kept_reads, local_dataset
 from ocr_tasks.ingest.dataset_info import read_dataset_info
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DRY_RUN, GATE_FAILED, MODEL_KINDS, PUBLISHED, REC, REJECTED, SUPERSEDED, RunStatus
@@ -75,7 +75,7 @@ def export(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation) -> Ex
 
 def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBundle) -> InfraValidation:
     """Read the test split with the exported bundle in every configured consumer runtime (the gate judges it)."""
-    from ocr_tasks.release.infra_validation import ONNX, RuntimeRead, validate_in_runtimes, with_sample_paths
+    from ocr_tasks.release.infra_validation import ONNX, RuntimeRead, validate_in_runtimes
 
     settings = ctx.config.infra_validation
     if not settings.runtimes:
@@ -88,12 +88,10 @@ def infra_validate(ctx: RunContext, merged: MergedDataset, exported: ExportedBun
     if skipped and ctx.config.onnx.required:   # the gate refuses it as a runtime that cannot load the model
         served.runtimes.append(RuntimeRead("onnx", "", engine=ONNX, error={
             "stage": "export", "type": "NoOnnx", "message": f"the bundle has no ONNX (onnx.required): {skipped}"}))
-    root = data_dir.absolute()
     for read in served.runtimes:   # sample by sample, for compare (which may run on another worker)
         if read.reads:
             answer = json.loads(Path(read.reads).read_text(encoding="utf-8"))
-            read.reads = layout.run_runtime_reads_key(ctx.run_id, read.name)
-            ctx.storage.put_json(read.reads, with_sample_paths(answer, lambda path: str(Path(path).relative_to(root))))
+            read.reads = keep_reads(ctx, layout.run_runtime_reads_key(ctx.run_id, read.name), answer, data_dir)
     ctx.storage.put_json(layout.run_infra_validation_key(ctx.run_id), plain(served))
     return served
 
@@ -103,7 +101,6 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     """The new bundle beside production's on slices of the test split and on every reference set."""
     from ocr_tasks.ingest.reference import reference_sets
     from ocr_tasks.release.compare import compare_with_production
-    from ocr_tasks.release.infra_validation import with_sample_paths
     from ocr_tasks.release.registry import pull_model
 
     storage, config = ctx.storage, ctx.config
@@ -116,10 +113,9 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
     work = ctx.scratch / "runtimes"
     data_dir = local_dataset(ctx, dataset_version(merged))
     own = _own_runtime_read(ctx, served, data_dir)
-    root = data_dir.absolute()
     registered = None
     if production is not None and evaluation.production_test_reads:
-        registered = with_sample_paths(storage.get_json(evaluation.production_test_reads), lambda path: str(root / path))
+        registered = kept_reads(ctx, evaluation.production_test_reads, data_dir)
     result = compare_with_production(bundle, production, evaluation.production_version, data_dir, references, work,
                                      python=None, timeout_s=config.infra_validation.timeout_s,
                                      kinds=sorted(evaluation.trained), new_test_read=own,
@@ -135,8 +131,9 @@ def compare(ctx: RunContext, merged: MergedDataset, evaluation: Evaluation, expo
         key = layout.run_compare_prefix(ctx.run_id) + Path(local).name
         answer = json.loads(Path(local).read_text(encoding="utf-8"))
         if name.startswith("test/"):                  # paths relative to the dataset, like infra validation's
-            answer = with_sample_paths(answer, lambda path: str(Path(path).relative_to(root)))
-        storage.put_json(key, answer)
+            keep_reads(ctx, key, answer, data_dir)
+        else:
+            storage.put_json(key, answer)
         result.reads[name] = key
     storage.put_json(layout.run_compare_prefix(ctx.run_id) + "comparison.json", plain(result))
     return result
@@ -146,14 +143,11 @@ def _own_runtime_read(ctx: RunContext, served: InfraValidation, data_dir: Path
                       ) -> tuple[RuntimeRead, dict] | None:
     """What infra validation read on the test split in the pipeline's own interpreter (a runtime configured as
     null), with this worker's sample paths: compare scores the new bundle from it instead of reading it again."""
-    from ocr_tasks.release.infra_validation import with_sample_paths
-
     own = [read for read in served.runtimes
            if read.loaded and read.reads and ctx.config.infra_validation.runtimes.get(read.name, "") is None]
     if not own:
         return None
-    root = data_dir.absolute()
-    return own[0], with_sample_paths(ctx.storage.get_json(own[0].reads), lambda path: str(root / path))
+    return own[0], kept_reads(ctx, own[0].reads, data_dir)
 
 
 # --------------------------------------------------------------------------- gate / publish / record
@@ -300,12 +294,9 @@ def _error_analysis(ctx: RunContext, merged: MergedDataset, compared: Comparison
 
     if compared is None or not compared.reads:
         return {}
-    from ocr_tasks.release.infra_validation import with_sample_paths
-
-    root = local_dataset(ctx, dataset_version(merged)).absolute()   # this worker's: paths are kept relative to it
-    reads = {name: with_sample_paths(ctx.storage.get_json(key), lambda path: str(root / path))
-             for name, key in compared.reads.items() if name.startswith("test/")}
-    return analyse_errors(reads, root, report_dir)
+    data_dir = local_dataset(ctx, dataset_version(merged))   # this worker's: paths are kept relative to it
+    reads = {name: kept_reads(ctx, key, data_dir) for name, key in compared.reads.items() if name.startswith("test/")}
+    return analyse_errors(reads, data_dir.absolute(), report_dir)
 
 
 def _finish(ctx: RunContext, outcome: RunOutcome) -> RunOutcome:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ocr_tasks.errors import UsageError
-from ocr_tasks.flow.steps.common import dataset_version, fetch_all, local_dataset
+from ocr_tasks.flow.steps.common import dataset_version, fetch_all, keep_reads, local_dataset
 from ocr_tasks.storage import layout
 from ocr_tasks.vocabulary import DET, REC, ModelKind
 
@@ -44,7 +44,6 @@ def register_baseline(ctx: RunContext, merged: MergedDataset) -> dict | None:
     """The stock model (baseline.*) published as production, scored on this dataset's test split: the first
     fine-tune is then compared with and gated against the model the team runs today (release/baseline.py)."""
     from ocr_tasks.release.baseline import register_stock_baseline, reads_of_the_test_split
-    from ocr_tasks.release.infra_validation import with_sample_paths
     from ocr_tasks.release.registry import ProductionMoved
 
     data_dir = local_dataset(ctx, dataset_version(merged))
@@ -59,11 +58,8 @@ def register_baseline(ctx: RunContext, merged: MergedDataset) -> dict | None:
     # split instead of making them again (35 CPU-seconds in the demo); paths relative to the dataset folder, like
     # infra validation's, since compare may run on another worker
     if ctx.config.infra_validation.runtimes.get("pipeline") is None:
-        root = data_dir.absolute()
         answer = json.loads(reads_of_the_test_split(work).read_text(encoding="utf-8"))
-        registered["test_reads"] = layout.run_baseline_reads_key(ctx.run_id)
-        ctx.storage.put_json(registered["test_reads"],
-                             with_sample_paths(answer, lambda path: str(Path(path).relative_to(root))))
+        registered["test_reads"] = keep_reads(ctx, layout.run_baseline_reads_key(ctx.run_id), answer, data_dir)
     return registered
 
 
@@ -104,11 +100,12 @@ def evaluate(ctx: RunContext, merged: MergedDataset, det: TrainedModel | None = 
     manifest = production / "manifest.json"     # pull_model verified it; absent only in a hand-made folder
     evaluation.production_is_stock = manifest.is_file() and bool(json.loads(manifest.read_text(encoding="utf-8"))
                                                                   .get("stock"))
-    if stock_baseline and stock_baseline["version"] == current:
-        evaluation.production_test_reads = stock_baseline.get("test_reads")
+    registered = stock_baseline if stock_baseline and stock_baseline["version"] == current else None
+    if registered:
+        evaluation.production_test_reads = registered.get("test_reads")
     for kind in models:
-        if stock_baseline and stock_baseline["version"] == current and kind in stock_baseline["metrics"]:
-            evaluation.baseline[kind] = stock_baseline["metrics"][kind]
+        if registered and kind in registered["metrics"]:
+            evaluation.baseline[kind] = registered["metrics"][kind]
             continue
         checkpoint = production / "checkpoints" / kind / "best_accuracy"
         prod_config = production / "checkpoints" / kind / "config.yml"
