@@ -236,11 +236,7 @@ def _planted_mismatch_and_unloadable_model_are_refused(model: Path, data_dir: Pa
     gate = GateConfig(det_min_hmean=0.85)
     data_dir = _first_test_samples(data_dir, tmp_path / "few", images=12)   # a drift to nothing shows on a few
     mismatched = tmp_path / "mismatched"
-    shutil.copytree(model, mismatched)
-    spec = mismatched / "det" / "inference.yml"
-    raw = yaml.safe_load(spec.read_text())
-    raw["PostProcess"]["box_thresh"] = 0.995        # export post-processing that eval.py did not use
-    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    _with_det_postprocess(model, mismatched, box_thresh=0.995)   # export post-processing that eval.py did not use
     served = validate_in_runtimes(mismatched, data_dir, {"pipeline": None}, tmp_path / "iv-mismatch", timeout_s=900)
     decision = decide(metrics, None, gate, served=served)
     assert not decision.passed
@@ -272,12 +268,8 @@ def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path
 
     few = _first_test_samples(data_dir, tmp_path / "few-e2e", images=12)
     tight = tmp_path / "tight-boxes"
-    shutil.copytree(model, tight)
-    spec = tight / "det" / "inference.yml"
-    raw = yaml.safe_load(spec.read_text())
-    assert raw["PostProcess"]["unclip_ratio"] > 1.2, raw["PostProcess"]   # what val chose: boxes with a margin
-    raw["PostProcess"]["unclip_ratio"] = 1.0
-    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    chosen = _with_det_postprocess(model, tight, unclip_ratio=1.0)
+    assert chosen["unclip_ratio"] > 1.2, chosen   # what val chose: boxes with a margin
     served = validate_in_runtimes(tight, few, {"pipeline": None}, tmp_path / "iv-tight", timeout_s=900)
     (read,) = served.runtimes
     assert read.metrics["det"]["hmean"] >= 0.95 and read.metrics["rec"]["acc"] >= 0.95, read.metrics
@@ -293,6 +285,18 @@ def _lines_cut_by_tight_boxes_are_refused_end_to_end(model: Path, data_dir: Path
     assert all(r.startswith("end-to-end hmean ") and " in runtime pipeline (paddleocr " in r
                for r in decision.reasons), decision.reasons
     assert any("below production" in r for r in decision.reasons), decision.reasons
+
+
+def _with_det_postprocess(model: Path, target: Path, **settings: float) -> dict:
+    """A copy of the bundle at `target` whose det/inference.yml post-processing has `settings`; returns the one
+    it had."""
+    shutil.copytree(model, target)
+    spec = target / "det" / "inference.yml"
+    raw = yaml.safe_load(spec.read_text())
+    had = dict(raw["PostProcess"])
+    raw["PostProcess"].update(settings)
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return had
 
 
 def _first_test_samples(data_dir: Path, target: Path, *, images: int) -> Path:
